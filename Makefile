@@ -24,6 +24,7 @@ demo: install
 	$(VENV)/bin/modelweave demo
 
 test: install
+	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from modelweave.models import embedded
+
 from parity import check_decompositions, check_no_intervention, check_pattern, check_self_patching
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm")]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from modelweave import Model
+
 from parity import (
     check_decompositions,
     check_no_intervention,

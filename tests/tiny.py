@@ -47,13 +47,38 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def tiny_hf_model(family: str, seed: int = 0) -> tf.PreTrainedModel:
+def tiny_hf_model(family: str, seed: int = 0, vocab_size: int | None = None
+                  ) -> tf.PreTrainedModel:
     """A tiny random HF causal LM of ``family`` (a key of ``CONFIGS``), in eval mode."""
     torch.manual_seed(seed)
     config = CONFIGS[family]()
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
     return randomize(tf.AutoModelForCausalLM.from_config(config), seed).eval()
 
 
 def random_tokens(batch: int = 2, pos: int = 7, seed: int = 0) -> torch.Tensor:
     """[batch, pos] random token ids."""
     return torch.randint(0, VOCAB, (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+CORPUS = ["When Mary and John went to the store, John gave a drink to Mary.",
+          "1 2 3 4 5 6 7 8 9 10", "January, February, March, April, May"] * 5
+
+
+def tiny_tokenizer(adds_bos: bool) -> tf.PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in-test; ``adds_bos`` gives it a ``<s> $A`` template,
+    like Llama's, otherwise it adds nothing, like GPT-2's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    if adds_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                           special_tokens=[("<s>", 1)])
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                      unk_token="<unk>")

@@ -4,7 +4,7 @@ Quick start::
 
     import modelweave as mw
     model = mw.load_model("smollm2-135m")
-    logits, cache = model.run_with_cache("When Mary and John went to the store, John gave a drink to")
+    logits, cache = model.run_with_cache("When Mary and John went to the store, John gave")
     cache["blocks.3.attn.hook_z"].shape  # [batch, pos, head, d_head]
 """
 

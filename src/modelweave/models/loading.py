@@ -117,8 +117,8 @@ def _load_hub(repo_id: str, dtype, device: str, trust_remote_code: bool, tokeniz
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelLoadError(
-            f"{repo_id!r} is neither a local path nor in the Hugging Face cache, and HF_HUB_OFFLINE "
-            "is set; download it where the hub is reachable and pass its directory"
+            f"{repo_id!r} is neither a local path nor in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set; download it where the hub is reachable and pass its directory"
         )
     from huggingface_hub import HfApi
 

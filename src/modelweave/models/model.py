@@ -48,8 +48,9 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"Model({self.name!r}, {c.architecture}, layers={c.n_layers}, heads={c.n_heads}"
-                f"/{c.n_kv_heads}kv, d_model={c.d_model}, dtype={self.dtype}, device={self.device})")
+        return (f"Model({self.name!r}, {c.architecture}, layers={c.n_layers}, "
+                f"heads={c.n_heads}/{c.n_kv_heads}kv, d_model={c.d_model}, dtype={self.dtype}, "
+                f"device={self.device})")
 
     @property
     def device(self) -> torch.device:

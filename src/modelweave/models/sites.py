@@ -9,10 +9,10 @@ Per layer ``L``::
     blocks.L.attn.hook_pattern [batch, n_heads, query_pos, key_pos] (softmaxed)
     blocks.L.attn.hook_z       [batch, pos, n_heads, d_head]      (input of the output projection)
     blocks.L.attn.hook_result  [batch, pos, n_heads, d_model]     (each head's projected output)
-    blocks.L.hook_attn_out     [batch, pos, d_model]              (what attention adds to the residual)
+    blocks.L.hook_attn_out     [batch, pos, d_model]              (attention's residual share)
     blocks.L.hook_resid_mid    [batch, pos, d_model]              (sequential blocks only)
     blocks.L.mlp.hook_post     [batch, pos, d_mlp]                (neurons)
-    blocks.L.hook_mlp_out      [batch, pos, d_model]              (what the MLP adds to the residual)
+    blocks.L.hook_mlp_out      [batch, pos, d_model]              (the MLP's residual share)
     blocks.L.hook_resid_post   [batch, pos, d_model]
 
 and ``hook_embed``, ``hook_pos_embed`` (learned positions only), ``ln_final.hook_normalized``

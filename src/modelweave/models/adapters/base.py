@@ -61,7 +61,7 @@ class ConcatQKV:
 
     def split(self, out: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig) -> dict:
         chunks = out.split(self._sizes(cfg), dim=-1)
-        return {k: c.view(*c.shape[:-1], -1, cfg.d_head) for k, c in zip(QKV, chunks)}
+        return {k: c.view(*c.shape[:-1], -1, cfg.d_head) for k, c in zip(QKV, chunks, strict=True)}
 
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k].flatten(-2) for k in QKV], dim=-1)
@@ -79,7 +79,7 @@ class InterleavedQKV:
 
     def split(self, out: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig) -> dict:
         per_head = out.view(*out.shape[:-1], cfg.n_heads, 3 * cfg.d_head)
-        return dict(zip(QKV, per_head.split(cfg.d_head, dim=-1)))
+        return dict(zip(QKV, per_head.split(cfg.d_head, dim=-1), strict=True))
 
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k] for k in QKV], dim=-1).reshape(out.shape)

@@ -1,0 +1,119 @@
+"""``modelweave`` commands. Every user error is one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ModelWeaveError
+
+app = typer.Typer(
+    name="modelweave",
+    help="Mechanistic interpretability of Hugging Face causal LMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="smollm2-135m, a directory, a "
+                                       ".gguf file or a hub id.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 or auto.")]
+RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code",
+                                         help="Allow code shipped with a checkpoint.")]
+
+DEMO_PROMPTS = (
+    "When Mary and John went to the store, John gave a drink to",
+    "1 2 3 4 5 6 ",
+    "January, February, March, April,",
+    "The war lasted from the year 1732 to the year 17",
+    "The capital of France is",
+)
+
+
+def _load(model: str, device: str | None, dtype: str | None, trust_remote_code: bool = False):
+    from ..models import embedded, load_model
+
+    if model.lower() in embedded.ALIASES and not embedded.is_cached():
+        with console.status(f"Dequantising the embedded model once into {embedded.cached_dir()}"):
+            embedded.ensure_cached()
+    with console.status(f"Loading {model}"):
+        return load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def _predictions_table(model, prompts: list[str], top: int) -> Table:
+    import torch
+
+    table = Table(title=f"Top-{top} next tokens of {model.name}", show_lines=True)
+    table.add_column("prompt (tokens)", overflow="fold", max_width=60)
+    table.add_column("predictions", overflow="fold")
+    for prompt in prompts:
+        probs = torch.softmax(model(prompt)[0, -1].float(), dim=-1)
+        best = probs.topk(top)
+        shown = "  ".join(f"{model.to_string([i])!r} {p:.2f}"
+                          for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
+        tokens = "|".join(model.to_str_tokens(prompt))
+        table.add_row(f"{prompt!r}\n[dim]{tokens}[/dim]", shown)
+    return table
+
+
+@app.command()
+def models() -> None:
+    """List supported architectures and the state of the embedded default model."""
+    from ..models import embedded
+    from ..models.adapters import FAMILY_EXAMPLES, supported_architectures
+
+    table = Table(title="Supported architectures")
+    table.add_column("model_type")
+    table.add_column("families")
+    for arch in supported_architectures():
+        table.add_row(arch, FAMILY_EXAMPLES.get(arch, ""))
+    console.print(table)
+    gguf = embedded.gguf_path()
+    console.print(f"Embedded default: [bold]{embedded.NAME}[/bold] (SmolLM2-135M-Instruct, llama)")
+    console.print(f"  installed: {'yes, ' + str(gguf) if gguf else 'no - ' + embedded.INSTALL}")
+    cached = embedded.is_cached()
+    console.print(f"  cached:    {'yes, ' if cached else 'no (first load dequantises it into) '}"
+                  f"{embedded.cached_dir()}")
+
+
+@app.command()
+def predict(
+    prompts: Annotated[list[str], typer.Argument(help="One or more prompts.")],
+    model: ModelOpt = "smollm2-135m",
+    top: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    trust_remote_code: RemoteOpt = False,
+) -> None:
+    """Show a model's top next-token predictions for the given prompts."""
+    loaded = _load(model, device, dtype, trust_remote_code)
+    console.print(_predictions_table(loaded, prompts, top))
+
+
+@app.command()
+def demo(model: ModelOpt = "smollm2-135m", device: DeviceOpt = None,
+         dtype: DtypeOpt = None) -> None:
+    """The quick-start: load a model and show its predictions on built-in prompts."""
+    loaded = _load(model, device, dtype)
+    console.print(repr(loaded))
+    console.print(f"BOS rule: {loaded.tokenization.rule}")
+    console.print(_predictions_table(loaded, list(DEMO_PROMPTS), 5))
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line, not a traceback."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        app()
+    except ModelWeaveError as err:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(1)
