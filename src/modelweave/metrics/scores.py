@@ -1,0 +1,92 @@
+"""Per-example metrics on a :class:`~modelweave.tasks.TaskBatch`.
+
+Every function returns a [N] tensor (one value per example) read at each prompt's last token
+(``batch.lengths - 1``); aggregate and normalise with :mod:`modelweave.metrics.stats`.
+
+- ``logit_diff``: logit of the correct answer's first token minus the mean logit of the wrong
+  answers' first tokens.
+- ``prob_diff``: probability mass on the correct first tokens minus the mass on the wrong ones
+  (each token counted once; greater-than's "years above minus years at or below").
+- ``logprob``: log-probability of the correct answer's first token.
+- ``accuracy``: 1 where the top-1 token is a correct first token.
+- ``kl``: KL(reference || run) of the next-token distributions, e.g. the unpatched model as
+  reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..tasks.batch import TaskBatch
+
+
+def final_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[N, pos, vocab] -> [N, vocab] at each example's last prompt token."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, batch.lengths.to(logits.device) - 1].float()
+
+
+def _gather(values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """values [N, vocab], ids [N, K] padded with -1 -> ([N, K] gathered, [N, K] mask)."""
+    ids = ids.to(values.device)
+    mask = ids >= 0
+    return values.gather(1, ids.clamp(min=0)), mask
+
+
+def _set_mask(ids: torch.Tensor, vocab: int, device) -> torch.Tensor:
+    """[N, K] ids (-1 padded) -> [N, vocab] boolean membership (duplicates count once)."""
+    ids = ids.to(device)
+    member = torch.zeros(ids.shape[0], vocab + 1, dtype=torch.bool, device=device)
+    member.scatter_(1, torch.where(ids >= 0, ids, vocab), True)
+    return member[:, :vocab]
+
+
+def logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[N] correct-answer logit minus the mean wrong-answer logit."""
+    last = final_logits(logits, batch)
+    correct = last.gather(1, batch.answers.to(last.device)[:, None])[:, 0]
+    wrong, mask = _gather(last, batch.wrong_ids)
+    return correct - (wrong * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def prob_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[N] probability mass on correct first tokens minus mass on wrong ones."""
+    probs = final_logits(logits, batch).softmax(-1)
+    vocab = probs.shape[1]
+    correct = (probs * _set_mask(batch.answer_ids, vocab, probs.device)).sum(1)
+    wrong = (probs * _set_mask(batch.wrong_ids, vocab, probs.device)).sum(1)
+    return correct - wrong
+
+
+def logprob(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[N] log-probability of the main answer's first token."""
+    logp = final_logits(logits, batch).log_softmax(-1)
+    return logp.gather(1, batch.answers.to(logp.device)[:, None])[:, 0]
+
+
+def accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[N] 1.0 where the top-1 next token is a correct first token, else 0.0."""
+    last = final_logits(logits, batch)
+    member = _set_mask(batch.answer_ids, last.shape[1], last.device)
+    return member.gather(1, last.argmax(-1, keepdim=True))[:, 0].float()
+
+
+def kl(logits: torch.Tensor, batch: TaskBatch, reference: torch.Tensor) -> torch.Tensor:
+    """[N] KL(reference || run) between next-token distributions (reference: [N, pos, vocab]
+    logits of e.g. the unpatched model)."""
+    logp = final_logits(logits, batch).log_softmax(-1)
+    ref = final_logits(reference, batch).log_softmax(-1)
+    return (ref.exp() * (ref - logp)).sum(-1)
+
+
+METRICS = {"logit_diff": logit_diff, "prob_diff": prob_diff, "logprob": logprob,
+           "accuracy": accuracy}
+
+
+def metric_fn(name: str):
+    """A metric by name (``kl`` needs a reference and is called directly)."""
+    from ..tasks import TaskError
+
+    if name not in METRICS:
+        raise TaskError(f"unknown metric {name!r}; metrics: {', '.join(METRICS)}, kl")
+    return METRICS[name]
