@@ -24,11 +24,11 @@ demo: install
 	$(VENV)/bin/modelweave demo
 
 test: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 bench: install
 	$(PY) bench/load.py

@@ -20,7 +20,7 @@ CONFIGS = {
     "mistral": lambda: tf.MistralConfig(**_COMMON, num_key_value_heads=2),
     "qwen2": lambda: tf.Qwen2Config(**_COMMON, num_key_value_heads=2),
     "gpt2": lambda: tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4,
-                                  n_positions=64),
+                                  n_positions=64, bos_token_id=0, eos_token_id=0),
     "gpt_neox": lambda: tf.GPTNeoXConfig(**_COMMON, rotary_pct=0.5, use_parallel_residual=True),
     "gpt_neox_sequential": lambda: tf.GPTNeoXConfig(**_COMMON, use_parallel_residual=False),
     "olmo": lambda: tf.OlmoConfig(**_COMMON, num_key_value_heads=4, clip_qkv=0.8),

@@ -23,7 +23,9 @@ class EvalResult:
             whole-answer log-probability difference).
         logit_diff_corrupt: the same difference on the corrupted prompts; the gap between the
             two is what patching can recover.
-        metric, metric_value: the task's default metric and its aggregate on clean prompts.
+        metric, metric_value: the task's default metric and its aggregate on clean prompts
+            (with ``scoring="full"`` a ``logit_diff`` metric is the whole-answer difference;
+            other metrics are read from first tokens).
         per_example: every per-example value, by name.
         dropped: examples that could not be represented for this tokenizer, by reason.
     """
@@ -88,6 +90,8 @@ def evaluate(model, task: str | Task, n: int = 64, seed: int = 0, *, scoring: st
         diff, acc = scores.logit_diff(clean, batch), scores.accuracy(clean, batch)
         diff_corrupt = scores.logit_diff(corrupt, batch)
     value = scores.metric_fn(resolved.metric)(clean, batch)
+    if scoring == "full" and resolved.metric == "logit_diff":
+        value = diff  # whole-answer difference; other metrics stay first-token
     per_example = {"logit_diff": diff.tolist(), "accuracy": acc.tolist(),
                    "logit_diff_corrupt": diff_corrupt.tolist(), resolved.metric: value.tolist()}
     return EvalResult(

@@ -133,7 +133,7 @@ def _move_space(tokenizer, ex: Example) -> Example:
         return ex
     ids = tokenizer(ex.clean + answers[0], add_special_tokens=False)["input_ids"]
     n = len(tokenizer(ex.clean, add_special_tokens=False)["input_ids"])
-    if len(ids) <= n or tokenizer.decode(ids[n:n + 1]) != " ":
+    if len(ids) <= n or tokenizer.decode(ids[n:n + 1]).strip():  # "▁" may decode to ""
         return ex
     return Example(ex.clean + " ", ex.corrupt + " ", [a[1:] for a in ex.answers],
                    [a[1:] for a in ex.wrong_answers], ex.spans, ex.corrupt_spans,

@@ -9,22 +9,23 @@ from .words import ACRONYM_WORDS, CAPITALS, ITEMS, LETTERS, SUBJECTS
 
 @register
 class EntityTracking(Task):
-    """"The key is in Box A, the coin is in Box B, the ring is in Box C. The coin is in Box"
-    -> " B". Parameter ``boxes`` (default 3). Named positions: OBJ0.., BOX0.. (each object and
+    """"Box A contains the key, Box B contains the coin, and Box C contains the ring. The coin
+    is in Box" -> " B". Parameter ``boxes`` (default 3); boxes are labelled A, B, C... in
+    order. Named positions: OBJ0.., BOX0.. (each object and
     its box label), QUERY (the queried object), END. Corruption ``other_object``: another
     object is queried, so the correct box changes (it is the wrong answer)."""
 
     name = "entity_tracking"
-    description = "'The key is in Box A, ... The key is in Box' -> ' A'"
+    description = "'Box A contains the key, ... The key is in Box' -> ' A'"
     corruptions = ("other_object",)
     defaults = {"boxes": 3}
 
     def example(self, rng, index, tokenizer) -> Example:
         n = self.params["boxes"]
-        objects, labels = rng.sample(ITEMS, n), sorted(rng.sample(LETTERS[:10], n))
-        parts = [f"the {{OBJ{i}}} is in Box {{BOX{i}}}" for i in range(n)]
+        objects, labels = rng.sample(ITEMS, n), LETTERS[:n]
+        parts = [f"Box {{BOX{i}}} contains the {{OBJ{i}}}" for i in range(n)]
         body = ", ".join(parts[:-1]) + (", and " if n > 2 else " and ") + parts[-1]
-        template = body[0].upper() + body[1:] + ". The {QUERY} is in Box"
+        template = body + ". The {QUERY} is in Box"
         query = rng.randrange(n)
         other_obj = choose_like(rng, tokenizer, objects, objects[query])
         other = objects.index(other_obj)

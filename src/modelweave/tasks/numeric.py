@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 
-from .base import Example, Task, TaskError, pair, register, splits_digits
+from .base import Example, Task, TaskError, n_tokens, pair, register, splits_digits
 
 GT_NOUNS = ["war", "expedition", "siege", "project", "reign", "drought", "strike", "famine",
             "journey", "trial", "dynasty", "campaign", "crisis", "voyage"]
@@ -36,7 +36,11 @@ class GreaterThan(Task):
             above = [str(d) for d in range(unit + 1, 10)]
             below = [str(d) for d in range(0, unit + 1)]
             return pair(template, clean, corrupt, above, below, year=xx * 100 + tens * 10 + unit)
-        yy = rng.randint(2, 98)
+        years = list(range(2, 99))
+        if tokenizer is not None:  # start years that tokenize like the corrupted XX01
+            target = n_tokens(tokenizer, f" {xx}01")
+            years = [y for y in years if n_tokens(tokenizer, f" {xx}{y:02d}") == target] or years
+        yy = rng.choice(years)
         template = f"The {{NOUN}} lasted from the year {{XX}}{{YY}} to the year {xx}"
         clean = {"NOUN": noun, "XX": str(xx), "YY": f"{yy:02d}"}
         corrupt = {**clean, "YY": "01"}
