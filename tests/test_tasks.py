@@ -35,6 +35,18 @@ def covers_end(text, span, piece):
 
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_batches_are_faithful_to_the_text(model, name):
+    check_batch(model, name)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm")
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_batches_are_faithful_for_the_embedded_tokenizer(smollm, name):
+    check_batch(smollm, name)
+
+
+def check_batch(model, name):
+    """Every kept example's tokens spell its text, answers and named positions."""
     tok, bos = model.tokenizer, model.tokenizer.bos_token_id
     try:
         batch = make_batch(model, name, n=24, seed=3)
