@@ -34,6 +34,7 @@ def test_instance_and_directory_give_the_same_logits(saved_dir):
 def test_dtype_option(saved_dir):
     model = load_model(saved_dir[0], dtype="bfloat16")
     assert model.dtype == torch.bfloat16
+    assert load_model(saved_dir[1], dtype="float16").dtype == torch.float16
     with pytest.raises(ModelLoadError, match="unknown dtype"):
         load_model(saved_dir[0], dtype="float13")
 

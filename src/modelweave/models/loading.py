@@ -146,7 +146,8 @@ def load_model(
 
     Args:
         spec: ``"smollm2-135m"`` (the embedded default), a local HF directory, a ``.gguf``
-            file, a hub id (needs a reachable hub or a local HF cache), or a ``PreTrainedModel``.
+            file, a hub id (needs a reachable hub or a local HF cache), or a ``PreTrainedModel``
+            (used as it is; moved only if ``device`` or ``dtype`` is given).
         tokenizer: a tokenizer to use instead of the one found with the model.
         dtype: ``float32`` (default on CPU), ``bfloat16``, ``float16`` or ``auto`` (the
             checkpoint's dtype; default on GPU).
@@ -162,6 +163,8 @@ def load_model(
     device_str = _resolve_device(device)
     if isinstance(spec, PreTrainedModel):
         get_adapter(spec.config)
+        if device is not None or dtype is not None:  # only what was asked for explicitly
+            spec.to(device=device, dtype=_resolve_dtype(dtype, device_str) if dtype else None)
         hf_model, name = spec, getattr(spec, "name_or_path", None) or spec.config.model_type
         if tokenizer is None and name and Path(name).is_dir():
             tokenizer = AutoTokenizer.from_pretrained(name)
