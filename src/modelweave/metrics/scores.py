@@ -83,6 +83,24 @@ METRICS = {"logit_diff": logit_diff, "prob_diff": prob_diff, "logprob": logprob,
            "accuracy": accuracy}
 
 
+def metric_on_last(name: str, last: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """A metric on logits already taken at the prompts' last token.
+
+    Args:
+        last: [groups * N, vocab]: ``groups`` stacked copies of the batch (as patching sweeps
+            run them).
+
+    Returns:
+        [groups, N] per-example values.
+    """
+    n = len(batch)
+    groups = last.shape[0] // n
+    view = TaskBatch(**{**batch.__dict__, "lengths": torch.ones(groups * n, dtype=torch.long),
+                        "answer_ids": batch.answer_ids.repeat(groups, 1),
+                        "wrong_ids": batch.wrong_ids.repeat(groups, 1)})
+    return metric_fn(name)(last[:, None], view).view(groups, n)
+
+
 def metric_fn(name: str):
     """A metric by name (``kl`` needs a reference and is called directly)."""
     from ..tasks import TaskError

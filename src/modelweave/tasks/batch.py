@@ -83,6 +83,18 @@ class TaskBatch:
                             f"{', '.join(self.positions)}")
         return self.positions[name]
 
+    def select(self, rows) -> TaskBatch:
+        """The sub-batch of the given rows (a slice, or a list/tensor of indices)."""
+        index = torch.arange(len(self))[rows]
+        keep = index.tolist()
+        tensors = {k: getattr(self, k)[index] for k in
+                   ("clean", "corrupt", "mask", "lengths", "answer_ids", "wrong_ids")}
+        return TaskBatch(**{**self.__dict__, **tensors,
+                            "positions": {k: v[index] for k, v in self.positions.items()},
+                            "answer_tokens": [self.answer_tokens[i] for i in keep],
+                            "wrong_tokens": [self.wrong_tokens[i] for i in keep],
+                            "examples": [self.examples[i] for i in keep]})
+
     def to(self, device) -> TaskBatch:
         """The same batch with its tensors on ``device``."""
         move = {k: getattr(self, k).to(device) for k in

@@ -1,0 +1,198 @@
+"""Exact activation-patching sweeps over node grids, on the suffix-only fast path.
+
+Grids (each unit is one patch; its result is the task metric, normalised so 1 = clean run,
+0 = corrupted run):
+
+=============  =====================================  ===========================
+grid           unit                                   axes
+=============  =====================================  ===========================
+resid          ``hook_resid_pre`` of layer L at pos p  layer x pos
+attn           ``hook_attn_out`` of layer L at pos p   layer x pos
+mlp            ``hook_mlp_out`` of layer L at pos p    layer x pos
+heads          ``hook_z`` of head h, every position    layer x head
+heads-by-pos   ``hook_z`` of head h at pos p           layer x head x pos
+neurons        ``mlp.hook_post`` neuron n, every pos   layer x neuron
+=============  =====================================  ===========================
+
+*Denoising* patches clean activations into the corrupted run; *noising* patches corrupted
+activations into the clean run. Units are grouped by layer and sorted by position; a chunk of
+units runs as one suffix pass (:func:`~modelweave.engine.suffix.run_suffix`) starting at the
+chunk's earliest position, with the batch stacked once per unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..metrics.scores import metric_on_last
+from ..models import Model
+from ..tasks import TaskBatch, TaskError
+from .result import PatchingResult
+from .suffix import BaseRun, base_run, run_suffix
+
+SITES = {"resid": "hook_resid_pre", "attn": "hook_attn_out", "mlp": "hook_mlp_out",
+         "heads": "attn.hook_z", "heads-by-pos": "attn.hook_z", "neurons": "mlp.hook_post"}
+GRIDS = tuple(SITES)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One patch: a site of ``layer``, at ``pos`` (``None``: every position), on one head or
+    neuron ``index`` (``None``: the whole site)."""
+
+    layer: int
+    pos: int | None
+    index: int | None
+
+
+def grid_units(model: Model, grid: str, length: int, layers: list[int] | None = None,
+               indices: list[int] | None = None) -> tuple[list[Unit], tuple[str, ...]]:
+    """Units of a grid, in row-major order of its axes, and the axis names."""
+    if grid not in SITES:
+        raise TaskError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
+    cfg = model.cfg
+    layers = list(range(cfg.n_layers)) if layers is None else layers
+    bad = [layer for layer in layers if not 0 <= layer < cfg.n_layers]
+    if bad:
+        raise TaskError(f"layer {bad[0]} out of range (model has {cfg.n_layers})")
+    width = cfg.n_heads if grid.startswith("heads") else cfg.d_mlp
+    indices = list(range(width)) if indices is None else indices
+    bad = [i for i in indices if not 0 <= i < width]
+    if bad and grid in ("heads", "heads-by-pos", "neurons"):
+        what = "head" if grid.startswith("heads") else "neuron"
+        raise TaskError(f"{what} index {bad[0]} out of range (0..{width - 1})")
+    positions = range(length)
+    if grid in ("resid", "attn", "mlp"):
+        return [Unit(L, p, None) for L in layers for p in positions], ("layer", "pos")
+    if grid == "heads":
+        return [Unit(L, None, h) for L in layers for h in indices], ("layer", "head")
+    if grid == "heads-by-pos":
+        return ([Unit(L, p, h) for L in layers for h in indices for p in positions],
+                ("layer", "head", "pos"))
+    return [Unit(L, None, n) for L in layers for n in indices], ("layer", "neuron")
+
+
+def _patch_hook(units: list[Unit], start: int, batch: int, source: torch.Tensor
+                ) -> Callable:
+    """A hook writing each unit's source values into its own copy of the batch.
+
+    ``source``: the site in the source run, [batch, pos, ...]."""
+
+    def hook(tensor: torch.Tensor, _hook) -> torch.Tensor:
+        out = tensor.clone()
+        view = out.view(len(units), batch, *out.shape[1:])
+        for g, unit in enumerate(units):
+            pos = slice(start, None) if unit.pos is None else unit.pos
+            rel = slice(None) if unit.pos is None else unit.pos - start
+            if unit.index is None:
+                view[g, :, rel] = source[:, pos]
+            else:  # heads and neurons are axis 2 of their sites
+                view[g, :, rel, unit.index] = source[:, pos, unit.index]
+        return out
+
+    return hook
+
+
+def _first_change(unit: Unit, source: torch.Tensor, base: torch.Tensor) -> int | None:
+    """First position at which the unit's source values differ from the base run's, or None
+    when they are identical (then the patch changes nothing and needs no pass)."""
+    pos = slice(None) if unit.pos is None else slice(unit.pos, unit.pos + 1)
+    src, old = source[:, pos], base[:, pos]
+    if unit.index is not None:
+        src, old = src[:, :, unit.index], old[:, :, unit.index]
+    changed = (src != old).transpose(0, 1)
+    differs = changed.reshape(changed.shape[0], -1).any(dim=1).nonzero()
+    if not len(differs):
+        return None
+    return int(differs[0]) + (unit.pos or 0)
+
+
+def _chunks(starts: dict[Unit, int], size: int) -> list[list[Unit]]:
+    by_layer: dict[int, list[Unit]] = {}
+    for unit in starts:
+        by_layer.setdefault(unit.layer, []).append(unit)
+    out = []
+    for layer_units in by_layer.values():
+        ordered = sorted(layer_units, key=starts.__getitem__)
+        out += [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return out
+
+
+def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, grid: str,
+                units: list[Unit], metric: str = "logit_diff", max_rows: int = 512,
+                progress: Callable[[int], None] | None = None) -> dict[Unit, float]:
+    """Metric (mean over the batch, raw) of each unit's patched run, on the fast path.
+
+    ``base`` must hold the patched sites (``base_run(..., sites=...)``): units whose source
+    values equal the base run's get the base run's metric without a pass."""
+    kind, n = SITES[grid], len(batch)
+    base_metric = metric_on_last(metric, base.last_logits, batch).mean().item()
+    size = max(1, max_rows // n)
+    results: dict[Unit, float] = {}
+    starts = {}
+    for unit in units:
+        name = f"blocks.{unit.layer}.{kind}"
+        first = _first_change(unit, source_cache[name], base.sites[name])
+        if first is None:
+            results[unit] = base_metric
+        else:
+            starts[unit] = first
+    if progress and results:
+        progress(len(results))
+    for chunk in _chunks(starts, size):
+        layer = chunk[0].layer
+        start = min(starts[u] for u in chunk)
+        source = source_cache[f"blocks.{layer}.{kind}"]
+        hook = _patch_hook(chunk, start, n, source)
+        if kind == "hook_resid_pre":
+            resid = base.resid_pre[layer][:, start:].repeat(len(chunk), 1, 1)
+            last = run_suffix(model, base, layer, start, len(chunk), resid=hook(resid, None))
+        else:
+            with model.hooks([(f"blocks.{layer}.{kind}", hook)]):
+                last = run_suffix(model, base, layer, start, len(chunk))
+        values = metric_on_last(metric, last, batch).mean(dim=1)
+        results.update(zip(chunk, values.tolist(), strict=True))
+        if progress:
+            progress(len(chunk))
+    return results
+
+
+def patch_sweep(model: Model, batch: TaskBatch, grid: str, *, direction: str = "denoising",
+                metric: str = "logit_diff", layers: list[int] | None = None,
+                indices: list[int] | None = None, max_rows: int = 512,
+                progress: Callable[[int], None] | None = None) -> PatchingResult:
+    """Exact activation patching of every unit of ``grid`` (see the module docstring).
+
+    Args:
+        direction: ``"denoising"`` (clean into corrupted) or ``"noising"`` (corrupted into
+            clean).
+        layers, indices: restrict the grid to these layers / heads / neurons.
+        max_rows: rows per forward pass (units x prompts); bounds memory.
+
+    Returns:
+        :class:`PatchingResult` with the normalised grid (1 = clean, 0 = corrupted).
+    """
+    if direction not in ("denoising", "noising"):
+        raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
+    if not batch.same_length:
+        raise TaskError("patching needs prompts of one length: make_batch(..., "
+                        "same_length=True)")
+    units, axes = grid_units(model, grid, batch.clean.shape[1], layers, indices)
+    clean_tokens, corrupt_tokens = batch.clean, batch.corrupt
+    base_tokens, source_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoising"
+                                  else (clean_tokens, corrupt_tokens))
+    site_names = sorted({f"blocks.{u.layer}.{SITES[grid]}" for u in units})
+    source_logits, source_cache = model.run_with_cache(source_tokens, site_names)
+    base_logits, base = base_run(model, base_tokens, site_names)
+    clean_logits, corrupt_logits = ((source_logits, base_logits) if direction == "denoising"
+                                    else (base_logits, source_logits))
+    last = batch.lengths - 1
+    rows = torch.arange(len(batch))
+    clean_m = metric_on_last(metric, clean_logits[rows, last], batch).mean().item()
+    corrupt_m = metric_on_last(metric, corrupt_logits[rows, last], batch).mean().item()
+    raw = patch_units(model, batch, base, source_cache, grid, units, metric, max_rows, progress)
+    return PatchingResult.from_units(model, batch, grid, direction, metric, axes, units, raw,
+                                     clean_m, corrupt_m)

@@ -1,0 +1,123 @@
+"""Suffix-only recomputation: the exact fast path of activation patching.
+
+A patch at layer ``L`` and position ``p`` leaves every layer below ``L`` and every position
+before ``p`` as it was in the base run. :func:`run_suffix` therefore re-runs only layers
+``L..`` at positions ``p..``: the HF model's own decoder layers (temporarily the only ones in
+its layer list), fed the base run's residual stream at ``L`` and a key/value cache holding the
+base run's keys and values of positions ``< p``. Many patches are batched into one pass by
+stacking copies of the batch (``groups``), each copy carrying its own patch in the hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from ..models import Model
+
+
+@dataclass
+class BaseRun:
+    """What the suffix runner needs from the unpatched run of a batch.
+
+    Attributes:
+        tokens: [batch, pos] input ids.
+        resid_pre: per layer, [batch, pos, d_model] residual stream entering the layer.
+        keys, values: per layer, [batch, n_kv_heads, pos, d_head] attention keys (after
+            rotary) and values.
+        last_logits: [batch, d_vocab] logits at the last position.
+        sites: other activations of the run, by site name.
+    """
+
+    tokens: torch.Tensor
+    resid_pre: list[torch.Tensor]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    last_logits: torch.Tensor | None = None
+    sites: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+
+def base_run(model: Model, tokens: torch.Tensor, sites: list[str] = ()
+             ) -> tuple[torch.Tensor, BaseRun]:
+    """Run ``tokens`` once, keeping what suffix runs start from, plus the activations of
+    ``sites`` (in ``BaseRun.sites``). Returns (logits, BaseRun)."""
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(tensor, hook):
+        store[hook.name] = tensor.clone() if hook.name in sites else tensor
+
+    hooks = [(n, keep) for n in dict.fromkeys([*names, *sites])]
+    with model.hooks(hooks), torch.no_grad():
+        out = model.hf_model(input_ids=tokens.to(model.device), use_cache=True)
+    cache = out.past_key_values
+    keys = [cache.layers[i].keys for i in range(model.cfg.n_layers)]
+    values = [cache.layers[i].values for i in range(model.cfg.n_layers)]
+    return out.logits, BaseRun(tokens, [store[n] for n in names], keys, values,
+                               out.logits[:, -1], {n: store[n] for n in sites})
+
+
+@contextmanager
+def _layers_from(model: Model, layer: int) -> Iterator[None]:
+    """Temporarily make ``layers[layer:]`` the model's whole layer list, and silence learned
+    position embeddings (the residual fed in already contains them)."""
+    path = model.adapter.blocks
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.hf_model.get_submodule(parent_path) if parent_path else model.hf_model
+    original = getattr(parent, attr)
+    handles = []
+    if model.adapter.pos_embed:
+        pos = model.hf_model.get_submodule(model.adapter.pos_embed)
+        handles.append(pos.register_forward_hook(lambda m, a, out: torch.zeros_like(out)))
+    setattr(parent, attr, torch.nn.ModuleList(list(original)[layer:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, original)
+        for handle in handles:
+            handle.remove()
+
+
+def _prefix_cache(model: Model, base: BaseRun, pos: int, groups: int) -> DynamicCache:
+    cache = DynamicCache(config=model.hf_model.config)
+    for layer in range(model.cfg.n_layers):
+        k = base.keys[layer][:, :, :pos].repeat(groups, 1, 1, 1)
+        v = base.values[layer][:, :, :pos].repeat(groups, 1, 1, 1)
+        cache.update(k, v, layer)
+    return cache
+
+
+def run_suffix(model: Model, base: BaseRun, layer: int, pos: int, groups: int = 1,
+               resid: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits at the last position, [groups * batch, d_vocab], of the base run re-done from
+    ``layer`` and ``pos`` on, with whatever hooks are active (``model.hooks(...)``): hook
+    tensors then cover positions ``pos..`` only (a position ``q`` of the prompt is ``q - pos``
+    in the hook) and ``groups`` stacked copies of the batch.
+
+    Args:
+        resid: [groups * batch, pos_count - pos, d_model] residual stream entering ``layer``,
+            instead of the base run's (for patches of ``hook_resid_pre`` itself).
+    """
+    if not 0 <= layer < model.cfg.n_layers or not 0 <= pos < base.length:
+        raise ValueError(f"suffix start (layer {layer}, pos {pos}) out of range")
+    if resid is None:
+        resid = base.resid_pre[layer][:, pos:].repeat(groups, 1, 1)
+    cache = _prefix_cache(model, base, pos, groups) if pos > 0 else None
+    with _layers_from(model, layer), torch.no_grad():
+        out = model.hf_model(inputs_embeds=resid, past_key_values=cache, use_cache=pos > 0,
+                             logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+def supports_suffix(model: Model) -> bool:
+    """Whether the suffix runner applies (every layer shares one attention-mask type)."""
+    layer_types = getattr(model.hf_model.config, "layer_types", None)
+    return not layer_types or len(set(layer_types)) == 1
