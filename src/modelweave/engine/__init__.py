@@ -1,9 +1,12 @@
-"""The patching engine: suffix-only exact patching, batched over many patches."""
+"""The patching engine: declarative interventions and suffix-only exact patching, batched
+over many patches."""
 
+from .interventions import KINDS, Intervention, intervene
 from .naive import naive_patch
 from .patching import GRIDS, Unit, grid_units, patch_sweep, patch_units
 from .result import PatchingResult, normalize
 from .suffix import BaseRun, base_run, run_suffix
 
-__all__ = ["GRIDS", "BaseRun", "PatchingResult", "Unit", "base_run", "grid_units",
-           "naive_patch", "normalize", "patch_sweep", "patch_units", "run_suffix"]
+__all__ = ["GRIDS", "KINDS", "BaseRun", "Intervention", "PatchingResult", "Unit", "base_run",
+           "grid_units", "intervene", "naive_patch", "normalize", "patch_sweep", "patch_units",
+           "run_suffix"]
