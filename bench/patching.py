@@ -20,8 +20,9 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from modelweave import load_model
-from modelweave.engine import base_run, grid_units, naive_patch, patch_units
+from modelweave.engine import base_run
 from modelweave.engine import suffix as suffix_module
+from modelweave.methods import grid_units, naive_patch, patch_units
 from modelweave.tasks import make_batch
 
 
@@ -79,7 +80,7 @@ def main() -> None:
     start = time.perf_counter()
     _, cache = model.run_with_cache(batch.clean, names)
     _, base = base_run(model, batch.corrupt, names)
-    import modelweave.engine.patching as patching
+    import modelweave.methods.activation_patching as patching
 
     patching.run_suffix = counted
     try:

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from modelweave import Model
-from modelweave.engine import Intervention, attribution_sweep, intervene, patch_sweep
-from modelweave.engine.attribution import _base_with_grads
+from modelweave.engine import Intervention, intervene
+from modelweave.methods import attribution_sweep, patch_sweep
+from modelweave.methods.attribution_patching import _base_with_grads
 from modelweave.metrics.scores import metric_on_last
 from modelweave.tasks import make_batch
 from tokenizers_zoo import make_tokenizer

@@ -4,16 +4,16 @@ import pytest
 import torch
 
 from modelweave import Model
-from modelweave.engine import (
+from modelweave.engine import base_run
+from modelweave.methods import (
     GRIDS,
+    SITES,
     PatchingResult,
-    base_run,
     grid_units,
     naive_patch,
     patch_sweep,
     patch_units,
 )
-from modelweave.engine.patching import SITES
 from modelweave.tasks import TaskError, make_batch
 from tokenizers_zoo import make_tokenizer
 

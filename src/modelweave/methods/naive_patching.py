@@ -8,7 +8,7 @@ import torch
 from ..metrics.scores import metric_on_last
 from ..models import Model
 from ..tasks import TaskBatch
-from .patching import SITES, Unit
+from .grids import SITES, Unit
 
 
 def naive_patch(model: Model, batch: TaskBatch, grid: str, units: list[Unit],

@@ -15,7 +15,7 @@ import torch
 from ..metrics.scores import metric_on_last
 from ..models import Model
 from ..tasks import TaskBatch, TaskError
-from .patching import SITES, Unit, grid_units
+from .grids import SITES, Unit, grid_units
 from .result import PatchingResult
 
 
@@ -52,7 +52,7 @@ def attribution_sweep(model: Model, batch: TaskBatch, grid: str, *,
                       layers: list[int] | None = None,
                       indices: list[int] | None = None) -> PatchingResult:
     """Attribution-patching estimate of every unit of ``grid`` (same grids, directions and
-    normalisation as :func:`~modelweave.engine.patching.patch_sweep`)."""
+    normalisation as :func:`~modelweave.methods.activation_patching.patch_sweep`)."""
     if direction not in ("denoising", "noising"):
         raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
     if not batch.same_length:

@@ -23,56 +23,15 @@ chunk's earliest position, with the batch stacked once per unit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
+from ..engine.suffix import BaseRun, base_run, run_suffix
 from ..metrics.scores import metric_on_last
 from ..models import Model
 from ..tasks import TaskBatch, TaskError
+from .grids import SITES, Unit, grid_units
 from .result import PatchingResult
-from .suffix import BaseRun, base_run, run_suffix
-
-SITES = {"resid": "hook_resid_pre", "attn": "hook_attn_out", "mlp": "hook_mlp_out",
-         "heads": "attn.hook_z", "heads-by-pos": "attn.hook_z", "neurons": "mlp.hook_post"}
-GRIDS = tuple(SITES)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One patch: a site of ``layer``, at ``pos`` (``None``: every position), on one head or
-    neuron ``index`` (``None``: the whole site)."""
-
-    layer: int
-    pos: int | None
-    index: int | None
-
-
-def grid_units(model: Model, grid: str, length: int, layers: list[int] | None = None,
-               indices: list[int] | None = None) -> tuple[list[Unit], tuple[str, ...]]:
-    """Units of a grid, in row-major order of its axes, and the axis names."""
-    if grid not in SITES:
-        raise TaskError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
-    cfg = model.cfg
-    layers = list(range(cfg.n_layers)) if layers is None else layers
-    bad = [layer for layer in layers if not 0 <= layer < cfg.n_layers]
-    if bad:
-        raise TaskError(f"layer {bad[0]} out of range (model has {cfg.n_layers})")
-    width = cfg.n_heads if grid.startswith("heads") else cfg.d_mlp
-    indices = list(range(width)) if indices is None else indices
-    bad = [i for i in indices if not 0 <= i < width]
-    if bad and grid in ("heads", "heads-by-pos", "neurons"):
-        what = "head" if grid.startswith("heads") else "neuron"
-        raise TaskError(f"{what} index {bad[0]} out of range (0..{width - 1})")
-    positions = range(length)
-    if grid in ("resid", "attn", "mlp"):
-        return [Unit(L, p, None) for L in layers for p in positions], ("layer", "pos")
-    if grid == "heads":
-        return [Unit(L, None, h) for L in layers for h in indices], ("layer", "head")
-    if grid == "heads-by-pos":
-        return ([Unit(L, p, h) for L in layers for h in indices for p in positions],
-                ("layer", "head", "pos"))
-    return [Unit(L, None, n) for L in layers for n in indices], ("layer", "neuron")
 
 
 def _patch_hook(units: list[Unit], start: int, batch: int, source: torch.Tensor
