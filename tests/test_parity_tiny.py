@@ -96,3 +96,12 @@ def test_hooks_and_attention_are_restored_after_an_error(model):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
     with torch.no_grad():
         assert torch.equal(model(tokens), model.hf_model(input_ids=tokens).logits)
+
+
+def test_unembed_of_the_last_residual_is_the_logits(model):
+    tokens = random_tokens()
+    logits, cache = model.run_with_cache(tokens, [f"blocks.{model.cfg.n_layers - 1}"
+                                                  ".hook_resid_post"])
+    with torch.no_grad():
+        again = model.unembed(cache["resid_post", model.cfg.n_layers - 1])
+    assert max_diff(again, logits) <= 1e-5

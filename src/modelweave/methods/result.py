@@ -68,9 +68,11 @@ class PatchingResult:
         return pd.DataFrame(data)
 
     def top(self, k: int = 10) -> list[tuple[tuple[int, ...], float]]:
-        """The ``k`` units with the largest absolute normalised effect: (index tuple, value)."""
+        """The ``k`` units that move the metric most from the unpatched base run (0 when
+        denoising, 1 when noising): (index tuple, normalised value)."""
         flat = self.values.flatten()
-        order = flat.abs().argsort(descending=True)[:k]
+        base = 0.0 if self.direction == "denoising" else 1.0
+        order = (flat - base).abs().argsort(descending=True)[:k]
         return [(tuple(int(i) for i in torch.unravel_index(j, self.values.shape)),
                  float(flat[j])) for j in order]
 

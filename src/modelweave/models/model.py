@@ -65,6 +65,20 @@ class Model:
         """The HF decoder block of ``layer``."""
         return self._blocks[layer]
 
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits [..., d_vocab] of a final residual stream [..., d_model]: the final norm,
+        the unembedding and any logit scale (Cohere) or final soft-capping, as the model
+        applies them."""
+        normed = self.hf_model.get_submodule(self.adapter.final_norm)(resid)
+        logits = self.hf_model.get_output_embeddings()(normed)
+        scale = getattr(self.hf_model, "logit_scale", None)
+        if scale is not None:
+            logits = logits * scale
+        cap = getattr(self.hf_model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     def sites(self) -> list[str]:
         """Every hook site name of this model, in forward order."""
         return all_sites(self.cfg)

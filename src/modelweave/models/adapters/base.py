@@ -119,6 +119,8 @@ class Adapter:
         attn_out_norm: a norm applied to the projected attention output before it joins the
             residual (OLMo-2), or ``None``; then ``hook_attn_out = norm(sum_h hook_result + b_O)``.
         mlp_out_norm: likewise for the MLP output.
+        attn_in_norm: the norm attention reads the residual through (``None`` in OLMo-2,
+            which has no pre-norm).
     """
 
     model_types: tuple[str, ...]
@@ -136,6 +138,7 @@ class Adapter:
     mlp_out: str = "mlp"
     attn_out_norm: str | None = None
     mlp_out_norm: str | None = None
+    attn_in_norm: str | None = "input_layernorm"
     notes: str = field(default="", compare=False)
 
 

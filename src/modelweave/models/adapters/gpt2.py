@@ -23,6 +23,7 @@ GPT2 = Adapter(
     attn_out="attn",
     mlp_down="mlp.c_proj",
     mlp_out="mlp",
+    attn_in_norm="ln_1",
 )
 
 

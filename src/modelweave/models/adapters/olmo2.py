@@ -17,6 +17,7 @@ OLMO2 = Adapter(
     mlp_out="post_feedforward_layernorm",
     attn_out_norm="post_attention_layernorm",
     mlp_out_norm="post_feedforward_layernorm",
+    attn_in_norm=None,
 )
 
 

@@ -1,0 +1,134 @@
+"""Direct logit attribution: how much each head, MLP and neuron writes, through the frozen
+final norm, along the answer direction ``W_U[answer] - mean W_U[wrong]`` at the last position.
+
+The final norm is frozen at the scale it applies to the full residual stream, so it is linear
+and the contributions add up: embeddings + heads + attention biases + MLPs + constant terms
+(norm and unembedding biases) = the logit difference. With OLMo-2's norms after attention,
+per-head contributions are not additive; only whole attention layers are reported there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models import Model
+from ..models.adapters import linear_weight
+from ..tasks import TaskBatch
+
+
+@dataclass
+class DLAResult:
+    """Mean contributions to the logit difference over prompts.
+
+    Attributes:
+        embed: token (+ position) embeddings.
+        attn: [layer] whole attention layers (heads + output bias).
+        heads: [layer, head], or ``None`` where not additive (OLMo-2).
+        mlp: [layer].
+        neurons: layer -> [d_mlp], for the layers asked for.
+        constant: the norm's and unembedding's biases.
+        logit_diff: the model's actual mean logit difference (= the sum of the parts).
+    """
+
+    embed: float
+    attn: torch.Tensor
+    heads: torch.Tensor | None
+    mlp: torch.Tensor
+    constant: float
+    logit_diff: float
+    neurons: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        """Sum of the parts (equals ``logit_diff``)."""
+        return self.embed + float(self.attn.sum()) + float(self.mlp.sum()) + self.constant
+
+
+def _frozen_norm(model: Model, final: torch.Tensor):
+    """The final norm as a linear map at the scale it applies to ``final`` [batch, d_model].
+
+    Returns (apply(v [batch, ..., d_model]) -> [batch, ..., d_model], constant [batch, d_model])."""
+    norm = model.hf_model.get_submodule(model.adapter.final_norm)
+    rms = "rms" in type(norm).__name__.lower()
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    weight = getattr(norm, "weight", None)
+    weight = torch.ones(final.shape[-1], device=final.device) if weight is None else weight
+    centred = final if rms else final - final.mean(-1, keepdim=True)
+    scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # [batch, 1]
+    bias = getattr(norm, "bias", None)
+    constant = bias if bias is not None else torch.zeros_like(weight)
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        v = v if rms else v - v.mean(-1, keepdim=True)
+        shape = (final.shape[0],) + (1,) * (v.dim() - 2) + (1,)
+        return v * scale.view(shape) * weight
+
+    return apply, constant.expand_as(final)
+
+
+def _direction(model: Model, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """[batch, d_model] answer-minus-wrong unembedding directions and [batch] bias terms."""
+    unembed = model.hf_model.get_output_embeddings()
+    w_u = unembed.weight
+    ans = batch.answers.to(w_u.device)
+    wrong = batch.wrong_ids.to(w_u.device)
+    mask = (wrong >= 0).float()
+    wrong_mean = (w_u[wrong.clamp(min=0)] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    direction = w_u[ans] - wrong_mean
+    bias = torch.zeros(len(ans), device=w_u.device)
+    if getattr(unembed, "bias", None) is not None:
+        b = unembed.bias
+        bias = b[ans] - (b[wrong.clamp(min=0)] * mask).sum(1) / mask.sum(1)
+    scale = float(getattr(model.hf_model, "logit_scale", 1.0) or 1.0)
+    return direction * scale, bias * scale
+
+
+def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list[int] = ()
+                             ) -> DLAResult:
+    """Contributions of every component to the clean prompts' logit difference."""
+    cfg, a = model.cfg, model.adapter
+    n = cfg.n_layers
+    per_head = a.attn_out_norm is None
+    names = ["blocks.0.hook_resid_pre", f"blocks.{n - 1}.hook_resid_post"]
+    names += [f"blocks.{i}.hook_attn_out" for i in range(n)]
+    names += [f"blocks.{i}.hook_mlp_out" for i in range(n)]
+    if per_head:
+        names += [f"blocks.{i}.attn.hook_result" for i in range(n)]
+    names += [f"blocks.{i}.mlp.hook_post" for i in neuron_layers]
+    logits, cache = model.run_with_cache(batch.clean, names, attention_mask=batch.mask)
+    rows, last = torch.arange(len(batch)), batch.lengths - 1
+
+    def at_last(name):
+        return cache[name][rows, last].float()
+
+    with torch.no_grad():
+        apply, norm_bias = _frozen_norm(model, at_last(names[1]))
+        direction, unembed_bias = _direction(model, batch)
+
+        def contrib(v):  # v [batch, ..., d_model] -> [batch, ...]
+            d = direction.view(direction.shape[0], *([1] * (v.dim() - 2)), -1)
+            return (apply(v) * d).sum(-1)
+
+        embed = contrib(at_last("blocks.0.hook_resid_pre")).mean().item()
+        attn = torch.stack([contrib(at_last(f"blocks.{i}.hook_attn_out")).mean()
+                            for i in range(n)])
+        mlp = torch.stack([contrib(at_last(f"blocks.{i}.hook_mlp_out")).mean()
+                           for i in range(n)])
+        heads = torch.stack([contrib(at_last(f"blocks.{i}.attn.hook_result")).mean(0)
+                             for i in range(n)]) if per_head else None
+        neurons = {}
+        for layer in neuron_layers:
+            w_out = linear_weight(model.block(layer).get_submodule(a.mlp_down)).float()
+            post = at_last(f"blocks.{layer}.mlp.hook_post")  # [batch, d_mlp]
+            columns = apply(w_out.T[None].expand(len(batch), -1, -1))  # [batch, d_mlp, d]
+            neurons[layer] = (post * (columns * direction[:, None]).sum(-1)).mean(0).cpu()
+        constant = ((norm_bias * direction).sum(-1) + unembed_bias).mean().item()
+        last_logits = logits[rows, last].float()
+        wrong = batch.wrong_ids.to(last_logits.device)
+        mask = (wrong >= 0).float()
+        diff = (last_logits.gather(1, batch.answers.to(last_logits.device)[:, None])[:, 0]
+                - (last_logits.gather(1, wrong.clamp(min=0)) * mask).sum(1) / mask.sum(1))
+    return DLAResult(embed, attn.cpu(), None if heads is None else heads.cpu(), mlp.cpu(),
+                     constant, diff.mean().item(), neurons)

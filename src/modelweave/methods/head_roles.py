@@ -1,0 +1,163 @@
+"""Head-role scores for every attention head.
+
+Pattern scores, on repeated random tokens (a sequence of ``length`` tokens, then the same
+sequence again):
+
+- ``previous_token``: attention from each position to the one before it.
+- ``duplicate_token``: attention from a token's second occurrence to its first.
+- ``induction``: attention from a token's second occurrence to the token that *followed* its
+  first occurrence.
+
+OV scores, on effective token embeddings (the residual stream after layer 0 of a one-token
+input, as in Gould et al. 2023), passed through the head's value and output maps and the
+unembedding restricted to a token set:
+
+- ``copying``: fraction of sampled tokens whose own logit is the highest among the sample.
+- ``successor``: fraction of ordinal tokens (digits, number words, months, days, letters)
+  whose successor gets the highest logit among their class (Gould et al. 2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..models import Model
+from ..models.adapters import linear_weight
+from ..tasks.words import DAYS, LETTERS, MONTHS, NUMBER_WORDS
+
+ROLES = ("previous_token", "duplicate_token", "induction", "copying", "successor")
+ORDINALS = [[str(d) for d in range(10)], NUMBER_WORDS[:10], MONTHS, DAYS, LETTERS]
+
+
+@dataclass
+class HeadRoles:
+    """``scores[role]`` is [layer, head], each in [0, 1]."""
+
+    model: str
+    scores: dict[str, torch.Tensor]
+
+    def top(self, role: str, k: int = 5) -> list[tuple[int, int, float]]:
+        """The ``k`` highest-scoring heads for a role: (layer, head, score)."""
+        grid = self.scores[role]
+        order = grid.flatten().argsort(descending=True)[:k]
+        return [(int(i) // grid.shape[1], int(i) % grid.shape[1], float(grid.flatten()[i]))
+                for i in order]
+
+    def to_dataframe(self):
+        """One row per head, a column per role."""
+        import pandas as pd
+
+        layers, heads = next(iter(self.scores.values())).shape
+        data = {"layer": [layer for layer in range(layers) for _ in range(heads)],
+                "head": [head for _ in range(layers) for head in range(heads)]}
+        data.update({role: grid.flatten().tolist() for role, grid in self.scores.items()})
+        return pd.DataFrame(data)
+
+
+def _random_tokens(model: Model, batch: int, length: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.cfg.d_vocab
+    low, high = min(1000, vocab // 4), min(20000, vocab)  # skip special and rare ids
+    first = torch.randint(low, high, (batch, length), generator=gen)
+    tokens = torch.cat([first, first], dim=1)
+    if model.tokenization and model.tokenization.prepend_bos:
+        bos = torch.full((batch, 1), model.tokenization.bos_token_id)
+        tokens = torch.cat([bos, tokens], dim=1)
+    return tokens
+
+
+def pattern_scores(model: Model, batch: int = 8, length: int = 20, seed: int = 0
+                   ) -> dict[str, torch.Tensor]:
+    """previous_token, duplicate_token and induction scores, each [layer, head]."""
+    tokens = _random_tokens(model, batch, length, seed)
+    offset = tokens.shape[1] - 2 * length  # 1 with a BOS
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names)
+    second = torch.arange(offset + length, offset + 2 * length)
+    prev_q = torch.arange(offset + 1, offset + 2 * length)
+    out = {"previous_token": [], "duplicate_token": [], "induction": []}
+    for name in names:
+        p = cache[name].float()  # [batch, head, q, k]
+        out["previous_token"].append(p[:, :, prev_q, prev_q - 1].mean((0, 2)))
+        out["duplicate_token"].append(p[:, :, second, second - length].mean((0, 2)))
+        out["induction"].append(p[:, :, second[:-1], second[:-1] - length + 1].mean((0, 2)))
+    return {k: torch.stack(v).cpu() for k, v in out.items()}
+
+
+def effective_embeddings(model: Model, token_ids: list[int]) -> torch.Tensor:
+    """[n, d_model] residual stream after layer 0 of each token given alone (after the BOS
+    where the model's rule prepends one)."""
+    tokens = torch.tensor(token_ids)[:, None]
+    if model.tokenization and model.tokenization.prepend_bos:
+        tokens = torch.cat([torch.full_like(tokens, model.tokenization.bos_token_id), tokens], 1)
+    name = "blocks.1.hook_resid_pre" if model.cfg.n_layers > 1 else "blocks.0.hook_resid_post"
+    _, cache = model.run_with_cache(tokens, [name])
+    return cache[name][:, -1]
+
+
+def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[int]
+              ) -> torch.Tensor:
+    """[n, head, len(columns)] logits each head's OV map writes for each input vector, read
+    through the final norm and the unembedding rows ``columns``."""
+    cfg, a = model.cfg, model.adapter
+    block = model.block(layer)
+    with torch.no_grad():
+        x = embeddings[:, None]  # [n, 1, d_model]
+        if a.attn_in_norm:
+            x = block.get_submodule(a.attn_in_norm)(x)
+        for path, kinds in a.qkv.modules().items():
+            if "v" in kinds:
+                v = a.qkv.split(block.get_submodule(path)(x), kinds, cfg)["v"][:, 0]
+        v = v.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)  # [n, head, d_head]
+        w_o = linear_weight(block.get_submodule(a.out_proj)).view(cfg.d_model, cfg.n_heads,
+                                                                  cfg.d_head)
+        out = torch.einsum("nhd,mhd->nhm", v, w_o)
+        normed = model.hf_model.get_submodule(a.final_norm)(out)
+        w_u = model.hf_model.get_output_embeddings().weight[columns]
+        return (normed @ w_u.T).float()
+
+
+def _single_token_ids(model: Model, words: list[str]) -> list[int] | None:
+    ids = []
+    for word in words:
+        encoded = model.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            encoded = model.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(encoded) != 1:
+                return None
+        ids.append(encoded[0])
+    return ids if len(set(ids)) == len(ids) else None
+
+
+def ov_scores(model: Model, n_tokens: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
+    """copying and successor scores, each [layer, head] (successor needs a tokenizer)."""
+    cfg = model.cfg
+    sample = _random_tokens(model, 1, n_tokens, seed)[0, -n_tokens:].unique().tolist()
+    classes = [ids for ids in (_single_token_ids(model, c) for c in ORDINALS) if ids] \
+        if model.tokenizer is not None else []
+    copying = torch.zeros(cfg.n_layers, cfg.n_heads)
+    successor = torch.zeros(cfg.n_layers, cfg.n_heads)
+    emb_sample = effective_embeddings(model, sample)
+    emb_classes = [effective_embeddings(model, ids) for ids in classes]
+    for layer in range(cfg.n_layers):
+        logits = ov_logits(model, layer, emb_sample, sample)  # [n, head, n]
+        own = torch.arange(len(sample))
+        copying[layer] = (logits.argmax(-1) == own[:, None]).float().mean(0)
+        hits = []
+        for ids, emb in zip(classes, emb_classes, strict=True):
+            logits = ov_logits(model, layer, emb[:-1], ids)  # successors of all but the last
+            hits.append((logits.argmax(-1) == torch.arange(1, len(ids))[:, None]).float())
+        if hits:
+            successor[layer] = torch.cat(hits).mean(0)
+    scores = {"copying": copying}
+    if classes:
+        scores["successor"] = successor
+    return scores
+
+
+def head_roles(model: Model, seed: int = 0) -> HeadRoles:
+    """Every role score for every head (see the module docstring)."""
+    return HeadRoles(model.name, {**pattern_scores(model, seed=seed),
+                                  **ov_scores(model, seed=seed)})

@@ -1,0 +1,69 @@
+"""Logit lens, direct logit attribution and head roles."""
+
+import pytest
+import torch
+
+from modelweave import Model
+from modelweave.methods.dla import direct_logit_attribution
+from modelweave.methods.head_roles import head_roles, pattern_scores
+from modelweave.methods.lens import LensResult, logit_lens
+from modelweave.metrics import final_logits
+from modelweave.tasks import make_batch
+from tokenizers_zoo import make_tokenizer
+
+from tiny import FAMILIES, tiny_hf_model
+
+
+def tiny(family):
+    tok = make_tokenizer("bytelevel")
+    model = Model(tiny_hf_model(family, vocab_size=len(tok)), tok)
+    return model, make_batch(model, "ioi", n=6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dla_adds_up_to_the_logit_difference(family):
+    model, batch = tiny(family)
+    result = direct_logit_attribution(model, batch, neuron_layers=[1])
+    assert result.total == pytest.approx(result.logit_diff, abs=1e-4)
+    assert abs(result.logit_diff) > 1e-3
+    block = model.block(1)
+    if result.heads is not None and block.get_submodule(model.adapter.out_proj).bias is None:
+        assert torch.allclose(result.heads.sum(1), result.attn, atol=1e-5)
+    down = block.get_submodule(model.adapter.mlp_down)
+    if down.bias is None and model.adapter.mlp_out_norm is None:
+        assert result.neurons[1].sum().item() == pytest.approx(result.mlp[1].item(), abs=1e-5)
+    if family == "olmo2":
+        assert result.heads is None  # not additive through the post-attention norm
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "cohere"])
+def test_logit_lens_last_layer_is_the_model(family, tmp_path):
+    model, _ = tiny(family)
+    batch = make_batch(model, "ioi", n=6, same_length=True)
+    result = logit_lens(model, batch, k=3)
+    assert result.answer_prob.shape == (model.cfg.n_layers + 1, batch.clean.shape[1])
+    probs = final_logits(model(batch.clean, attention_mask=batch.mask), batch).softmax(-1)
+    expected = probs.gather(1, batch.answers[:, None]).mean()
+    assert result.answer_prob[-1, -1].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert len(result.top_tokens[-1][-1]) == 3
+    result.save(tmp_path / "lens")
+    again = LensResult.load(tmp_path / "lens")
+    assert torch.equal(again.answer_rank, result.answer_rank) and again.layers == result.layers
+
+
+def test_pattern_scores_are_attention_fractions():
+    model, _ = tiny("llama")
+    scores = pattern_scores(model, batch=2, length=6)
+    for grid in scores.values():
+        assert grid.shape == (3, 4) and (grid >= 0).all() and (grid <= 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm")
+def test_embedded_model_has_induction_and_previous_token_heads(smollm):
+    roles = head_roles(smollm)
+    assert roles.top("induction", 1)[0][2] > 0.5
+    assert roles.top("previous_token", 1)[0][2] > 0.5
+    assert roles.top("copying", 1)[0][2] > 0.3
+    frame = roles.to_dataframe()
+    assert len(frame) == 30 * 9 and {"induction", "successor"} <= set(frame)
