@@ -67,3 +67,14 @@ def test_embedded_model_has_induction_and_previous_token_heads(smollm):
     assert roles.top("copying", 1)[0][2] > 0.3
     frame = roles.to_dataframe()
     assert len(frame) == 30 * 9 and {"induction", "successor"} <= set(frame)
+
+
+def test_attention_patterns_match_the_cache():
+    from modelweave.methods.patterns import attention_patterns
+
+    model, batch = tiny("gpt2")
+    prompt = batch.clean[0, : batch.lengths[0]]
+    patterns, labels = attention_patterns(model, prompt, [(0, 1), (2, 3)])
+    _, cache = model.run_with_cache(prompt[None], ["blocks.2.attn.hook_pattern"])
+    assert torch.equal(patterns[(2, 3)], cache["pattern", 2][0, 3])
+    assert len(labels) == len(prompt) and patterns[(0, 1)].shape == (len(prompt),) * 2

@@ -183,6 +183,18 @@ def heads(
         if dla.heads is not None:
             grids["dla"] = dla.heads
     files = [out / "head_roles.csv"]
+    if dla is not None and dla.heads is not None:  # patterns of the 3 strongest heads
+        from ..methods.patterns import attention_patterns
+
+        order = dla.heads.flatten().abs().argsort(descending=True)[:3].tolist()
+        chosen = [(i // loaded.cfg.n_heads, i % loaded.cfg.n_heads) for i in order]
+        prompt = batch.clean[0, : batch.lengths[0]]
+        patterns, tokens = attention_patterns(loaded, prompt, chosen)
+        labels = [f"{i}: {t}" for i, t in enumerate(tokens)]
+        for (layer, head), pattern in patterns.items():
+            files += save_heatmap(pattern, labels, labels, "query", "key",
+                                  f"attention of head {layer}.{head} (|DLA| top-3)",
+                                  out / f"pattern_{layer}_{head}", center=False)
     layers = [str(i) for i in range(loaded.cfg.n_layers)]
     heads_ = [str(h) for h in range(loaded.cfg.n_heads)]
     for name, values in grids.items():
