@@ -3,6 +3,8 @@
 IOI, 32 prompts of one length, every (layer, head, position) unit, denoising, logit diff.
 The naive loop (one full forward pass of the 32 prompts per patch) is timed on a random
 sample of units and extrapolated to the grid; on that sample the two must agree to 1e-4.
+Where transformer-lens is installed (it is not a dependency), its patching utility is timed
+the same way on a TransformerBridge around the same HF model.
 FLOPs of the engine are counted analytically from the passes it ran; the matmul peak is
 measured in the same run with a 2048 x 2048 fp32 matmul.
 
@@ -47,6 +49,37 @@ def suffix_flops(cfg, rows: int, start_layer: int, start_pos: int, length: int) 
     per_token = 2 * (qo + kv + mlp)
     attention = 2 * 2 * cfg.n_heads * cfg.d_head * s * (start_pos + (s + 1) / 2)
     return rows * (layers * (s * per_token + attention) + 2 * cfg.d_model * cfg.d_vocab)
+
+
+def transformer_lens_per_unit(model, batch, sample) -> tuple[float, dict] | None:
+    """Seconds per unit of TransformerLens's ``get_act_patch_attn_head_out_by_pos`` on the
+    same weights (a TransformerBridge around the same HF model), and its raw values; None
+    when transformer-lens is not installed."""
+    try:
+        import pandas as pd
+        from transformer_lens import patching as tl_patching
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        return None
+    from modelweave.metrics.scores import metric_on_last
+    from modelweave.models import embedded
+
+    bridge = TransformerBridge.boot_transformers(str(embedded.cached_dir()),
+                                                 hf_model=model.hf_model,
+                                                 tokenizer=model.tokenizer, device="cpu")
+    _, clean_cache = bridge.run_with_cache(batch.clean)
+
+    def metric(logits):
+        return metric_on_last("logit_diff", logits[:, -1], batch).mean()
+
+    index = pd.DataFrame({"layer": [u.layer for u in sample], "pos": [u.pos for u in sample],
+                          "head": [u.index for u in sample]})
+    start = time.perf_counter()
+    with torch.no_grad():
+        values = tl_patching.get_act_patch_attn_head_out_by_pos(
+            bridge, batch.corrupt, clean_cache, metric, index_df=index, index_axis_names=None)
+    per_unit = (time.perf_counter() - start) / len(sample)
+    return per_unit, dict(zip(sample, values.flatten().tolist(), strict=True))
 
 
 def main() -> None:
@@ -96,9 +129,17 @@ def main() -> None:
     naive_s = per_patch * len(units)
     diff = max(abs(fast[u] - naive[u]) for u in sample)
     achieved = flops / engine_s
+    tl = transformer_lens_per_unit(model, batch, sample)
     print(f"engine: {engine_s:.1f} s for the grid ({engine_s / len(units) * 1e3:.1f} ms/unit)")
     print(f"naive:  {per_patch:.3f} s/unit on {len(sample)} units -> {naive_s:.0f} s for the "
           "grid")
+    if tl is None:
+        print("TransformerLens: not installed (pip install transformer-lens to compare)")
+    else:
+        tl_s = tl[0] * len(units)
+        tl_diff = max(abs(fast[u] - tl[1][u]) for u in sample)
+        print(f"TransformerLens patching: {tl[0]:.3f} s/unit -> {tl_s:.0f} s for the grid; "
+              f"engine speedup over it {tl_s / engine_s:.2f}x, max abs diff {tl_diff:.2e}")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; engine {achieved / 1e9:.1f} GFLOP/s "
           f"({flops / 1e12:.2f} TFLOP)")
     print(f"speedup={naive_s / engine_s:.2f} max_abs_diff={diff:.2e} "
