@@ -29,8 +29,8 @@ import torch
 from ..engine.suffix import BaseRun, base_run, run_suffix
 from ..metrics.scores import metric_on_last
 from ..models import Model
-from ..tasks import TaskBatch, TaskError
-from .grids import SITES, Unit, grid_units
+from ..tasks import TaskBatch
+from .grids import SITES, Unit, check_sweep, grid_units
 from .result import PatchingResult
 
 
@@ -134,11 +134,7 @@ def patch_sweep(model: Model, batch: TaskBatch, grid: str, *, direction: str = "
     Returns:
         :class:`PatchingResult` with the normalised grid (1 = clean, 0 = corrupted).
     """
-    if direction not in ("denoising", "noising"):
-        raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
-    if not batch.same_length:
-        raise TaskError("patching needs prompts of one length: make_batch(..., "
-                        "same_length=True)")
+    check_sweep(batch, direction)
     units, axes = grid_units(model, grid, batch.clean.shape[1], layers, indices)
     clean_tokens, corrupt_tokens = batch.clean, batch.corrupt
     base_tokens, source_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoising"

@@ -14,8 +14,8 @@ import torch
 
 from ..metrics.scores import metric_on_last
 from ..models import Model
-from ..tasks import TaskBatch, TaskError
-from .grids import SITES, Unit, grid_units
+from ..tasks import TaskBatch
+from .grids import SITES, Unit, check_sweep, grid_units
 from .result import PatchingResult
 
 
@@ -53,11 +53,7 @@ def attribution_sweep(model: Model, batch: TaskBatch, grid: str, *,
                       indices: list[int] | None = None) -> PatchingResult:
     """Attribution-patching estimate of every unit of ``grid`` (same grids, directions and
     normalisation as :func:`~modelweave.methods.activation_patching.patch_sweep`)."""
-    if direction not in ("denoising", "noising"):
-        raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
-    if not batch.same_length:
-        raise TaskError("patching needs prompts of one length: make_batch(..., "
-                        "same_length=True)")
+    check_sweep(batch, direction)
     units, axes = grid_units(model, grid, batch.clean.shape[1], layers, indices)
     names = sorted({f"blocks.{u.layer}.{SITES[grid]}" for u in units})
     base_tokens, source_tokens = ((batch.corrupt, batch.clean) if direction == "denoising"

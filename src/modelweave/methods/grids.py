@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..models import Model
-from ..tasks import TaskError
+from ..tasks import TaskBatch, TaskError
 
 SITES = {"resid": "hook_resid_pre", "attn": "hook_attn_out", "mlp": "hook_mlp_out",
          "heads": "attn.hook_z", "heads-by-pos": "attn.hook_z", "neurons": "mlp.hook_post"}
@@ -47,3 +47,12 @@ def grid_units(model: Model, grid: str, length: int, layers: list[int] | None = 
         return ([Unit(L, p, h) for L in layers for h in indices for p in positions],
                 ("layer", "head", "pos"))
     return [Unit(L, None, n) for L in layers for n in indices], ("layer", "neuron")
+
+
+def check_sweep(batch: TaskBatch, direction: str) -> None:
+    """The preconditions every sweep shares: a known direction, prompts of one length."""
+    if direction not in ("denoising", "noising"):
+        raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
+    if not batch.same_length:
+        raise TaskError("patching needs prompts of one length: make_batch(..., "
+                        "same_length=True)")
