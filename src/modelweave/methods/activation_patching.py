@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..engine.suffix import BaseRun, base_run, run_suffix
+from ..engine.suffix import BaseRun, base_run, run_suffix, supports_suffix
 from ..metrics.scores import metric_on_last
 from ..models import Model
 from ..tasks import TaskBatch
@@ -101,17 +101,21 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
             starts[unit] = first
     if progress and results:
         progress(len(results))
+    # Models mixing attention-mask types across layers (sliding-window layers) index masks and
+    # caches by layer: they get batched full passes instead of suffix passes.
+    skip_layers = supports_suffix(model)
     for chunk in _chunks(starts, size):
         layer = chunk[0].layer
-        start = min(starts[u] for u in chunk)
+        first_layer = layer if skip_layers else 0
+        start = min(starts[u] for u in chunk) if skip_layers else 0
         source = source_cache[f"blocks.{layer}.{kind}"]
         hook = _patch_hook(chunk, start, n, source)
-        if kind == "hook_resid_pre":
+        if kind == "hook_resid_pre" and skip_layers:
             resid = base.resid_pre[layer][:, start:].repeat(len(chunk), 1, 1)
             last = run_suffix(model, base, layer, start, len(chunk), resid=hook(resid, None))
         else:
             with model.hooks([(f"blocks.{layer}.{kind}", hook)]):
-                last = run_suffix(model, base, layer, start, len(chunk))
+                last = run_suffix(model, base, first_layer, start, len(chunk))
         values = metric_on_last(metric, last, batch).mean(dim=1)
         results.update(zip(chunk, values.tolist(), strict=True))
         if progress:
