@@ -6,12 +6,29 @@ Quick start::
     model = mw.load_model("smollm2-135m")
     logits, cache = model.run_with_cache("When Mary and John went to the store, John gave")
     cache["blocks.3.attn.hook_z"].shape  # [batch, pos, head, d_head]
+
+Names are imported on first use, so ``modelweave --help`` does not load torch.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from .errors import ModelLoadError, ModelWeaveError, SiteError, UnsupportedArchitectureError
-from .models import ActivationCache, Hook, Model, ModelConfig, act_name, load_model
 
 __version__ = "0.1.0"
+
+_LAZY = {name: "models" for name in
+         ("ActivationCache", "Hook", "Model", "ModelConfig", "act_name", "load_model")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'modelweave' has no attribute {name!r}")
+
 
 __all__ = [
     "ActivationCache",
