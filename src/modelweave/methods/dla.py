@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..metrics.scores import logit_diff
 from ..models import Model
 from ..models.adapters import linear_weight
 from ..tasks import TaskBatch
@@ -125,10 +126,6 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
             columns = apply(w_out.T[None].expand(len(batch), -1, -1))  # [batch, d_mlp, d]
             neurons[layer] = (post * (columns * direction[:, None]).sum(-1)).mean(0).cpu()
         constant = ((norm_bias * direction).sum(-1) + unembed_bias).mean().item()
-        last_logits = logits[rows, last].float()
-        wrong = batch.wrong_ids.to(last_logits.device)
-        mask = (wrong >= 0).float()
-        diff = (last_logits.gather(1, batch.answers.to(last_logits.device)[:, None])[:, 0]
-                - (last_logits.gather(1, wrong.clamp(min=0)) * mask).sum(1) / mask.sum(1))
+        diff = logit_diff(logits, batch)
     return DLAResult(embed, attn.cpu(), None if heads is None else heads.cpu(), mlp.cpu(),
                      constant, diff.mean().item(), neurons)

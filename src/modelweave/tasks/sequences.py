@@ -42,17 +42,21 @@ class _Sequence(Task):
     def corrupt_items(self, rng, items: list[str], tokenizer=None) -> list[str]:
         """Random items of the domain, not in order, each as many tokens as the one it
         replaces."""
-        out = []
-        for i, item in enumerate(items[:-1]):
-            prefix = " " if i and self.sep.endswith(" ") else ""
-            out.append(choose_like(rng, tokenizer, self.corrupt_pool(item), item, (),
-                                   prefix))
-        return out
+        return [choose_like(rng, tokenizer, self.corrupt_pool(item), item, (),
+                            self.item_prefix(i)) for i, item in enumerate(items[:-1])]
+
+    def item_prefix(self, i: int) -> str:
+        """The text right before item ``i`` (it changes how the item tokenizes)."""
+        return " " if i and self.sep.endswith(" ") else ""
+
+    def template(self, rng, count: int) -> str:
+        """The prompt with ``{ITEM0}``.. ``{ITEM<count-1>}`` slots."""
+        return _template(count, self.sep, self.trailing)
 
     def example(self, rng, index, tokenizer) -> Example:
         items = self.items(rng)
         shown, answer = items[:-1], items[-1]
-        template = _template(len(shown), self.sep, self.trailing)
+        template = self.template(rng, len(shown))
         clean_text, spans = fill(template, {f"ITEM{i}": v for i, v in enumerate(shown)})
         corrupt = self.corrupt_items(rng, items, tokenizer)
         corrupt_text, corrupt_spans = fill(template, {f"ITEM{i}": v for i, v in
@@ -128,18 +132,14 @@ class SeqAmongWords(_Sequence):
     domain, wraps = MONTHS, True
     defaults = {"length": 3}
 
-    def example(self, rng, index, tokenizer) -> Example:
-        items = self.items(rng)
-        n = len(items)
+    def item_prefix(self, i: int) -> str:
+        return " "  # every item follows "in "
+
+    def template(self, rng, count: int) -> str:
+        n = count + 1
         names, verbs = rng.sample(NAMES, n), [rng.choice(VERBS_PAST) for _ in range(n)]
-        template = " ".join(f"{names[i]} was {verbs[i]} in {{ITEM{i}}}." for i in range(n - 1))
-        template += f" {names[-1]} was {verbs[-1]} in"
-        clean, spans = fill(template, {f"ITEM{i}": v for i, v in enumerate(items[:-1])})
-        corrupt_items = self.corrupt_items(rng, items, tokenizer)
-        corrupt, corrupt_spans = fill(template, {f"ITEM{i}": v for i, v in
-                                                 enumerate(corrupt_items)})
-        return Example(clean, corrupt, [" " + items[-1]], [" " + items[-2]], spans,
-                       corrupt_spans)
+        sentences = [f"{names[i]} was {verbs[i]} in {{ITEM{i}}}." for i in range(count)]
+        return " ".join(sentences) + f" {names[-1]} was {verbs[-1]} in"
 
 
 @register
