@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ...errors import UnsupportedArchitectureError
 from . import cohere, gpt2, gpt_neox, llama, olmo, olmo2
-from .base import Adapter, linear_weight
+from .base import Adapter, linear_weight, projections
 
 _FAMILIES: dict[str, Callable[[object], Adapter]] = {
     "llama": llama.adapter_for,
@@ -49,4 +49,7 @@ def get_adapter(hf_config) -> Adapter:
     return _FAMILIES[model_type](hf_config)
 
 
-__all__ = ["Adapter", "FAMILY_EXAMPLES", "get_adapter", "linear_weight", "supported_architectures"]
+__all__ = [
+    "Adapter", "FAMILY_EXAMPLES", "get_adapter", "linear_weight", "projections",
+    "supported_architectures",
+]

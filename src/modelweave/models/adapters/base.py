@@ -121,6 +121,9 @@ class Adapter:
         mlp_out_norm: likewise for the MLP output.
         attn_in_norm: the norm attention reads the residual through (``None`` in OLMo-2,
             which has no pre-norm).
+        mlp_in_norm: the norm the MLP reads the residual through (``None``: reads it as is).
+        qkv_proj: the q/k/v projections themselves when ``qkv`` names norms applied after them
+            (OLMo-2, Cohere with QK norm); ``None`` when ``qkv`` already names projections.
     """
 
     model_types: tuple[str, ...]
@@ -139,7 +142,14 @@ class Adapter:
     attn_out_norm: str | None = None
     mlp_out_norm: str | None = None
     attn_in_norm: str | None = "input_layernorm"
+    mlp_in_norm: str | None = "post_attention_layernorm"
+    qkv_proj: QKVLayout | None = None
     notes: str = field(default="", compare=False)
+
+
+def projections(adapter: Adapter) -> QKVLayout:
+    """The layout of the q/k/v projection modules (not of norms applied after them)."""
+    return adapter.qkv_proj or adapter.qkv
 
 
 def standard_config(hf_config, *, parallel: bool = False, positional: str = "rotary",

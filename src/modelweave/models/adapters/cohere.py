@@ -11,15 +11,15 @@ def _config(hf_config):
     return standard_config(hf_config, parallel=True)
 
 
-PLAIN = Adapter(
-    model_types=("cohere",),
-    make_config=_config,
-    qkv=SeparateQKV(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj"),
-)
+_PROJ = SeparateQKV(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj")
+PLAIN = Adapter(model_types=("cohere",), make_config=_config, qkv=_PROJ,
+                mlp_in_norm="input_layernorm")
 QK_NORM = Adapter(
     model_types=("cohere",),
     make_config=_config,
     qkv=SeparateQKV(q="self_attn.q_norm", k="self_attn.k_norm", v="self_attn.v_proj"),
+    qkv_proj=_PROJ,
+    mlp_in_norm="input_layernorm",
 )
 
 

@@ -24,6 +24,7 @@ GPT2 = Adapter(
     mlp_down="mlp.c_proj",
     mlp_out="mlp",
     attn_in_norm="ln_1",
+    mlp_in_norm="ln_2",
 )
 
 

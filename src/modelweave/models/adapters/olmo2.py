@@ -18,6 +18,8 @@ OLMO2 = Adapter(
     attn_out_norm="post_attention_layernorm",
     mlp_out_norm="post_feedforward_layernorm",
     attn_in_norm=None,
+    mlp_in_norm=None,
+    qkv_proj=SeparateQKV(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj"),
 )
 
 

@@ -1,0 +1,29 @@
+"""Circuit discovery and verification over the EAP-IG / MIB edge graph.
+
+- :mod:`.graph`: senders, receivers and edges of a model; :mod:`.wiring` / :mod:`.runs`: runs in
+  which every receiver reads its own input.
+- Scoring methods: :func:`edge_attribution` (EAP, EAP-IG), :func:`exact_edge_scores`,
+  :func:`acdc`, :func:`prune_nodes` (iterative node pruning), :func:`path_patching`.
+- :class:`Circuit` (JSON, MIB format), :class:`CircuitEvaluator`, :func:`faithfulness_curve`
+  (CPR, CMD), :func:`minimal_circuit`.
+"""
+
+from .circuit import Circuit, prune, top_edges
+from .eap import edge_attribution
+from .evaluation import (
+    PERCENTAGES,
+    CircuitEvaluator,
+    MinimalCircuit,
+    area,
+    faithfulness_curve,
+    minimal_circuit,
+)
+from .graph import CircuitError, Graph
+from .mib import from_mib, to_mib
+from .runs import patched_logits, receiver_gradients, sender_outputs
+
+__all__ = [
+    "PERCENTAGES", "Circuit", "CircuitError", "CircuitEvaluator", "Graph", "MinimalCircuit",
+    "area", "edge_attribution", "faithfulness_curve", "from_mib", "minimal_circuit",
+    "patched_logits", "prune", "receiver_gradients", "sender_outputs", "to_mib", "top_edges",
+]

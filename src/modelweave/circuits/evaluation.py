@@ -1,0 +1,184 @@
+"""Checking a circuit: faithfulness, MIB's CPR and CMD, and the smallest faithful circuit.
+
+A circuit is run with its own edges clean and every other edge carrying the sender's value
+from the corrupted run (``intervention="patching"``, MIB's default) or the sender's mean over
+the corrupted prompts, per position (``"mean"``). Its faithfulness is
+
+    f(C) = (m(C) - m(empty)) / (m(model) - m(empty)),
+
+``m`` the metric averaged over prompts, ``m(model)`` the unmodified model, ``m(empty)`` the run
+with every edge corrupted. MIB's summaries over circuit sizes ``k`` (fractions of all edges,
+:data:`PERCENTAGES`), by the trapezoid rule over ``k``, without clipping:
+
+- CPR (higher is better): area under ``f`` for the circuits of the top-k *signed* scores;
+- CMD (lower is better): area under ``|1 - f|`` for the top-k *absolute* scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..models import Model
+from ..tasks import TaskBatch
+from .circuit import Circuit, prune
+from .eap import chunks
+from .graph import CircuitError
+from .objective import check_metric, last_logits, per_example
+from .runs import patched_logits, sender_outputs
+from .wiring import check_model
+
+PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+INTERVENTIONS = ("patching", "mean")
+
+
+class CircuitEvaluator:
+    """Runs circuits on one batch; the corrupted sender outputs are computed once.
+
+    Args:
+        metric: task metric or ``"kl"`` (scored as -KL(model || circuit)).
+        intervention: ``"patching"`` or ``"mean"`` (see the module docstring).
+        batch_size: prompts per pass.
+    """
+
+    def __init__(self, model: Model, batch: TaskBatch, metric: str = "logit_diff",
+                 intervention: str = "patching", batch_size: int = 16):
+        if intervention not in INTERVENTIONS:
+            raise ValueError(f"intervention must be one of {INTERVENTIONS}")
+        self.model, self.metric, self.intervention = model, check_metric(metric), intervention
+        self.graph = check_model(model)
+        self.n = len(batch)
+        self.parts: list[tuple[TaskBatch, torch.Tensor, torch.Tensor]] = []
+        full = 0.0
+        for part in chunks(batch.to(model.device), batch_size):
+            logits = model.forward(part.clean, attention_mask=part.mask)
+            _, corrupted = sender_outputs(model, part.corrupt, part.mask)
+            reference = last_logits(logits, part)
+            full += float(per_example(metric, logits, part, reference).sum())
+            self.parts.append((part, corrupted, reference))
+        if intervention == "mean":
+            self._use_means()
+        self.full = full / self.n
+        self.empty = float(self.score(torch.zeros_like(self.graph.real_edges))[0])
+        self._cache: dict[bytes, float] = {}
+
+    def _use_means(self) -> None:
+        """Replace corrupted outputs by their mean over prompts at each position."""
+        longest = max(part.clean.shape[1] for part, _, _ in self.parts)
+        _, first, _ = self.parts[0]
+        total = first.new_zeros(longest, *first.shape[2:])
+        count = first.new_zeros(longest, 1, 1)
+        for part, corrupted, _ in self.parts:
+            t = corrupted.shape[1]
+            weight = part.mask[:, :, None, None].to(corrupted.dtype)
+            total[:t] += (corrupted * weight).sum(0)
+            count[:t] += weight.sum(0)
+        mean = total / count.clamp(min=1)
+        self.parts = [(p, mean[None, : p.clean.shape[1]], r) for p, _, r in self.parts]
+
+    def score(self, in_graph: torch.Tensor) -> torch.Tensor:
+        """Mean metric of circuits: ``in_graph`` [N, R] or [G, N, R] bool -> [G] (pruned first)."""
+        stacked = in_graph.reshape(-1, *self.graph.real_edges.shape)
+        kept = torch.stack([prune(self.graph, g) for g in stacked])
+        removed = (self.graph.real_edges & ~kept).to(self.model.device)
+        total = torch.zeros(len(stacked))
+        for part, corrupted, reference in self.parts:
+            logits = patched_logits(self.model, part.clean, corrupted, removed, part.mask)
+            total += per_example(self.metric, logits, part, reference).sum(1).cpu()
+        return total / self.n
+
+    def faithfulness(self, in_graph: torch.Tensor) -> float:
+        """f(C) of one circuit's edges [N, R] (memoised)."""
+        key = prune(self.graph, in_graph).numpy().tobytes()
+        if key not in self._cache:
+            value = float(self.score(in_graph)[0])
+            self._cache[key] = (value - self.empty) / (self.full - self.empty)
+        return self._cache[key]
+
+
+def area(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Trapezoid-rule area under ``ys`` over ``xs``."""
+    return float(sum((x2 - x1) * (y1 + y2) / 2
+                     for x1, x2, y1, y2 in zip(xs, xs[1:], ys, ys[1:], strict=False)))
+
+
+def faithfulness_curve(circuit: Circuit, evaluator: CircuitEvaluator,
+                       percentages: Sequence[float] = PERCENTAGES,
+                       progress: Callable[[int], None] | None = None) -> dict:
+    """Faithfulness of the top-k circuits, signed and absolute, with CPR and CMD.
+
+    Returns:
+        a JSON-ready dict: ``percentages``, ``edges`` (kept after pruning, per k; signed and
+        absolute), ``faithfulness_signed``, ``faithfulness_abs``, ``cpr``, ``cmd``, the metric
+        of the model (``full``) and of the empty circuit (``empty``), ``metric`` and
+        ``intervention``. Also stored on ``circuit.curve``.
+    """
+    circuit.check_model(evaluator.graph, evaluator.model.name)
+    curves: dict[str, list] = {}
+    for absolute, name in ((False, "signed"), (True, "abs")):
+        values, sizes = [], []
+        for p in percentages:
+            chosen = circuit.top_fraction(p, absolute)
+            values.append(evaluator.faithfulness(chosen.in_graph))
+            sizes.append(chosen.n_edges)
+            if progress:
+                progress(1)
+        curves[name], curves[f"edges_{name}"] = values, sizes
+    result = {
+        "percentages": list(percentages), "edges_signed": curves["edges_signed"],
+        "edges_abs": curves["edges_abs"], "faithfulness_signed": curves["signed"],
+        "faithfulness_abs": curves["abs"], "cpr": area(percentages, curves["signed"]),
+        "cmd": area(percentages, [abs(1 - f) for f in curves["abs"]]),
+        "full": evaluator.full, "empty": evaluator.empty, "metric": evaluator.metric,
+        "intervention": evaluator.intervention,
+    }
+    circuit.curve = result
+    return result
+
+
+@dataclass
+class MinimalCircuit:
+    """Result of :func:`minimal_circuit`: the circuit, its faithfulness, whether it reached
+    the target, and every size tried (``trials``: n edges requested -> faithfulness)."""
+
+    circuit: Circuit
+    faithfulness: float
+    target: float
+    reached: bool
+    trials: dict[int, float]
+
+
+def minimal_circuit(circuit: Circuit, evaluator: CircuitEvaluator, target: float = 0.9,
+                    absolute: bool = True) -> MinimalCircuit:
+    """The smallest top-n circuit with faithfulness >= ``target``.
+
+    Sizes double from 1 edge until the target is reached, then a bisection finds the smallest
+    size between the last failing and the first passing one (faithfulness is not monotone in
+    n, so this is the smallest *found*). If no size reaches the target, the most faithful
+    circuit tried is returned with ``reached=False``.
+    """
+    if not 0 < target <= 1.5:
+        raise CircuitError(f"target faithfulness must be in (0, 1.5], got {target}")
+    total = circuit.graph.n_edges
+    trials: dict[int, float] = {}
+
+    def f(n: int) -> float:
+        if n not in trials:
+            trials[n] = evaluator.faithfulness(circuit.top(n, absolute).in_graph)
+        return trials[n]
+
+    low, n = 0, 1
+    while f(n) < target and n < total:
+        low, n = n, min(2 * n, total)
+    if f(n) >= target:
+        high = n
+        while high - low > 1 and high - low > high // 64:  # to within ~1.5% of the size
+            mid = (low + high) // 2
+            low, high = (low, mid) if f(mid) >= target else (mid, high)
+        best = high
+    else:
+        best = max(trials, key=lambda k: (trials[k], -k))
+    chosen = replace(circuit.top(best, absolute))
+    return MinimalCircuit(chosen, trials[best], target, trials[best] >= target, trials)

@@ -1,0 +1,113 @@
+"""The three passes circuit methods are built from, on top of :func:`~.wiring.wired`.
+
+- :func:`sender_outputs`: every sender's output in a plain run.
+- :func:`patched_logits`: a run in which chosen edges carry the sender's corrupted (or mean)
+  output instead of its current one; many edge sets at once as groups of one batch.
+- :func:`receiver_gradients`: the metric's gradient at every receiver's input, summed over
+  one or more runs (the integration steps of EAP-IG).
+
+Shapes: B prompts, T positions, N senders, R receivers, d = d_model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..models import Model
+from .wiring import wired
+
+
+def sender_outputs(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain run of ``tokens`` [B, T].
+
+    Returns:
+        (logits [B, T, vocab], sender outputs [B, T, N, d]).
+    """
+    cfg = model.cfg
+    store: list[torch.Tensor] = []
+
+    def keep(senders: slice, values: torch.Tensor) -> None:
+        if not store:
+            n = 1 + cfg.n_layers * (cfg.n_heads + 1)
+            store.append(values.new_zeros(*values.shape[:2], n, cfg.d_model))
+        store[0][:, :, senders] = values
+
+    with wired(model, on_output=keep):
+        logits = model.forward(tokens, attention_mask=mask)
+    return logits, store[0]
+
+
+def patched_logits(model: Model, tokens: torch.Tensor, corrupted: torch.Tensor,
+                   removed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run ``tokens`` with every removed edge carrying the sender's ``corrupted`` output.
+
+    Args:
+        tokens: [B, T]; mask: [B, T] or None.
+        corrupted: [B, T, N, d] sender outputs to substitute (a corrupted run's), or
+            [1, T, N, d] (e.g. means over a reference set).
+        removed: [N, R] or [G, N, R] bool; with G groups the batch runs G times, group g with
+            edge set ``removed[g]`` (rows ``g*B .. (g+1)*B`` of the result).
+
+    Returns:
+        logits [G * B, T, vocab].
+    """
+    groups = removed.shape[0] if removed.dim() == 3 else 1
+    removed = removed.reshape(groups, *removed.shape[-2:]).to(corrupted.dtype)
+    b, t = tokens.shape
+    d = model.cfg.d_model
+    diff = corrupted.new_zeros(groups, b, t, removed.shape[1], d)  # corrupted - current
+
+    def on_output(senders: slice, values: torch.Tensor) -> None:
+        diff[:, :, :, senders] = corrupted[None, :, :, senders] - values.view(groups, b, t, -1, d)
+
+    def delta(receivers: slice, n_up: int) -> torch.Tensor | None:
+        cut = removed[:, :n_up, receivers]
+        if not bool(cut.any()):
+            return None
+        change = torch.einsum("gbtnd,gnr->gbtrd", diff[:, :, :, :n_up], cut)
+        return change.reshape(groups * b, t, -1, d)
+
+    if groups > 1:
+        tokens = tokens.repeat(groups, 1)
+        mask = mask.repeat(groups, 1) if mask is not None else None
+    with wired(model, delta=delta, on_output=on_output):
+        return model.forward(tokens, attention_mask=mask)
+
+
+def receiver_gradients(model: Model, tokens: torch.Tensor,
+                       objective: Callable[[torch.Tensor], torch.Tensor],
+                       embeds: Sequence[torch.Tensor | None] = (None,),
+                       mask: torch.Tensor | None = None
+                       ) -> list[tuple[slice, int, torch.Tensor]]:
+    """Gradient of ``objective(logits)`` (a scalar) at every receiver input, summed over runs.
+
+    Args:
+        objective: logits [B, T, vocab] -> scalar tensor.
+        embeds: one run per entry, each with that [B, T, d] embedding (``None``: the tokens' own).
+
+    Returns:
+        ``[(receivers, n_upstream, grad [B, T, len(receivers), d]), ...]`` in forward order,
+        one entry per group of receivers that read the same senders ``0 .. n_upstream-1``.
+    """
+    b, t = tokens.shape
+    leaves: dict[int, tuple[slice, int, torch.Tensor]] = {}
+
+    def delta(receivers: slice, n_up: int) -> torch.Tensor:
+        if receivers.start not in leaves:
+            zeros = torch.zeros(b, t, receivers.stop - receivers.start, model.cfg.d_model,
+                                dtype=model.dtype, device=model.device, requires_grad=True)
+            leaves[receivers.start] = (receivers, n_up, zeros)
+        return leaves[receivers.start][2]
+
+    totals: dict[int, torch.Tensor] = {}
+    for embed in embeds:
+        with torch.enable_grad(), wired(model, delta=delta, embed=embed):
+            value = objective(model.forward(tokens, attention_mask=mask, grad=True))
+            keys = sorted(leaves)
+            grads = torch.autograd.grad(value, [leaves[k][2] for k in keys])
+        for k, g in zip(keys, grads, strict=True):
+            totals[k] = g if k not in totals else totals[k] + g
+    return [(leaves[k][0], leaves[k][1], totals[k]) for k in sorted(totals)]

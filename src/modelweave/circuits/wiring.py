@@ -1,0 +1,237 @@
+"""Running a model with a separate input for every receiver: the one mechanism under every
+circuit method.
+
+In an ordinary forward pass all receivers of a layer read the same residual stream ``x``. Here
+every receiver ``r`` reads ``x + delta_r`` instead, where ``delta_r`` ([batch, pos, d_model])
+comes from a callback:
+
+- *evaluating a circuit*: ``delta_r = sum over removed edges s -> r of (corrupted_s - current_s)``,
+  so ``r`` sees the corrupted output of every sender it is cut off from;
+- *attribution*: ``delta_r = 0`` as a leaf tensor, so ``d metric / d delta_r`` is the gradient
+  at ``r``'s input (EAP, EAP-IG).
+
+How each receiver reads ``x + delta_r`` on an unmodified HF model:
+
+- q/k/v of head ``h``: the q/k/v projection's output is replaced by head ``h``'s slice of
+  ``W · norm(x + delta_r) + b``, computed per head with the projection's own weights (the same
+  FLOPs as the projection). Grouped-query models get one key/value per *query* head (their
+  ``num_key_value_groups`` is set to 1 for the run), as in EAP-IG.
+- MLP: its input becomes ``norm(x_mlp + delta)``, ``x_mlp`` being the residual it reads.
+- logits: the final norm's input becomes ``x + delta``.
+
+Sender outputs are reported through ``on_output``: the embeddings (block 0's input), each
+head's ``hook_result`` and each ``hook_mlp_out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+
+import torch
+
+from ..errors import UnsupportedArchitectureError
+from ..models import Model
+from ..models.adapters import linear_weight, projections
+from ..models.adapters.base import SeparateQKV
+from .graph import QKV, Graph
+
+#: ``delta(receivers, n_upstream) -> [batch, pos, n_receivers, d_model]`` or ``None`` (no change).
+DeltaFn = Callable[[slice, int], "torch.Tensor | None"]
+#: ``on_output(senders, values [batch, pos, n_senders, d_model])``.
+OutputFn = Callable[[slice, torch.Tensor], None]
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def check_model(model: Model) -> Graph:
+    """The model's graph; a clear error for families the wiring cannot serve."""
+    graph = Graph.from_config(model.cfg)
+    cfg = model.cfg
+    layout = projections(model.adapter)
+    if cfg.n_kv_heads != cfg.n_heads:
+        if not isinstance(layout, SeparateQKV):
+            raise UnsupportedArchitectureError(
+                "grouped-query attention with a fused q/k/v projection is not supported")
+        if model.adapter.qkv_proj is not None and model.adapter.qkv.k != layout.k:
+            raise UnsupportedArchitectureError(
+                "grouped-query attention with a per-head key norm cannot give each query head "
+                "its own key input")
+    return graph
+
+
+def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per-query-head projection weights of one layer.
+
+    Returns:
+        kind (``q``/``k``/``v``) -> (W [n_heads, d_model, d_head], b [n_heads, d_head] or None);
+        key/value weights are repeated for every query head of their group.
+    """
+    cfg, block = model.cfg, model.block(layer)
+    layout = projections(model.adapter)
+    if isinstance(layout, SeparateQKV):
+        layout = replace(layout, clip=None)  # clamping applies to outputs, not weights
+    weights = {}
+    for path, kinds in layout.modules().items():
+        module = block.get_submodule(path)
+        w = layout.split(linear_weight(module).T.contiguous(), kinds, cfg)  # [d, heads, d_head]
+        b = layout.split(module.bias, kinds, cfg) if module.bias is not None else {}
+        for kind in kinds:
+            repeat = cfg.n_heads // w[kind].shape[1]
+            weight = w[kind].permute(1, 0, 2).repeat_interleave(repeat, dim=0)
+            bias = b[kind].repeat_interleave(repeat, dim=0) if kind in b else None
+            weights[kind] = (weight, bias)
+    return weights
+
+
+@contextmanager
+def wired(model: Model, *, delta: DeltaFn | None = None, on_output: OutputFn | None = None,
+          embed: torch.Tensor | None = None) -> Iterator[Graph]:
+    """Context in which forward passes of ``model`` run with per-receiver inputs.
+
+    Args:
+        delta: receiver input changes (see the module docstring); ``None``: none.
+        on_output: called with every sender's output as the pass reaches it.
+        embed: [batch, pos, d_model] replacement for the embeddings (block 0's input).
+
+    Yields:
+        the model's :class:`Graph`.
+    """
+    graph = check_model(model)
+    with ExitStack() as stack:
+        handles: list = []
+        stack.callback(lambda: [h.remove() for h in handles])
+        groups = model.cfg.n_heads // model.cfg.n_kv_heads
+        if groups > 1:
+            for layer in range(model.cfg.n_layers):
+                attn = model.block(layer).get_submodule(model.adapter.attn)
+                stack.callback(setattr, attn, "num_key_value_groups", attn.num_key_value_groups)
+                attn.num_key_value_groups = 1
+        for layer in range(model.cfg.n_layers):
+            handles += _wire_block(model, graph, layer, delta, on_output, embed)
+        if delta is not None:
+            handles.append(_wire_logits(model, graph, delta))
+        yield graph
+
+
+def _wire_logits(model: Model, graph: Graph, delta: DeltaFn):
+    r = graph.logits_receiver
+
+    def final_pre(_module, args):
+        d = delta(slice(r, r + 1), graph.n_senders)
+        return None if d is None else (args[0] + d[:, :, 0], *args[1:])
+
+    return model.hf_model.get_submodule(model.adapter.final_norm).register_forward_pre_hook(
+        final_pre)
+
+
+def _norm(block: torch.nn.Module, path: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    return block.get_submodule(path) if path else _identity
+
+
+def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
+                on_output: OutputFn | None, embed: torch.Tensor | None) -> list:
+    cfg, adapter = model.cfg, model.adapter
+    block, n_heads = model.block(layer), cfg.n_heads
+    layout = projections(adapter)
+    groups = n_heads // cfg.n_kv_heads
+    weights = qkv_weights(model, layer) if delta is not None else None
+    attn_norm, mlp_norm = _norm(block, adapter.attn_in_norm), _norm(block, adapter.mlp_in_norm)
+    state: dict[str, torch.Tensor | None] = {}
+    handles = []
+
+    def block_pre(_module, args, kwargs):
+        positional = bool(args)
+        x = args[0] if positional else kwargs["hidden_states"]
+        replaced = layer == 0 and embed is not None
+        if replaced:
+            x = embed.to(x.dtype)
+        state.clear()
+        state["x"] = x
+        if layer == 0 and on_output is not None:
+            on_output(slice(0, 1), x[:, :, None])
+        if not replaced:
+            return None
+        return ((x, *args[1:]), kwargs) if positional else (args, {**kwargs, "hidden_states": x})
+
+    handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
+
+    qkv = graph.qkv_receivers(layer)
+
+    def projection_hook(kinds: tuple[str, ...]):
+        def hook(_module, _args, out):
+            if "delta" not in state:
+                state["delta"] = delta(qkv, graph.upstream(qkv.start)) if delta else None
+            d = state["delta"]
+            if d is None:  # everyone reads x: only ungroup keys and values if needed
+                if groups == 1 or kinds == ("q",):
+                    return None
+                heads = out.view(*out.shape[:-1], -1, cfg.d_head)
+                return heads.repeat_interleave(groups, dim=-2).flatten(-2)
+            if "normed" not in state:
+                state["normed"] = attn_norm(state["x"].unsqueeze(2) + d)  # [B, T, 3H, d]
+            parts = {}
+            for kind in kinds:
+                i = QKV.index(kind)
+                w, b = weights[kind]
+                y = torch.einsum("bthd,hde->bthe", state["normed"][:, :, i * n_heads:
+                                                                   (i + 1) * n_heads], w)
+                parts[kind] = y if b is None else y + b
+            if len(kinds) == 1:
+                return parts[kinds[0]].flatten(-2)
+            return layout.merge(out, parts, cfg)
+
+        return hook
+
+    for path, kinds in layout.modules().items():
+        handles.append(block.get_submodule(path).register_forward_hook(projection_hook(kinds)))
+
+    if on_output is not None:
+        first_head = graph.head(layer, 0)
+
+        def result_hook(module, args, _out):
+            z = args[0].view(*args[0].shape[:-1], n_heads, cfg.d_head)
+            w_o = linear_weight(module).view(cfg.d_model, n_heads, cfg.d_head)
+            on_output(slice(first_head, first_head + n_heads),
+                      torch.einsum("bthe,dhe->bthd", z, w_o))
+
+        handles.append(block.get_submodule(adapter.out_proj).register_forward_hook(result_hook))
+
+        m = graph.mlp(layer)
+
+        def mlp_out_hook(_module, _args, out):
+            on_output(slice(m, m + 1), _first(out)[:, :, None])
+
+        handles.append(block.get_submodule(adapter.mlp_out).register_forward_hook(mlp_out_hook))
+
+    if delta is not None:
+        r = graph.mlp_receiver(layer)
+
+        def attn_out_hook(_module, _args, out):
+            state["attn_out"] = _first(out)
+
+        if not cfg.parallel_attn_mlp:
+            handles.append(block.get_submodule(adapter.attn_out).register_forward_hook(
+                attn_out_hook))
+
+        def mlp_pre(_module, args, kwargs):
+            d = delta(slice(r, r + 1), graph.upstream(r))
+            if d is None:
+                return None
+            x = state["x"] if cfg.parallel_attn_mlp else state["x"] + state["attn_out"]
+            new = mlp_norm(x + d[:, :, 0])
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
+
+        mlp = block.get_submodule(adapter.mlp_down.rpartition(".")[0])
+        handles.append(mlp.register_forward_pre_hook(
+            mlp_pre, with_kwargs=True))
+    return handles
