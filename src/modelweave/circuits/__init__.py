@@ -8,7 +8,9 @@
   (CPR, CMD), :func:`minimal_circuit`.
 """
 
+from .acdc import acdc
 from .circuit import Circuit, prune, top_edges
+from .discovery import METHODS, Discovery, discover
 from .eap import edge_attribution
 from .evaluation import (
     PERCENTAGES,
@@ -18,12 +20,16 @@ from .evaluation import (
     faithfulness_curve,
     minimal_circuit,
 )
+from .exact import exact_edge_scores, path_patching, path_search
 from .graph import CircuitError, Graph
 from .mib import from_mib, to_mib
+from .node_pruning import prune_nodes
 from .runs import patched_logits, receiver_gradients, sender_outputs
 
 __all__ = [
-    "PERCENTAGES", "Circuit", "CircuitError", "CircuitEvaluator", "Graph", "MinimalCircuit",
-    "area", "edge_attribution", "faithfulness_curve", "from_mib", "minimal_circuit",
-    "patched_logits", "prune", "receiver_gradients", "sender_outputs", "to_mib", "top_edges",
+    "METHODS", "PERCENTAGES", "Circuit", "CircuitError", "CircuitEvaluator", "Discovery", "Graph",
+    "MinimalCircuit", "acdc", "area", "discover", "edge_attribution", "exact_edge_scores",
+    "faithfulness_curve", "from_mib", "minimal_circuit", "patched_logits", "path_patching",
+    "path_search", "prune", "prune_nodes", "receiver_gradients", "sender_outputs", "to_mib",
+    "top_edges",
 ]

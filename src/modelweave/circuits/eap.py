@@ -25,6 +25,7 @@ import torch
 from ..models import Model
 from ..tasks import TaskBatch
 from .circuit import Circuit
+from .graph import CircuitError
 from .objective import check_metric, per_example
 from .runs import receiver_gradients, sender_outputs
 from .wiring import check_model
@@ -54,9 +55,9 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         a :class:`Circuit` with ``scores`` set and no edges chosen yet (use ``.top(n)``).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; use one of {METHODS}")
+        raise CircuitError(f"unknown attribution method {method!r}; use one of {METHODS}")
     if steps < 1:
-        raise ValueError("steps must be at least 1")
+        raise CircuitError("steps must be at least 1")
     check_metric(metric)
     graph = check_model(model)
     n_steps = 1 if method == "eap" else steps

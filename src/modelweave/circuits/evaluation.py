@@ -46,7 +46,7 @@ class CircuitEvaluator:
     def __init__(self, model: Model, batch: TaskBatch, metric: str = "logit_diff",
                  intervention: str = "patching", batch_size: int = 16):
         if intervention not in INTERVENTIONS:
-            raise ValueError(f"intervention must be one of {INTERVENTIONS}")
+            raise CircuitError(f"intervention must be one of {INTERVENTIONS}, got {intervention!r}")
         self.model, self.metric, self.intervention = model, check_metric(metric), intervention
         self.graph = check_model(model)
         self.n = len(batch)
@@ -78,10 +78,12 @@ class CircuitEvaluator:
         mean = total / count.clamp(min=1)
         self.parts = [(p, mean[None, : p.clean.shape[1]], r) for p, _, r in self.parts]
 
-    def score(self, in_graph: torch.Tensor) -> torch.Tensor:
-        """Mean metric of circuits: ``in_graph`` [N, R] or [G, N, R] bool -> [G] (pruned first)."""
+    def score(self, in_graph: torch.Tensor, pruned: bool = True) -> torch.Tensor:
+        """Mean metric of circuits: ``in_graph`` [N, R] or [G, N, R] bool -> [G].
+
+        ``pruned``: prune each edge set first (MIB); ``False`` runs exactly the edges given."""
         stacked = in_graph.reshape(-1, *self.graph.real_edges.shape)
-        kept = torch.stack([prune(self.graph, g) for g in stacked])
+        kept = torch.stack([prune(self.graph, g) for g in stacked]) if pruned else stacked
         removed = (self.graph.real_edges & ~kept).to(self.model.device)
         total = torch.zeros(len(stacked))
         for part, corrupted, reference in self.parts:

@@ -35,7 +35,8 @@ def from_mib(data: dict | str | Path, model: str = "", task: str = "") -> Circui
             raise CircuitError(f"{source}: cannot read: {err}") from err
     missing = {"cfg", "nodes", "edges"} - set(data)
     if missing:
-        raise CircuitError(f"{source}: not a MIB circuit file (missing {', '.join(sorted(missing))})")
+        raise CircuitError(f"{source}: not a MIB circuit file (missing "
+                           f"{', '.join(sorted(missing))})")
     cfg = data["cfg"]
     try:
         graph = Graph(int(cfg["n_layers"]), int(cfg["n_heads"]), bool(cfg["parallel_attn_mlp"]))

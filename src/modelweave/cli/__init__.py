@@ -1,6 +1,6 @@
 """The ``modelweave`` command line."""
 
-from . import analysis  # noqa: F401 - registers patch, lens, heads
+from . import analysis, circuits  # noqa: F401 - register patch, lens, heads, discover
 from .app import app, main
 
 __all__ = ["app", "main"]

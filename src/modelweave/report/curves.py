@@ -1,0 +1,50 @@
+"""Faithfulness curves of circuits: a PNG (matplotlib) and an interactive HTML (plotly, with
+``plotly.min.js`` written once beside it, so it works offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_faithfulness_curve(curve: dict, title: str, path: str | Path) -> list[Path]:
+    """Write ``path.png`` and ``path.html`` of a curve from
+    :func:`~modelweave.circuits.faithfulness_curve`: faithfulness against the fraction of
+    edges kept (log axis), signed and absolute top-k, with CPR and CMD in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xs = [100 * p for p in curve["percentages"]]
+    series = [
+        (f"signed top-k (CPR {curve['cpr']:.3f})", curve["faithfulness_signed"],
+         curve["edges_signed"]),
+        (f"absolute top-k (CMD {curve['cmd']:.3f})", curve["faithfulness_abs"],
+         curve["edges_abs"]),
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, ys, _ in series:
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("edges kept (% of all edges)")
+    ax.set_ylabel(f"faithfulness ({curve['metric']})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = path.with_suffix(".png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    traces = [go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, customdata=edges,
+                         hovertemplate="%{x}% of edges (%{customdata} kept after pruning)"
+                                       "<br>faithfulness %{y:.3f}<extra></extra>")
+              for label, ys, edges in series]
+    figure = go.Figure(traces, layout=dict(title=title, xaxis_type="log",
+                                           xaxis_title="edges kept (% of all edges)",
+                                           yaxis_title=f"faithfulness ({curve['metric']})"))
+    html = path.with_suffix(".html")
+    figure.write_html(html, include_plotlyjs="directory", full_html=True)
+    return [png, html]
