@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from modelweave import Model
-from modelweave.circuits import Circuit, CircuitEvaluator, edge_attribution
+from modelweave.circuits import (
+    Circuit,
+    CircuitEvaluator,
+    acdc,
+    edge_attribution,
+    exact_edge_scores,
+    path_search,
+    prune_nodes,
+)
 from modelweave.tasks.batch import TaskBatch
 from planted import planted_model
 
@@ -21,6 +29,10 @@ METHODS: dict[str, Callable[[Model, TaskBatch], Circuit]] = {
                                                  metric="logit_diff"),
     "eap-ig": lambda model, batch: edge_attribution(model, batch, method="eap-ig",
                                                     metric="logit_diff"),
+    "exact": lambda model, batch: exact_edge_scores(model, batch, group=16),
+    "acdc": lambda model, batch: acdc(model, batch, threshold=0.01, metric="kl"),
+    "prune": lambda model, batch: prune_nodes(model, batch, threshold=0.8),
+    "path": lambda model, batch: path_search(model, batch, threshold=0.02),
 }
 MIN_AUC = 0.9
 
@@ -31,9 +43,9 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     order = torch.argsort(scores, stable=True)
     ranks = torch.empty_like(scores)
     ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
-    _, groups = torch.unique(scores, return_inverse=True)  # average the ranks of ties
-    mean_rank = torch.zeros_like(scores).index_add_(0, groups, ranks)
-    mean_rank /= torch.bincount(groups).double()
+    values, groups = torch.unique(scores, return_inverse=True)  # average the ranks of ties
+    mean_rank = torch.zeros(len(values), dtype=torch.double).index_add_(0, groups, ranks)
+    mean_rank /= torch.bincount(groups, minlength=len(values)).double()
     ranks = mean_rank[groups]
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
@@ -46,6 +58,7 @@ def test_roc_auc_helper():
     assert roc_auc(torch.tensor([1.0, 2.0, 3.0, 4.0]), labels) == 0.0
     assert roc_auc(torch.tensor([1.0, 1.0, 1.0, 1.0]), labels) == 0.5
     assert roc_auc(torch.tensor([3.0, 1.0, 2.0, 0.0]), labels) == 0.75
+    assert roc_auc(torch.tensor([2.0, 1.0, 1.0, 0.0]), labels) == 0.875
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,22 @@ import torch
 from ..models import Model
 from ..tasks import TaskBatch
 from .circuit import Circuit
+from .gradients import receiver_gradients
 from .graph import CircuitError
 from .objective import check_metric, per_example
-from .runs import receiver_gradients, sender_outputs
+from .runs import embeddings, sender_outputs
 from .wiring import check_model
 
 METHODS = ("eap", "eap-ig")
+
+
+def _differing_suffix(batch: TaskBatch) -> torch.Tensor:
+    """[B, T] bool: real tokens at or after the first position where clean and corrupt differ
+    (earlier activations are identical in both runs, so their differences are exactly 0)."""
+    differ = batch.clean != batch.corrupt
+    first = torch.where(differ.any(1), differ.float().argmax(1), batch.clean.shape[1])
+    positions = torch.arange(batch.clean.shape[1], device=batch.clean.device)
+    return (positions[None] >= first[:, None]) & batch.mask.bool()
 
 
 def chunks(batch: TaskBatch, size: int) -> list[TaskBatch]:
@@ -64,24 +74,40 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
     scores = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float32,
                          device=model.device)
     for part in chunks(batch.to(model.device), batch_size):
-        clean_logits, clean = sender_outputs(model, part.clean, part.mask)
-        _, corrupted = sender_outputs(model, part.corrupt, part.mask)
-        reference = clean_logits[torch.arange(len(part)), part.lengths - 1]
+        # the pass the gradients are taken in first (EAP: clean; EAP-IG: k = 0, the corrupted
+        # inputs) also reports its sender outputs, so only the other run is a separate pass
+        recorded: list[torch.Tensor] = []
 
-        def objective(logits, part=part, reference=reference):
-            return per_example(metric, logits, part, reference).sum()
+        def keep(senders: slice, values: torch.Tensor, store=recorded) -> None:
+            if not store:
+                store.append(values.new_zeros(*values.shape[:2], graph.n_senders, values.shape[-1]))
+            store[0][:, :, senders] = values
 
         if method == "eap":
-            embeds = [None]
+            embeds, reference = [None], None
+            _, other = sender_outputs(model, part.corrupt, part.mask)
         else:
-            start, end = corrupted[:, :, 0], clean[:, :, 0]
+            clean_logits, other = sender_outputs(model, part.clean, part.mask)
+            reference = clean_logits[torch.arange(len(part)), part.lengths - 1]
+            start, end = embeddings(model, part.corrupt, part.mask), other[:, :, 0]
             embeds = [start + (k / steps) * (end - start) for k in range(steps)]
-        diff = clean - corrupted
-        del clean, corrupted
-        for receivers, n_up, grad in receiver_gradients(model, part.clean, objective, embeds,
-                                                        part.mask):
-            scores[:n_up, receivers] += torch.einsum(
-                "btnd,btrd->nr", diff[:, :, :n_up].float(), grad.float())
+
+        def objective(logits, part=part, reference=reference):
+            ref = reference if reference is not None else logits.detach()[
+                torch.arange(len(part)), part.lengths - 1]
+            return per_example(metric, logits, part, ref).sum()
+
+        # before the first token where the prompts differ, clean and corrupted runs are equal
+        active = _differing_suffix(part)
+        grads = receiver_gradients(model, part.clean, objective, embeds, part.mask, keep, active)
+        clean, corrupted = (recorded[0], other) if method == "eap" else (other, recorded[0])
+        # sender-major [N, K*d] over the K active tokens: each receiver group's senders are
+        # a contiguous block of rows
+        diff = (clean - corrupted)[active].float().transpose(0, 1).reshape(graph.n_senders, -1)
+        del clean, corrupted, other, recorded[:]
+        for receivers, n_up, grad in grads:
+            grad = grad.transpose(0, 1).reshape(grad.shape[1], -1)  # [R, K*d]
+            scores[:n_up, receivers] += diff[:n_up] @ grad.T
         if progress:
             progress(len(embeds))
     scores /= len(batch) * n_steps

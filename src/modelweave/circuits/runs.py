@@ -19,6 +19,30 @@ from ..models import Model
 from .wiring import wired
 
 
+class _Stop(Exception):
+    """Ends a forward pass early, once the wanted activation has been seen."""
+
+
+def embeddings(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """[B, T, d] what the first block reads (token plus position embeddings), without running
+    the blocks."""
+    seen: list[torch.Tensor] = []
+
+    def grab(_module, args, kwargs):
+        seen.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    handle = model.block(0).register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        model.forward(tokens, attention_mask=mask)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 def sender_outputs(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """A plain run of ``tokens`` [B, T].
@@ -55,20 +79,39 @@ def patched_logits(model: Model, tokens: torch.Tensor, corrupted: torch.Tensor,
         logits [G * B, T, vocab].
     """
     groups = removed.shape[0] if removed.dim() == 3 else 1
-    removed = removed.reshape(groups, *removed.shape[-2:]).to(corrupted.dtype)
+    removed = removed.reshape(groups, *removed.shape[-2:])
     b, t = tokens.shape
     d = model.cfg.d_model
-    diff = corrupted.new_zeros(groups, b, t, removed.shape[1], d)  # corrupted - current
+    n = removed.shape[1]
+    # corrupted - current, sender-major so that any set of senders is a block of rows
+    diff = corrupted.new_zeros(groups, n, b * t * d)
+    source = corrupted.expand(b, *corrupted.shape[1:]).permute(2, 0, 1, 3)  # [N, B, T, d]
+    running = corrupted.new_zeros(groups, b * t * d)  # sum of diff over senders seen so far
+    seen = [0]
 
     def on_output(senders: slice, values: torch.Tensor) -> None:
-        diff[:, :, :, senders] = corrupted[None, :, :, senders] - values.view(groups, b, t, -1, d)
+        values = values.view(groups, b, t, -1, d).permute(0, 3, 1, 2, 4)
+        block = (source[None, senders] - values).reshape(groups, values.shape[1], -1)
+        diff[:, senders] = block
+        running.add_(block.sum(1))
+        seen[0] = senders.stop
 
     def delta(receivers: slice, n_up: int) -> torch.Tensor | None:
-        cut = removed[:, :n_up, receivers]
+        cut = removed[:, :n_up, receivers]  # [G, n_up, r]
         if not bool(cut.any()):
             return None
-        change = torch.einsum("gbtnd,gnr->gbtrd", diff[:, :, :, :n_up], cut)
-        return change.reshape(groups * b, t, -1, d)
+        kept = ~cut
+        cut_rows = torch.nonzero(cut.any(0).any(1))[:, 0]
+        kept_rows = torch.nonzero(kept.any(0).any(1))[:, 0]
+        if len(cut_rows) <= len(kept_rows):  # sum the few cut senders
+            change = torch.bmm(cut[:, cut_rows].transpose(1, 2).to(diff.dtype),
+                               diff[:, cut_rows])
+        else:  # all senders before n_up, minus the few kept ones
+            total = running - diff[:, n_up: seen[0]].sum(1)
+            change = total[:, None] - torch.bmm(kept[:, kept_rows].transpose(1, 2).to(diff.dtype),
+                                                diff[:, kept_rows])
+        r = change.shape[1]
+        return change.view(groups, r, b, t, d).permute(0, 2, 3, 1, 4).reshape(groups * b, t, r, d)
 
     if groups > 1:
         tokens = tokens.repeat(groups, 1)

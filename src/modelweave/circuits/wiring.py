@@ -136,6 +136,25 @@ def _norm(block: torch.nn.Module, path: str | None) -> Callable[[torch.Tensor], 
     return block.get_submodule(path) if path else _identity
 
 
+def output_hooks(model: Model, graph: Graph, layer: int, on_output: OutputFn) -> list:
+    """Hooks reporting a layer's sender outputs (each head's ``hook_result``, the MLP's
+    ``hook_mlp_out``) to ``on_output``, detached from autograd."""
+    cfg, adapter, block = model.cfg, model.adapter, model.block(layer)
+    first_head, m = graph.head(layer, 0), graph.mlp(layer)
+
+    def result_hook(module, args, _out):
+        z = args[0].detach().view(*args[0].shape[:-1], cfg.n_heads, cfg.d_head)
+        w_o = linear_weight(module).detach().view(cfg.d_model, cfg.n_heads, cfg.d_head)
+        on_output(slice(first_head, first_head + cfg.n_heads),
+                  torch.einsum("bthe,dhe->bthd", z, w_o))
+
+    def mlp_out_hook(_module, _args, out):
+        on_output(slice(m, m + 1), _first(out).detach()[:, :, None])
+
+    return [block.get_submodule(adapter.out_proj).register_forward_hook(result_hook),
+            block.get_submodule(adapter.mlp_out).register_forward_hook(mlp_out_hook)]
+
+
 def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
                 on_output: OutputFn | None, embed: torch.Tensor | None) -> list:
     cfg, adapter = model.cfg, model.adapter
@@ -194,22 +213,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
         handles.append(block.get_submodule(path).register_forward_hook(projection_hook(kinds)))
 
     if on_output is not None:
-        first_head = graph.head(layer, 0)
-
-        def result_hook(module, args, _out):
-            z = args[0].view(*args[0].shape[:-1], n_heads, cfg.d_head)
-            w_o = linear_weight(module).view(cfg.d_model, n_heads, cfg.d_head)
-            on_output(slice(first_head, first_head + n_heads),
-                      torch.einsum("bthe,dhe->bthd", z, w_o))
-
-        handles.append(block.get_submodule(adapter.out_proj).register_forward_hook(result_hook))
-
-        m = graph.mlp(layer)
-
-        def mlp_out_hook(_module, _args, out):
-            on_output(slice(m, m + 1), _first(out)[:, :, None])
-
-        handles.append(block.get_submodule(adapter.mlp_out).register_forward_hook(mlp_out_hook))
+        handles += output_hooks(model, graph, layer, on_output)
 
     if delta is not None:
         r = graph.mlp_receiver(layer)

@@ -168,7 +168,10 @@ def main() -> None:
     """Console-script entry point: user errors become one line, not a traceback."""
     from transformers.utils import logging as hf_logging
 
+    from ..runtime import keep_freed_memory
+
     hf_logging.disable_progress_bar()
+    keep_freed_memory()  # large tensors are reused, not page-faulted in again
     try:
         app()
     except ModelWeaveError as err:

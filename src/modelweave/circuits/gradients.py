@@ -1,0 +1,228 @@
+"""The metric's gradient at every receiver's input, from ordinary forward+backward passes.
+
+Each receiver reads the residual ``x`` through a norm and (for q/k/v) one head's slice of a
+projection, so its gradient is ``J_norm(x)ᵀ W_hᵀ g_h``, where ``g_h`` is the gradient at head
+``h``'s slice of the projection output. The pass itself is the unmodified model; hooks only
+keep ``x`` and the tensors whose gradients are needed:
+
+- q/k/v: each projection's output (grouped-query keys and values are first repeated per query
+  head, so every query head has its own key/value gradient, as in EAP-IG);
+- MLP: the MLP's input (a copy, so a norm shared with attention, as in Cohere, is not mixed);
+- logits: the final norm's input.
+
+Afterwards ``W_hᵀ g_h`` is one batched matmul per layer and ``J_normᵀ`` a closed form
+(:mod:`.norms`). The result equals differentiating ``x + delta_r`` per receiver (what
+:func:`~.wiring.wired` does), at the cost of a plain backward pass plus small extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+
+from ..models import Model
+from ..models.adapters import linear_weight, projections
+from ..models.adapters.base import SeparateQKV
+from .graph import QKV
+from .norms import ProjectedPullback, norm_vjp
+from .wiring import OutputFn, check_model, output_hooks
+
+
+def _head_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's q, k and v projections per query-head slot: weight [d_model, 3 * n_heads,
+    d_head] and bias [3 * n_heads, d_head] or None (key/value heads repeated per query head)."""
+    cfg, block = model.cfg, model.block(layer)
+    layout = projections(model.adapter)
+    if isinstance(layout, SeparateQKV):
+        layout = replace(layout, clip=None)
+    weights, biases, has_bias = {}, {}, False
+    for path, kinds in layout.modules().items():
+        module = block.get_submodule(path)
+        split = layout.split(linear_weight(module).T, kinds, cfg)
+        split_bias = layout.split(module.bias, kinds, cfg) if module.bias is not None else {}
+        has_bias |= bool(split_bias)
+        for kind in kinds:
+            repeat = cfg.n_heads // split[kind].shape[1]
+            weights[kind] = split[kind].repeat_interleave(repeat, dim=1)
+            if kind in split_bias:
+                biases[kind] = split_bias[kind].repeat_interleave(repeat, dim=0)
+            else:
+                biases[kind] = torch.zeros(cfg.n_heads, cfg.d_head, device=model.device)
+    bias = torch.cat([biases[k] for k in QKV]) if has_bias else None
+    return torch.cat([weights[k] for k in QKV], dim=1), bias
+
+
+def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
+         on_output: OutputFn | None = None) -> list[dict]:
+    """One forward+backward pass; per layer the residuals and the gradients the hooks kept.
+    ``on_output`` receives the run's sender outputs."""
+    cfg, adapter = model.cfg, model.adapter
+    graph = check_model(model)
+    layout = projections(adapter)
+    clip = layout.clip if isinstance(layout, SeparateQKV) else None
+    groups = cfg.n_heads // cfg.n_kv_heads
+    layers: list[dict] = [{"proj": {}} for _ in range(cfg.n_layers)]
+    handles = []
+    final: dict[str, torch.Tensor] = {}
+
+    def block_pre(layer):
+        def hook(_module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            replaced = layer == 0 and embed is not None
+            if replaced:
+                x = embed.to(x.dtype)
+            layers[layer]["x"] = x
+            if layer == 0 and on_output is not None:
+                on_output(slice(0, 1), x.detach()[:, :, None])
+            if not replaced:
+                return None
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def projection(layer, kinds):
+        def hook(_module, _args, out):
+            if groups > 1 and kinds != ("q",):
+                heads = out.view(*out.shape[:-1], -1, cfg.d_head)
+                out = heads.repeat_interleave(groups, dim=-2).flatten(-2)
+            if clip is not None:  # the model clamps in place afterwards: keep where it passes
+                layers[layer].setdefault("inside", {})[kinds] = out.detach().abs() < clip
+            layers[layer]["proj"][kinds] = out
+            layers[layer].setdefault("values", {})[kinds] = out.detach()
+            return out
+        return hook
+
+    def mlp_pre(layer):
+        def hook(_module, args, kwargs):
+            x = (args[0] if args else kwargs["hidden_states"]).clone()
+            layers[layer]["mlp_in"] = x
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def keep(layer, key):
+        def hook(_module, args):
+            layers[layer][key] = args[0]
+        return hook
+
+    def final_pre(_module, args):
+        final["x"] = args[0].clone()
+        return (final["x"], *args[1:])
+
+    try:
+        for layer in range(cfg.n_layers):
+            block = model.block(layer)
+            attn = block.get_submodule(adapter.attn)
+            if groups > 1:
+                handles.append(_Restore(attn, "num_key_value_groups"))
+                attn.num_key_value_groups = 1
+            handles.append(block.register_forward_pre_hook(block_pre(layer), with_kwargs=True))
+            for path, kinds in layout.modules().items():
+                handles.append(block.get_submodule(path).register_forward_hook(
+                    projection(layer, kinds)))
+            mlp = block.get_submodule(adapter.mlp_down.rpartition(".")[0])
+            handles.append(mlp.register_forward_pre_hook(mlp_pre(layer), with_kwargs=True))
+            if adapter.mlp_in_norm:
+                handles.append(block.get_submodule(adapter.mlp_in_norm).register_forward_pre_hook(
+                    keep(layer, "x_mlp")))
+            if on_output is not None:
+                handles += output_hooks(model, graph, layer, on_output)
+        handles.append(model.hf_model.get_submodule(adapter.final_norm).register_forward_pre_hook(
+            final_pre))
+        with torch.enable_grad():
+            value = objective(model.forward(tokens, attention_mask=mask, grad=True))
+            wanted = [t for info in layers for t in (*info["proj"].values(), info["mlp_in"])]
+            grads = iter(torch.autograd.grad(value, [*wanted, final["x"]]))
+    finally:
+        for h in handles:
+            h.remove()
+    for info in layers:
+        info["proj"] = {kinds: next(grads) for kinds in info["proj"]}
+        info["mlp_in"] = next(grads)
+        info.setdefault("x_mlp", info["x"])
+    layers.append({"logits": next(grads)})
+    return layers
+
+
+class _Restore:
+    """A handle that restores an attribute on ``remove()``, like a hook handle."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name, self.value = obj, name, getattr(obj, name)
+
+    def remove(self) -> None:
+        setattr(self.obj, self.name, self.value)
+
+
+def receiver_gradients(model: Model, tokens: torch.Tensor,
+                       objective: Callable[[torch.Tensor], torch.Tensor],
+                       embeds: Sequence[torch.Tensor | None] = (None,),
+                       mask: torch.Tensor | None = None,
+                       on_output: OutputFn | None = None,
+                       select: torch.Tensor | None = None,
+                       ) -> list[tuple[slice, int, torch.Tensor]]:
+    """Gradient of ``objective(logits)`` (a scalar) at every receiver input, summed over runs.
+
+    Args:
+        tokens: [B, T]; objective: logits [B, T, vocab] -> scalar tensor.
+        embeds: one run per entry, each with that [B, T, d] embedding (``None``: the tokens' own).
+        on_output: receives the sender outputs of the *first* run (saves a separate pass when
+            that run is one whose outputs are needed anyway).
+        select: [B, T] bool, the tokens whose gradients are wanted (default: all); e.g. only
+            tokens where clean and corrupted activations can differ.
+
+    Returns:
+        ``[(receivers, n_upstream, grad [K, len(receivers), d] float32), ...]`` for the K
+        selected tokens in row-major (batch, position) order, in forward order of receivers,
+        one entry per group of receivers that read the same senders ``0 .. n_upstream-1``
+        (a layer's q/k/v receivers, its MLP, the logits).
+    """
+    graph = check_model(model)
+    cfg, adapter = model.cfg, model.adapter
+    layout = projections(adapter)
+    if isinstance(layout, SeparateQKV):
+        layout = replace(layout, clip=None)
+    b, t = tokens.shape
+    pullbacks = []
+    for layer in range(cfg.n_layers):
+        block = model.block(layer)
+        norm = block.get_submodule(adapter.attn_in_norm) if adapter.attn_in_norm else None
+        pullbacks.append(ProjectedPullback(norm, *_head_weights(model, layer)))
+    mlp_totals = [torch.zeros(b, t, 1, cfg.d_model, device=model.device)
+                  for _ in range(cfg.n_layers)]
+    logits_total = torch.zeros(b, t, 1, cfg.d_model, device=model.device)
+    for step, embed in enumerate(embeds):
+        layers = _run(model, tokens, objective, embed, mask, on_output if step == 0 else None)
+        with torch.no_grad():
+            for layer in range(cfg.n_layers):
+                info, block = layers[layer], model.block(layer)
+                heads, values = {}, {}
+                for kinds, grad in info["proj"].items():
+                    if "inside" in info:
+                        grad = grad * info["inside"][kinds]
+                    heads.update(layout.split(grad, kinds, cfg))
+                    values.update(layout.split(info["values"][kinds], kinds, cfg))
+                pullbacks[layer].add(info["x"], torch.cat([heads[k] for k in QKV], dim=2),
+                                     torch.cat([values[k] for k in QKV], dim=2))
+                mlp_norm = block.get_submodule(adapter.mlp_in_norm) if adapter.mlp_in_norm \
+                    else None
+                mlp_totals[layer] += norm_vjp(mlp_norm, info["x_mlp"], info["mlp_in"][:, :, None])
+            logits_total += layers[-1]["logits"].float()[:, :, None]
+            del layers
+    flat = None if select is None else torch.nonzero(select.flatten().to(model.device))[:, 0]
+
+    def pick(grad: torch.Tensor) -> torch.Tensor:  # [B, T, R, d] -> [K, R, d]
+        grad = grad.flatten(0, 1)
+        return grad if flat is None else grad[flat]
+
+    out = []
+    with torch.no_grad():
+        for layer in range(cfg.n_layers):
+            qkv = graph.qkv_receivers(layer)
+            out.append((qkv, graph.upstream(qkv.start),
+                        pullbacks[layer].total(flat).transpose(0, 1)))
+            r = graph.mlp_receiver(layer)
+            out.append((slice(r, r + 1), graph.upstream(r), pick(mlp_totals[layer])))
+    r = graph.logits_receiver
+    out.append((slice(r, r + 1), graph.n_senders, pick(logits_total)))
+    return out

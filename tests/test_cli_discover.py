@@ -1,0 +1,67 @@
+"""`modelweave discover` on a tiny saved model: files, JSON summary, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from modelweave.circuits import Circuit, CircuitError, from_mib
+from modelweave.cli import app
+from tokenizers_zoo import make_tokenizer
+
+from tiny import tiny_hf_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = make_tokenizer("bytelevel")
+    tiny_hf_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def test_discover_writes_circuit_files_and_json(model_dir, tmp_path):
+    result = invoke("discover", "--model", model_dir, "--task", "ioi", "--n", 8,
+                    "--target", 0.8, "--json", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("n_edges", "n_edges_total", "faithfulness", "cpr", "cmd"):
+        assert key in summary
+    assert summary["faithfulness"] >= 0.8 and summary["reached"]
+    circuit = Circuit.load(tmp_path / "circuit.json")
+    assert circuit.n_edges == summary["n_edges"] and circuit.curve["cpr"] == summary["cpr"]
+    assert from_mib(tmp_path / "circuit.mib.json").n_edges == circuit.n_edges
+    for name in ("circuit.html", "circuit.svg", "faithfulness.png", "faithfulness.html",
+                 "plotly.min.js", "summary.json"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_unreachable_target_reports_the_best_circuit(model_dir, tmp_path):
+    result = invoke("discover", "--model", model_dir, "--n", 8, "--method", "eap",
+                    "--target", 1.5, "--out", tmp_path)
+    assert isinstance(result.exception, CircuitError)
+    assert "not reached" in str(result.exception) and "best circuit" in str(result.exception)
+    assert (tmp_path / "circuit.json").exists()
+
+
+def test_bad_method_and_unsupported_family_are_one_line_errors(tmp_path):
+    code = "from modelweave.cli import main; main()"
+    bad = subprocess.run([sys.executable, "-c", code, "discover", "--method", "magic"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "unknown method 'magic'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    olmo2 = tmp_path / "olmo2"
+    tok = make_tokenizer("bytelevel")
+    tiny_hf_model("olmo2", vocab_size=len(tok)).save_pretrained(olmo2)
+    tok.save_pretrained(olmo2)
+    result = subprocess.run([sys.executable, "-c", code, "discover", "--model", str(olmo2),
+                             "--n", "4"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "OLMo-2" in result.stderr
+    assert "Traceback" not in result.stderr
