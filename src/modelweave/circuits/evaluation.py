@@ -153,8 +153,11 @@ class MinimalCircuit:
 
 
 def minimal_circuit(circuit: Circuit, evaluator: CircuitEvaluator, target: float = 0.9,
-                    absolute: bool = True) -> MinimalCircuit:
+                    absolute: bool = False) -> MinimalCircuit:
     """The smallest top-n circuit with faithfulness >= ``target``.
+
+    Edges are ranked by signed score (``absolute=False``, the circuits CPR measures): edges
+    that work against the behaviour are left out rather than counted as important.
 
     Sizes double from 1 edge until the target is reached, then a bisection finds the smallest
     size between the last failing and the first passing one (faithfulness is not monotone in
