@@ -45,7 +45,7 @@ def test_discover_writes_circuit_files_and_json(model_dir, tmp_path):
 
 def test_unreachable_target_reports_the_best_circuit(model_dir, tmp_path):
     result = invoke("discover", "--model", model_dir, "--n", 8, "--method", "eap",
-                    "--target", 1.5, "--out", tmp_path)
+                    "--target", 100, "--out", tmp_path)
     assert isinstance(result.exception, CircuitError)
     assert "not reached" in str(result.exception) and "best circuit" in str(result.exception)
     assert (tmp_path / "circuit.json").exists()

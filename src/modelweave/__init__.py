@@ -22,7 +22,12 @@ _LAZY = {name: "models" for name in
          ("ActivationCache", "Hook", "Model", "ModelConfig", "act_name", "load_model")}
 
 
+_SUBMODULES = ("circuits", "engine", "methods", "metrics", "models", "report", "tasks")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # ``mw.tasks.make_batch(...)`` without importing it first
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

@@ -23,35 +23,22 @@ from dataclasses import replace
 import torch
 
 from ..models import Model
-from ..models.adapters import linear_weight, projections
+from ..models.adapters import projections
 from ..models.adapters.base import SeparateQKV
 from .graph import QKV
 from .norms import ProjectedPullback, norm_vjp
-from .wiring import OutputFn, check_model, output_hooks
+from .wiring import OutputFn, check_model, output_hooks, qkv_weights
 
 
 def _head_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layer's q, k and v projections per query-head slot: weight [d_model, 3 * n_heads,
-    d_head] and bias [3 * n_heads, d_head] or None (key/value heads repeated per query head)."""
-    cfg, block = model.cfg, model.block(layer)
-    layout = projections(model.adapter)
-    if isinstance(layout, SeparateQKV):
-        layout = replace(layout, clip=None)
-    weights, biases, has_bias = {}, {}, False
-    for path, kinds in layout.modules().items():
-        module = block.get_submodule(path)
-        split = layout.split(linear_weight(module).T, kinds, cfg)
-        split_bias = layout.split(module.bias, kinds, cfg) if module.bias is not None else {}
-        has_bias |= bool(split_bias)
-        for kind in kinds:
-            repeat = cfg.n_heads // split[kind].shape[1]
-            weights[kind] = split[kind].repeat_interleave(repeat, dim=1)
-            if kind in split_bias:
-                biases[kind] = split_bias[kind].repeat_interleave(repeat, dim=0)
-            else:
-                biases[kind] = torch.zeros(cfg.n_heads, cfg.d_head, device=model.device)
-    bias = torch.cat([biases[k] for k in QKV]) if has_bias else None
-    return torch.cat([weights[k] for k in QKV], dim=1), bias
+    d_head] and bias [3 * n_heads, d_head] or None."""
+    parts = qkv_weights(model, layer)
+    weight = torch.cat([parts[k][0] for k in QKV], dim=1)
+    if all(parts[k][1] is None for k in QKV):
+        return weight, None
+    zeros = weight.new_zeros(model.cfg.n_heads, model.cfg.d_head)
+    return weight, torch.cat([zeros if parts[k][1] is None else parts[k][1] for k in QKV])
 
 
 def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,

@@ -68,11 +68,11 @@ def check_model(model: Model) -> Graph:
 
 
 def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-    """Per-query-head projection weights of one layer.
+    """Per-query-head projection weights of one layer, as views where possible.
 
     Returns:
-        kind (``q``/``k``/``v``) -> (W [n_heads, d_model, d_head], b [n_heads, d_head] or None);
-        key/value weights are repeated for every query head of their group.
+        kind (``q``/``k``/``v``) -> (W [d_model, n_heads, d_head], b [n_heads, d_head] or None);
+        key/value heads are repeated for every query head of their group (a copy only then).
     """
     cfg, block = model.cfg, model.block(layer)
     layout = projections(model.adapter)
@@ -81,11 +81,11 @@ def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch
     weights = {}
     for path, kinds in layout.modules().items():
         module = block.get_submodule(path)
-        w = layout.split(linear_weight(module).T.contiguous(), kinds, cfg)  # [d, heads, d_head]
+        w = layout.split(linear_weight(module).T, kinds, cfg)  # [d, heads, d_head] views
         b = layout.split(module.bias, kinds, cfg) if module.bias is not None else {}
         for kind in kinds:
             repeat = cfg.n_heads // w[kind].shape[1]
-            weight = w[kind].permute(1, 0, 2).repeat_interleave(repeat, dim=0)
+            weight = w[kind] if repeat == 1 else w[kind].repeat_interleave(repeat, dim=1)
             bias = b[kind].repeat_interleave(repeat, dim=0) if kind in b else None
             weights[kind] = (weight, bias)
     return weights
@@ -161,7 +161,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
     block, n_heads = model.block(layer), cfg.n_heads
     layout = projections(adapter)
     groups = n_heads // cfg.n_kv_heads
-    weights = qkv_weights(model, layer) if delta is not None else None
+    weights: dict = {}  # filled on the first pass that changes this layer's q/k/v inputs
     attn_norm, mlp_norm = _norm(block, adapter.attn_in_norm), _norm(block, adapter.mlp_in_norm)
     state: dict[str, torch.Tensor | None] = {}
     handles = []
@@ -196,11 +196,13 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
                 return heads.repeat_interleave(groups, dim=-2).flatten(-2)
             if "normed" not in state:
                 state["normed"] = attn_norm(state["x"].unsqueeze(2) + d)  # [B, T, 3H, d]
+            if not weights:
+                weights.update(qkv_weights(model, layer))
             parts = {}
             for kind in kinds:
                 i = QKV.index(kind)
                 w, b = weights[kind]
-                y = torch.einsum("bthd,hde->bthe", state["normed"][:, :, i * n_heads:
+                y = torch.einsum("bthd,dhe->bthe", state["normed"][:, :, i * n_heads:
                                                                    (i + 1) * n_heads], w)
                 parts[kind] = y if b is None else y + b
             if len(kinds) == 1:
