@@ -1,6 +1,6 @@
 """The ``modelweave`` command line."""
 
-from . import analysis, circuits  # noqa: F401 - register patch, lens, heads, discover
+from . import analysis, circuits, experiments  # noqa: F401 - register the commands
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,54 @@
+"""``modelweave run EXPERIMENT.yaml``: every unit of an experiment, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, console
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: "
+                                             "runs/<experiment name>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute finished units.")] = False,
+) -> None:
+    """Run an experiment: skips finished units, so a killed run continues where it stopped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ..experiments import load_experiment, run_experiment
+
+    spec = load_experiment(experiment)
+    out = out or Path("runs") / spec.name
+    units = spec.units()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console) as bar:
+        job = bar.add_task(f"{spec.name}: {len(units)} units", total=len(units))
+
+        def on_unit(unit, status, summary, seconds):
+            bar.advance(job)
+            if status == "skipped":
+                bar.console.print(f"[dim]skip  {unit.id} (finished earlier)[/dim]")
+            else:
+                bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {_headline(summary)}",
+                                  highlight=False)
+
+        outcome = run_experiment(spec, out, force=force, on_unit=on_unit)
+    console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped")
+    console.print(f"results: {outcome.root}")
+
+
+def _headline(summary: dict) -> str:
+    """The one number per unit worth a glance."""
+    for key, fmt in (("faithfulness", "faithfulness {:.3f}"), ("accuracy", "accuracy {:.3f}"),
+                     ("clean_metric", "clean metric {:.3f}")):
+        if isinstance(summary.get(key), int | float):
+            text = fmt.format(summary[key])
+            if key == "faithfulness":
+                text += f", {summary['n_edges']} edges, CPR {summary['cpr']:.3f}"
+            return text
+    return ", ".join(k for k in summary)[:60]

@@ -1,0 +1,195 @@
+"""Experiments as files: a validated YAML config expanded into units (model × task × method).
+
+.. code-block:: yaml
+
+    name: quickstart
+    models: [smollm2-135m]          # or model: smollm2-135m
+    tasks: [ioi, seq_digits]
+    n: 32                           # prompts per task (default 32)
+    seed: 0
+    methods:
+      - eval: {n: 64, tasks: all}   # a method may name its own tasks ("all": every built-in)
+      - patch: {grid: heads}
+      - discover: {method: eap-ig, target: 0.9}
+      - lens: {}
+      - heads: {}                   # head roles: one unit per model, not per task
+
+Every error names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import ModelWeaveError
+
+#: method -> allowed parameters and, where the set is closed, their allowed values.
+METHOD_PARAMS: dict[str, dict[str, tuple | None]] = {
+    "eval": {"n": None, "scoring": ("first", "full")},
+    "patch": {"grid": ("heads", "heads-by-pos", "resid", "attn", "mlp", "neurons"),
+              "method": ("exact", "attribution"), "direction": ("denoising", "noising"),
+              "layers": None},
+    "discover": {"method": ("eap", "eap-ig", "exact", "acdc", "prune", "path"), "target": None,
+                 "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
+                 "threshold": None, "intervention": ("patching", "mean"), "batch_size": None},
+    "lens": {"k": None},
+    "heads": {},
+}
+TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device", "dtype")
+
+
+class ConfigError(ModelWeaveError):
+    """An experiment file that cannot be run as written."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: a method with its parameters on one model and (usually) one task."""
+
+    model: str
+    task: str | None
+    method: str
+    params: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        """A file-system-safe name, unique within an experiment."""
+        label = "-".join(str(v) for k, v in sorted(self.params.items())
+                         if k in ("grid", "method", "direction") and v is not None)
+        parts = [self.model, self.task or "all", self.method + (f"-{label}" if label else "")]
+        return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: what to run, on what, with which seeds."""
+
+    name: str
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    methods: tuple[tuple[str, dict], ...]
+    n: int = 32
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+
+    def units(self) -> list[Unit]:
+        """Every unit, models outermost; ``heads`` once per model."""
+        out = []
+        for model in self.models:
+            for method, params in self.methods:
+                params = dict(params)
+                tasks = params.pop("tasks", None) or self.tasks
+                tasks = (None,) if method == "heads" else tasks
+                out += [Unit(model, task, method, params) for task in tasks]
+        ids = [u.id for u in out]
+        clashes = sorted({i for i in ids if ids.count(i) > 1})
+        if clashes:
+            raise ConfigError(f"methods: two entries give the same unit {clashes[0]!r}; give them "
+                              "different parameters (grid, method or direction)")
+        return out
+
+    def to_dict(self) -> dict:
+        methods = [{m: {k: list(v) if k == "tasks" else v for k, v in p.items()}}
+                   for m, p in self.methods]
+        return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
+                "methods": methods, "n": self.n, "seed": self.seed,
+                "device": self.device, "dtype": self.dtype}
+
+
+def _list(data: dict, key: str) -> tuple[str, ...]:
+    value = data[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a name or a non-empty list of names, got {value!r}")
+    return tuple(value)
+
+
+def _tasks(value, where: str) -> tuple[str, ...]:
+    """A task list (``"all"``: every built-in task), each task checked."""
+    from ..tasks import list_tasks, resolve_task
+
+    if value == "all":
+        return tuple(t.name for t in list_tasks())
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a task name, a list of them, or 'all'")
+    for task in value:
+        resolve_task(task)
+    return tuple(value)
+
+
+def _method(entry, index: int) -> tuple[str, dict]:
+    where = f"methods[{index}]"
+    if isinstance(entry, str):
+        entry = {entry: {}}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ConfigError(f"{where}: expected one method name with its parameters, e.g. "
+                          "{patch: {grid: heads}}")
+    (method, params), = entry.items()
+    if method not in METHOD_PARAMS:
+        raise ConfigError(f"{where}: unknown method {method!r}; allowed: "
+                          f"{', '.join(METHOD_PARAMS)}")
+    params = params or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}.{method}: parameters must be a mapping, got {params!r}")
+    allowed = METHOD_PARAMS[method]
+    params = dict(params)
+    if "tasks" in params:  # this method's own task list
+        params["tasks"] = _tasks(params["tasks"], f"{where}.{method}.tasks")
+    for key, value in params.items():
+        if key == "tasks":
+            continue
+        if key not in allowed:
+            raise ConfigError(f"{where}.{method}.{key}: unknown parameter; allowed: "
+                              f"{', '.join(allowed) or 'none'}")
+        if allowed[key] is not None and value not in allowed[key]:
+            raise ConfigError(f"{where}.{method}.{key}: {value!r} is not one of "
+                              f"{', '.join(map(str, allowed[key]))}")
+    return method, dict(params)
+
+
+def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
+    """Validate a loaded config mapping into an :class:`Experiment`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    unknown = [k for k in data if k not in TOP_LEVEL]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown field; allowed: {', '.join(TOP_LEVEL)}")
+    if ("model" in data) == ("models" in data):
+        raise ConfigError("models: give exactly one of 'model' or 'models'")
+    for key in ("tasks", "methods"):
+        if key not in data:
+            raise ConfigError(f"{key}: missing (required: models, tasks, methods)")
+    models = _list(data, "models" if "models" in data else "model")
+    tasks = _tasks(data["tasks"], "tasks")
+    if not isinstance(data["methods"], list) or not data["methods"]:
+        raise ConfigError("methods: expected a non-empty list")
+    methods = tuple(_method(entry, i) for i, entry in enumerate(data["methods"]))
+    for key in ("n", "seed"):
+        if key in data and (not isinstance(data[key], int) or data[key] < (1 if key == "n"
+                                                                            else 0)):
+            raise ConfigError(f"{key}: expected a {'positive' if key == 'n' else 'non-negative'}"
+                              f" integer, got {data[key]!r}")
+    experiment = Experiment(str(data.get("name", Path(source).stem)), models, tasks, methods,
+                            data.get("n", 32), data.get("seed", 0), data.get("device"),
+                            data.get("dtype"))
+    experiment.units()  # duplicate units are a config error
+    return experiment
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_experiment(data, str(path))

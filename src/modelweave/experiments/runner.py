@@ -1,0 +1,57 @@
+"""Running an experiment: every unfinished unit, in order, into a :class:`RunStore`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Experiment, Unit
+from .store import RunStore
+from .units import HANDLERS
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_experiment` did: units computed, units skipped as already finished."""
+
+    root: Path
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = False,
+                   on_unit: Callable[[Unit, str, dict | None, float], None] | None = None
+                   ) -> RunOutcome:
+    """Run every unit of ``experiment`` under ``out``, skipping finished ones.
+
+    Args:
+        force: recompute finished units too.
+        on_unit: called after each unit as ``(unit, "done" | "skipped", summary, seconds)``.
+    """
+    from ..models import load_model
+
+    store = RunStore(out)
+    store.start(experiment)
+    outcome = RunOutcome(store.root)
+    models: dict[str, object] = {}
+    for unit in experiment.units():
+        if store.is_done(unit) and not force:
+            outcome.skipped.append(unit.id)
+            if on_unit:
+                on_unit(unit, "skipped", None, 0.0)
+            continue
+        if unit.model not in models:
+            models.clear()  # one model in memory at a time
+            models[unit.model] = load_model(unit.model, device=experiment.device,
+                                            dtype=experiment.dtype)
+        folder = store.begin(unit)
+        start = time.perf_counter()
+        summary = HANDLERS[unit.method](models[unit.model], unit, experiment, folder)
+        seconds = time.perf_counter() - start
+        store.finish(unit, summary, seconds)
+        outcome.computed.append(unit.id)
+        if on_unit:
+            on_unit(unit, "done", summary, seconds)
+    return outcome

@@ -1,0 +1,126 @@
+"""The results store of one run directory: nothing half-written, nothing computed twice.
+
+Layout::
+
+    RUN/manifest.json            config, versions, seeds, git revision, unit timings
+    RUN/units/<unit id>/...      the unit's files (JSON, safetensors, figures)
+    RUN/units/<unit id>/done.json  written last: the unit is finished
+
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment leaves whole files only; a unit without ``done.json`` is recomputed from scratch (its
+folder is emptied first), a unit with it is skipped unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .config import Experiment, Unit
+
+DONE = "done.json"
+
+
+def atomic_write(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"modelweave": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+class RunStore:
+    """One run directory. ``unit_dir(unit)`` is where a unit writes; ``finish`` marks it done."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+
+    # manifest ------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        """The manifest (empty before the first run)."""
+        if not self.manifest_path.exists():
+            return {}
+        return json.loads(self.manifest_path.read_text())
+
+    def start(self, experiment: Experiment) -> dict:
+        """Create or update the manifest for a (re)started run; returns it."""
+        manifest = self.manifest()
+        manifest.update({"config": experiment.to_dict(), "versions": _versions(),
+                         "seed": experiment.seed, "git_revision": _git_revision()})
+        manifest.setdefault("units", {})
+        manifest.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1))
+        return manifest
+
+    # units ---------------------------------------------------------------------------
+    def unit_dir(self, unit: Unit) -> Path:
+        return self.root / "units" / unit.id
+
+    def is_done(self, unit: Unit) -> bool:
+        return (self.unit_dir(unit) / DONE).exists()
+
+    def begin(self, unit: Unit) -> Path:
+        """An empty folder for a unit about to be computed (leftovers of a killed run go)."""
+        folder = self.unit_dir(unit)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+    def finish(self, unit: Unit, summary: dict, seconds: float) -> None:
+        """Mark a unit finished (its ``done.json`` last) and record it in the manifest."""
+        record = {"model": unit.model, "task": unit.task, "method": unit.method,
+                  "params": unit.params, "seconds": round(seconds, 3), "summary": summary,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write(self.unit_dir(unit) / DONE, json.dumps(record, indent=1))
+        manifest = self.manifest()
+        manifest.setdefault("units", {})[unit.id] = {"seconds": record["seconds"],
+                                                      "finished": record["finished"]}
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1))
+
+    def records(self) -> dict[str, dict]:
+        """unit id -> its ``done.json`` record, for every finished unit."""
+        out = {}
+        for done in sorted((self.root / "units").glob(f"*/{DONE}")):
+            out[done.parent.name] = json.loads(done.read_text())
+        return out
+
+    def to_dataframe(self):
+        """One row per finished unit: model, task, method, seconds and the summary's numbers."""
+        import pandas as pd
+
+        rows = []
+        for unit_id, record in self.records().items():
+            flat = {k: v for k, v in record["summary"].items()
+                    if isinstance(v, int | float | str | bool) or v is None}
+            rows.append({"unit": unit_id, "model": record["model"], "task": record["task"],
+                         "method": record["method"], "seconds": record["seconds"], **flat})
+        return pd.DataFrame(rows)

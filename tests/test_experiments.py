@@ -1,0 +1,121 @@
+"""Experiments as files: config validation, the resumable store, a run killed with SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from modelweave.errors import ModelWeaveError
+from modelweave.experiments import (
+    ConfigError,
+    RunStore,
+    load_experiment,
+    parse_experiment,
+    run_experiment,
+)
+from tokenizers_zoo import make_tokenizer
+
+from tiny import tiny_hf_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = make_tokenizer("bytelevel")
+    tiny_hf_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def config(model_dir, **extra):
+    return {"name": "t", "model": model_dir, "tasks": ["ioi", "seq_digits"], "n": 6,
+            "methods": [{"eval": {"n": 8}}, {"patch": {"grid": "heads"}},
+                        {"discover": {"method": "eap-ig", "target": 0.5}}, "lens"], **extra}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": "red"}, "colour: unknown field; allowed: name, model, models"),
+    ({"methods": [{"magic": {}}]}, "methods[0]: unknown method 'magic'; allowed: eval, patch"),
+    ({"methods": [{"patch": {"grid": "edges"}}]},
+     "methods[0].patch.grid: 'edges' is not one of heads, heads-by-pos"),
+    ({"methods": [{"discover": {"speed": 1}}]}, "methods[0].discover.speed: unknown parameter"),
+    ({"tasks": ["no_such_task"]}, "no_such_task"),
+    ({"n": 0}, "n: expected a positive integer"),
+    ({"methods": [{"patch": {}}, {"patch": {}}]}, "two entries give the same unit"),
+    ({"models": ["a"]}, "exactly one of 'model' or 'models'"),
+    ({"methods": [{"eval": {"tasks": 3}}]}, "methods[0].eval.tasks: expected a task name"),
+])
+def test_config_errors_name_the_field(change, message):
+    with pytest.raises(ModelWeaveError) as err:
+        parse_experiment({**config("m"), **change})
+    assert message in str(err.value)
+    assert isinstance(err.value, ConfigError) or "task" in str(err.value)
+
+
+def test_units_expand_models_tasks_methods(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({**config("m"), "methods": [
+        "eval", {"discover": {"method": "eap"}}, {"discover": {"method": "prune"}}, "heads",
+        {"lens": {"tasks": "induction"}}]}))
+    units = load_experiment(path).units()
+    assert [u.id for u in units] == [
+        "m__ioi__eval", "m__seq_digits__eval", "m__ioi__discover-eap",
+        "m__seq_digits__discover-eap", "m__ioi__discover-prune", "m__seq_digits__discover-prune",
+        "m__all__heads", "m__induction__lens"]
+    assert units[-1].params == {}
+    every = parse_experiment({**config("m"), "methods": [{"eval": {"tasks": "all"}}]}).units()
+    assert len(every) == 17 and every[0].method == "eval"
+
+
+def test_run_skips_finished_units_and_force_recomputes(model_dir, tmp_path):
+    spec = parse_experiment(config(model_dir))
+    first = run_experiment(spec, tmp_path)
+    assert len(first.computed) == 8 and not first.skipped
+    store = RunStore(tmp_path)
+    manifest = store.manifest()
+    assert manifest["config"]["n"] == 6 and manifest["versions"]["modelweave"]
+    assert set(manifest["units"]) == set(first.computed)
+    frame = store.to_dataframe()
+    assert len(frame) == 8 and {"model", "task", "method", "seconds"} <= set(frame.columns)
+    discover = store.records()[f"{spec.units()[4].id}"]["summary"]
+    assert discover["n_edges"] > 0 and discover["faithfulness"] >= 0.5
+    for unit in spec.units():  # every unit's files are whole
+        for f in store.unit_dir(unit).glob("*.json"):
+            json.loads(f.read_text())
+    again = run_experiment(spec, tmp_path)
+    assert again.skipped == first.computed and not again.computed
+    forced = run_experiment(spec, tmp_path, force=True)
+    assert forced.computed == first.computed
+
+
+def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path):
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump({"name": "slow", "model": model_dir, "n": 6,
+                                    "tasks": ["ioi", "seq_digits", "induction"],
+                                    "methods": [{"discover": {"method": "acdc", "target": 0.1}},
+                                                {"patch": {"grid": "heads-by-pos"}}]}))
+    out = tmp_path / "run"
+    code = "from modelweave.cli import main; main()"
+    args = [sys.executable, "-c", code, "run", str(path), "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("units/*/done.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
+    assert 2 <= len(finished) < 6, "the run was not killed mid-way"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(finished)} skipped" in done.stdout
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
+    assert len(after) == 6
+    assert all(after[u] == t for u, t in finished.items())  # nothing finished was redone
+    for f in out.rglob("*.json"):
+        json.loads(f.read_text())
+    assert not list(out.rglob(".*.tmp"))
