@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelweave-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install: $(STAMP)
 
@@ -20,10 +20,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch ' + v + ' was installed instead of 2.13.0')"
 	touch $(STAMP)
 
-demo: install
-	$(VENV)/bin/modelweave demo
+# Headless Chromium (Debian's package) for the report's browser test.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { $(SUDO) apt-get install -y --no-install-recommends chromium || \
+	    { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
 
-test: install
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The quick-start experiment on the embedded model; the last line is the report's path.
+demo: install
+	$(VENV)/bin/modelweave run examples/quickstart.yaml
+
+test: install browser
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(PY) -m pytest -n 2 --dist loadgroup
 

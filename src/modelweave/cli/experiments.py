@@ -38,8 +38,22 @@ def run_cmd(
                                   highlight=False)
 
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit)
-    console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped")
-    console.print(f"results: {outcome.root}")
+    console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped; "
+                  f"results in {outcome.root}")
+    console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (from modelweave run).")],
+) -> None:
+    """Re-render a run directory's report.html from its stored results (no model needed)."""
+    from ..experiments import ConfigError
+    from ..report.html import build_report
+
+    if not (run_dir / "manifest.json").exists():
+        raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)")
+    console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
 
 
 def _headline(summary: dict) -> str:

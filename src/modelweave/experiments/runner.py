@@ -19,15 +19,18 @@ class RunOutcome:
     root: Path
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    report: Path | None = None
 
 
 def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = False,
-                   on_unit: Callable[[Unit, str, dict | None, float], None] | None = None
-                   ) -> RunOutcome:
-    """Run every unit of ``experiment`` under ``out``, skipping finished ones.
+                   on_unit: Callable[[Unit, str, dict | None, float], None] | None = None,
+                   report: bool = True) -> RunOutcome:
+    """Run every unit of ``experiment`` under ``out``, skipping finished ones, then render
+    ``report.html``.
 
     Args:
         force: recompute finished units too.
+        report: render the report at the end.
         on_unit: called after each unit as ``(unit, "done" | "skipped", summary, seconds)``.
     """
     from ..models import load_model
@@ -54,4 +57,8 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
         outcome.computed.append(unit.id)
         if on_unit:
             on_unit(unit, "done", summary, seconds)
+    if report:
+        from ..report.html import build_report
+
+        outcome.report = build_report(store.root)
     return outcome

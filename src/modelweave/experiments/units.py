@@ -64,7 +64,29 @@ def run_discover(model: Model, unit: Unit, experiment: Experiment, folder: Path)
     (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
     save_circuit_graph(circuit, folder / "circuit.html")
     save_faithfulness_curve(circuit.curve, f"{method} on {unit.task}", folder / "faithfulness")
-    return {**found.summary(), "n": len(batch), "nodes": circuit.nodes}
+    heads = _save_top_patterns(model, batch, circuit, folder)
+    return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
+
+
+def _save_top_patterns(model: Model, batch, circuit, folder: Path, k: int = 3) -> list[str]:
+    """Attention patterns of the circuit's ``k`` highest-scoring heads on the first prompt
+    (``patterns.safetensors`` + ``patterns.json`` with the tokens); returns the heads."""
+    from safetensors.torch import save_file
+
+    from ..methods.patterns import attention_patterns
+
+    scores = circuit.node_scores()
+    heads = sorted((n for n in circuit.nodes if n.startswith("a")), key=lambda n: -scores[n])[:k]
+    if not heads:
+        return []
+    pairs = [tuple(int(x) for x in n[1:].split(".h")) for n in heads]
+    prompt = batch.clean[0, : batch.lengths[0]]
+    patterns, tokens = attention_patterns(model, prompt, pairs)
+    save_file({name: patterns[pair].contiguous() for name, pair in zip(heads, pairs, strict=True)},
+              str(folder / "patterns.safetensors"))
+    (folder / "patterns.json").write_text(json.dumps({"heads": heads, "tokens": tokens,
+                                                      "prompt": batch.examples[0].clean}))
+    return heads
 
 
 def run_lens(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:

@@ -6,6 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _series(curve: dict) -> list[tuple[str, list[float], list[int]]]:
+    return [
+        (f"signed top-k (CPR {curve['cpr']:.3f})", curve["faithfulness_signed"],
+         curve["edges_signed"]),
+        (f"absolute top-k (CMD {curve['cmd']:.3f})", curve["faithfulness_abs"],
+         curve["edges_abs"]),
+    ]
+
+
+def curve_figure(curve: dict, title: str):
+    """The interactive plotly figure of a faithfulness curve (log x axis, hover: edges kept)."""
+    import plotly.graph_objects as go
+
+    xs = [100 * p for p in curve["percentages"]]
+    traces = [go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, customdata=edges,
+                         hovertemplate="%{x}% of edges (%{customdata} kept after pruning)"
+                                       "<br>faithfulness %{y:.3f}<extra></extra>")
+              for label, ys, edges in _series(curve)]
+    return go.Figure(traces, layout=dict(title=title, xaxis_type="log",
+                                         xaxis_title="edges kept (% of all edges)",
+                                         yaxis_title=f"faithfulness ({curve['metric']})"))
+
+
 def save_faithfulness_curve(curve: dict, title: str, path: str | Path) -> list[Path]:
     """Write ``path.png`` and ``path.html`` of a curve from
     :func:`~modelweave.circuits.faithfulness_curve`: faithfulness against the fraction of
@@ -14,17 +37,11 @@ def save_faithfulness_curve(curve: dict, title: str, path: str | Path) -> list[P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     xs = [100 * p for p in curve["percentages"]]
-    series = [
-        (f"signed top-k (CPR {curve['cpr']:.3f})", curve["faithfulness_signed"],
-         curve["edges_signed"]),
-        (f"absolute top-k (CMD {curve['cmd']:.3f})", curve["faithfulness_abs"],
-         curve["edges_abs"]),
-    ]
+    series = _series(curve)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, ys, _ in series:
         ax.plot(xs, ys, marker="o", label=label)
@@ -38,13 +55,7 @@ def save_faithfulness_curve(curve: dict, title: str, path: str | Path) -> list[P
     png = path.with_suffix(".png")
     fig.savefig(png, dpi=120)
     plt.close(fig)
-    traces = [go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, customdata=edges,
-                         hovertemplate="%{x}% of edges (%{customdata} kept after pruning)"
-                                       "<br>faithfulness %{y:.3f}<extra></extra>")
-              for label, ys, edges in series]
-    figure = go.Figure(traces, layout=dict(title=title, xaxis_type="log",
-                                           xaxis_title="edges kept (% of all edges)",
-                                           yaxis_title=f"faithfulness ({curve['metric']})"))
+    figure = curve_figure(curve, title)
     html = path.with_suffix(".html")
     figure.write_html(html, include_plotlyjs="directory", full_html=True)
     return [png, html]

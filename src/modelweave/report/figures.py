@@ -30,7 +30,6 @@ def save_heatmap(values: torch.Tensor, rows: list[str], cols: list[str], row_nam
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,17 +51,31 @@ def save_heatmap(values: torch.Tensor, rows: list[str], cols: list[str], row_nam
     png = path.with_suffix(".png")
     fig.savefig(png, dpi=120)
     plt.close(fig)
-    heat = go.Heatmap(z=data, x=cols, y=rows, colorscale="RdBu_r" if center else "Viridis",
-                      zmid=0 if center else None,
-                      hovertemplate=f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>"
-                                    "value %{z:.3f}<extra></extra>")
-    figure = go.Figure(heat, layout=dict(title=title, xaxis_title=col_name,
-                                         yaxis_title=row_name, yaxis_autorange="reversed",
-                                         height=max(400, 14 * len(rows) + 150)))
+    figure = heatmap_figure(values, rows, cols, row_name, col_name, title, center)
     html = path.with_suffix(".html")
     # plotly.min.js is written once beside the figures: offline, and not 4.8 MB per figure
     figure.write_html(html, include_plotlyjs="directory", full_html=True)
     return [png, html]
+
+
+def heatmap_figure(values: torch.Tensor, rows: list[str], cols: list[str], row_name: str,
+                   col_name: str, title: str, center: bool = True):
+    """An interactive plotly heatmap of a [rows, cols] grid with hover values."""
+    import plotly.graph_objects as go
+
+    data = values.float().numpy()
+    heat = go.Heatmap(z=data, x=cols, y=rows, colorscale="RdBu_r" if center else "Viridis",
+                      zmid=0 if center else None,
+                      hovertemplate=f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>"
+                                    "value %{z:.3f}<extra></extra>")
+    return go.Figure(heat, layout=dict(title=title, xaxis_title=col_name,
+                                       yaxis_title=row_name, yaxis_autorange="reversed",
+                                       height=max(400, 14 * len(rows) + 150)))
+
+
+def flat_grid(result: PatchingResult) -> tuple[torch.Tensor, list[str], list[str], str, str]:
+    """A patching result as a 2-D grid: (values, row labels, col labels, row and col names)."""
+    return _flatten(result)
 
 
 def patching_figure(result: PatchingResult, path: str | Path) -> list[Path]:
