@@ -29,7 +29,15 @@ def run_cmd(
                   console=console) as bar:
         job = bar.add_task(f"{spec.name}: {len(units)} units", total=len(units))
 
+        inner: dict[str, int] = {}
+
+        def progress(unit):
+            inner["job"] = bar.add_task(f"  {unit.id}", total=None)
+            return lambda k: bar.advance(inner["job"], k)
+
         def on_unit(unit, status, summary, seconds):
+            if "job" in inner:
+                bar.remove_task(inner.pop("job"))
             bar.advance(job)
             if status == "skipped":
                 bar.console.print(f"[dim]skip  {unit.id} (finished earlier)[/dim]")
@@ -37,7 +45,7 @@ def run_cmd(
                 bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {_headline(summary)}",
                                   highlight=False)
 
-        outcome = run_experiment(spec, out, force=force, on_unit=on_unit)
+        outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
     console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped; "
                   f"results in {outcome.root}")
     console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)

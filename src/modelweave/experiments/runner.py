@@ -24,7 +24,9 @@ class RunOutcome:
 
 def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = False,
                    on_unit: Callable[[Unit, str, dict | None, float], None] | None = None,
-                   report: bool = True) -> RunOutcome:
+                   report: bool = True,
+                   progress: Callable[[Unit], Callable[[int], None]] | None = None
+                   ) -> RunOutcome:
     """Run every unit of ``experiment`` under ``out``, skipping finished ones, then render
     ``report.html``.
 
@@ -32,6 +34,7 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
         force: recompute finished units too.
         report: render the report at the end.
         on_unit: called after each unit as ``(unit, "done" | "skipped", summary, seconds)``.
+        progress: ``progress(unit)`` gives the callback a unit's long method reports to.
     """
     from ..models import load_model
 
@@ -51,7 +54,8 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
                                             dtype=experiment.dtype)
         folder = store.begin(unit)
         start = time.perf_counter()
-        summary = HANDLERS[unit.method](models[unit.model], unit, experiment, folder)
+        summary = HANDLERS[unit.method](models[unit.model], unit, experiment, folder,
+                                        progress(unit) if progress else None)
         seconds = time.perf_counter() - start
         store.finish(unit, summary, seconds)
         outcome.computed.append(unit.id)

@@ -1,8 +1,9 @@
 """What each method of an experiment computes and writes into its unit folder.
 
-Every handler takes the loaded model, the unit, the experiment and the (empty) unit folder,
-writes its files there, and returns a small JSON-ready summary (the numbers a report or a
-dataframe shows without reading the files).
+Every handler takes the loaded model, the unit, the experiment, the (empty) unit folder and a
+``progress(k)`` callback (or None) for long methods, writes its files there, and returns a
+small JSON-ready summary (the numbers a report or a dataframe shows without reading the
+files).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from ..models import Model
 from .config import Experiment, Unit
 
+Progress = Callable[[int], None] | None
+
 
 def _batch(model: Model, unit: Unit, experiment: Experiment, same_length: bool = True):
     from ..tasks import make_batch
@@ -22,7 +25,8 @@ def _batch(model: Model, unit: Unit, experiment: Experiment, same_length: bool =
                       same_length=same_length)
 
 
-def run_eval(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:
+def run_eval(model: Model, unit: Unit, experiment: Experiment, folder: Path,
+             progress: Progress = None) -> dict:
     from ..metrics import evaluate
 
     result = evaluate(model, unit.task, n=unit.params.get("n", experiment.n),
@@ -32,15 +36,19 @@ def run_eval(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> 
     return summary
 
 
-def run_patch(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:
+def run_patch(model: Model, unit: Unit, experiment: Experiment, folder: Path,
+              progress: Progress = None) -> dict:
     from ..methods import attribution_sweep, patch_sweep
     from ..report.figures import patching_figure
 
     batch = _batch(model, unit, experiment)
     p = unit.params
     grid, direction = p.get("grid", "heads"), p.get("direction", "denoising")
-    sweep = attribution_sweep if p.get("method", "exact") == "attribution" else patch_sweep
-    result = sweep(model, batch, grid, direction=direction, layers=p.get("layers"))
+    if p.get("method", "exact") == "attribution":
+        result = attribution_sweep(model, batch, grid, direction=direction, layers=p.get("layers"))
+    else:
+        result = patch_sweep(model, batch, grid, direction=direction, layers=p.get("layers"),
+                             progress=progress)
     result.save(folder / "result")
     patching_figure(result, folder / "heatmap")
     top = [{"unit": [result.labels[a][i] for a, i in zip(result.axes, idx, strict=True)],
@@ -50,7 +58,8 @@ def run_patch(model: Model, unit: Unit, experiment: Experiment, folder: Path) ->
             "top": top}
 
 
-def run_discover(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:
+def run_discover(model: Model, unit: Unit, experiment: Experiment, folder: Path,
+                 progress: Progress = None) -> dict:
     from ..circuits import discover, to_mib
     from ..report.circuit_graph import save_circuit_graph
     from ..report.curves import save_faithfulness_curve
@@ -58,7 +67,8 @@ def run_discover(model: Model, unit: Unit, experiment: Experiment, folder: Path)
     batch = _batch(model, unit, experiment)
     params = dict(unit.params)
     method = params.pop("method", "eap-ig")
-    found = discover(model, batch, method, **params)
+    found = discover(model, batch, method, **params,
+                     progress=(lambda _phase, k: progress(k)) if progress else None)
     circuit = found.circuit
     circuit.save(folder / "circuit.json")
     (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
@@ -89,7 +99,8 @@ def _save_top_patterns(model: Model, batch, circuit, folder: Path, k: int = 3) -
     return heads
 
 
-def run_lens(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:
+def run_lens(model: Model, unit: Unit, experiment: Experiment, folder: Path,
+             progress: Progress = None) -> dict:
     from ..methods.lens import logit_lens
     from ..report.figures import save_heatmap
 
@@ -101,7 +112,8 @@ def run_lens(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> 
     return {"n": len(batch), "answer_prob_end": result.answer_prob[:, -1].tolist()}
 
 
-def run_heads(model: Model, unit: Unit, experiment: Experiment, folder: Path) -> dict:
+def run_heads(model: Model, unit: Unit, experiment: Experiment, folder: Path,
+              progress: Progress = None) -> dict:
     from ..methods.head_roles import head_roles
 
     roles = head_roles(model, seed=experiment.seed)
@@ -110,7 +122,7 @@ def run_heads(model: Model, unit: Unit, experiment: Experiment, folder: Path) ->
                    for layer, head, score in roles.top(role, 5)] for role in roles.scores}
 
 
-HANDLERS: dict[str, Callable[[Model, Unit, Experiment, Path], dict]] = {
+HANDLERS: dict[str, Callable[[Model, Unit, Experiment, Path, Progress], dict]] = {
     "eval": run_eval, "patch": run_patch, "discover": run_discover, "lens": run_lens,
     "heads": run_heads,
 }
