@@ -87,6 +87,14 @@ def test_run_skips_finished_units_and_force_recomputes(model_dir, tmp_path):
     for unit in spec.units():  # every unit's files are whole
         for f in store.unit_dir(unit).glob("*.json"):
             json.loads(f.read_text())
+    from modelweave.circuits import Circuit
+    from modelweave.methods import PatchingResult
+
+    loaded = {u.method: store.load(u.id) for u in spec.units()}
+    assert isinstance(loaded["discover"], Circuit) and loaded["discover"].n_edges > 0
+    assert isinstance(loaded["patch"], PatchingResult) and loaded["eval"]["per_example"]
+    with pytest.raises(KeyError):
+        store.load("no_such_unit")
     again = run_experiment(spec, tmp_path)
     assert again.skipped == first.computed and not again.computed
     forced = run_experiment(spec, tmp_path, force=True)

@@ -113,6 +113,33 @@ class RunStore:
             out[done.parent.name] = json.loads(done.read_text())
         return out
 
+    def load(self, unit_id: str):
+        """A finished unit's result as a Python object, without running a model:
+        ``eval`` -> dict (with per-example values), ``patch`` -> ``PatchingResult``,
+        ``discover`` -> ``Circuit``, ``lens`` -> ``LensResult``, ``heads`` -> DataFrame."""
+        record = self.records().get(unit_id)
+        if record is None:
+            raise KeyError(f"no finished unit {unit_id!r} in {self.root}")
+        folder = self.root / "units" / unit_id
+        method = record["method"]
+        if method == "eval":
+            return json.loads((folder / "eval.json").read_text())
+        if method == "patch":
+            from ..methods.result import PatchingResult
+
+            return PatchingResult.load(folder / "result")
+        if method == "discover":
+            from ..circuits import Circuit
+
+            return Circuit.load(folder / "circuit.json")
+        if method == "lens":
+            from ..methods.lens import LensResult
+
+            return LensResult.load(folder / "lens")
+        import pandas as pd
+
+        return pd.read_csv(folder / "head_roles.csv")
+
     def to_dataframe(self):
         """One row per finished unit: model, task, method, seconds and the summary's numbers."""
         import pandas as pd
