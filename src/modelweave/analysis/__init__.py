@@ -1,5 +1,6 @@
-"""Analyses built on stored results: comparing circuits across models and tasks."""
+"""Analyses across models and tasks: comparing circuits, cross-model activation patching."""
 
+from .cmap import cmap
 from .compare import (
     Overlap,
     by_role,
@@ -12,5 +13,5 @@ from .compare import (
     upset_figure,
 )
 
-__all__ = ["Overlap", "by_role", "components", "depth_overlap", "depth_profile", "overlap",
+__all__ = ["Overlap", "by_role", "cmap", "components", "depth_overlap", "depth_profile", "overlap",
            "shared_components", "transfer_faithfulness", "upset_figure"]
