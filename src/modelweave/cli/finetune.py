@@ -1,0 +1,52 @@
+"""``modelweave finetune``: LoRA on a task or a task file; saves the adapter and a merged model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .app import DeviceOpt, ModelOpt, _load, app, console
+
+
+@app.command("finetune")
+def finetune_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory for adapter/, merged/ and "
+                                      "finetune.json.")],
+    model: ModelOpt = "smollm2-135m",
+    task: Annotated[str | None, typer.Option("--task", "-t", help="A built-in task.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="A task file (JSONL, CSV or "
+                                              "YAML; see docs/tasks.md).")] = None,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="Adapter rank.")] = 8,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 200,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per step.")] = 16,
+    n: Annotated[int, typer.Option(min=1, help="Examples generated for training.")] = 256,
+    seed: int = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result."""
+    from ..models.finetune import finetune
+    from ..tasks import TaskError, resolve_task
+
+    if (task is None) == (data is None):
+        raise TaskError("give exactly one of --task or --data")
+    spec = task if task is not None else str(data)
+    resolve_task(spec)
+    loaded = _load(model, device, None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:
+        job = bar.add_task("LoRA fine-tuning", total=steps)
+
+        def progress(step: int, loss: float) -> None:
+            bar.update(job, completed=step, description=f"LoRA fine-tuning, loss {loss:.3f}")
+
+        result = finetune(loaded, spec, out, steps=steps, lora_r=lora_r, lr=lr,
+                          batch_size=batch_size, n=n, seed=seed, progress=progress)
+    first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
+    console.print(f"{steps} steps in {result.seconds:.0f} s; loss {first:.3f} -> {last:.3f} "
+                  "(mean of the last 10)")
+    console.print(f"adapter: {result.adapter}", highlight=False, soft_wrap=True)
+    console.print(f"merged model: {result.merged}", highlight=False, soft_wrap=True)
