@@ -1,7 +1,9 @@
 """Study (a): does a LoRA fine-tune on entity tracking re-use the base model's circuit?
 
-Fine-tunes the embedded model with LoRA (or reuses ``--tuned DIR/merged``), finds both
-models' EAP-IG circuits (smallest with faithfulness >= 0.9), compares them, evaluates each
+Fine-tunes the embedded model with LoRA, 200 steps on examples of seed 0 (or reuses
+``--tuned DIR/merged`` from ``modelweave finetune --task entity_tracking``), finds both
+models' EAP-IG circuits on prompts of another seed (smallest with faithfulness >= 0.9),
+compares them, evaluates each
 circuit in the other model, and runs CMAP from the fine-tune into the base for head groups:
 heads in both circuits, heads only in the tuned circuit, all other heads, and all MLPs.
 Prints Markdown.
@@ -36,13 +38,14 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     base = load_model("smollm2-135m")
     if args.tuned is None:
-        result = finetune(base, args.task, args.out / "lora", steps=args.steps, seed=1)
+        result = finetune(base, args.task, args.out / "lora", steps=args.steps, seed=0)
         tuned = result.model
         print(f"LoRA r=8, {args.steps} steps: loss {result.losses[0]:.3f} -> "
               f"{sum(result.losses[-10:]) / 10:.3f} in {result.seconds:.0f} s\n")
     else:
         tuned = load_model(args.tuned)
-    batch = make_batch(base, args.task, n=args.n, seed=0, same_length=True)  # held-out seed
+    # prompts from another seed than the training examples (seed 0)
+    batch = make_batch(base, args.task, n=args.n, seed=1000, same_length=True)
     circuits, evaluators = {}, {}
     print("| model | logit diff (clean) | corrupted | circuit edges | nodes | faithfulness | CPR |"
           " CMD |\n|---|---|---|---|---|---|---|---|")
