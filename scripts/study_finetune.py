@@ -77,6 +77,26 @@ def main() -> None:
           f"{recovery['_target']:.3f})\n\n| group | components | recovery |\n|---|---|---|")
     for name, members in groups.items():
         print(f"| {name} | {len(members)} | {recovery[name]:.3f} |")
+    _figure(groups, recovery, "docs/img/finetune_cmap.png")
+
+
+def _figure(groups: dict, recovery: dict, path: str) -> None:
+    """Bar chart of each group's CMAP recovery."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(range(len(names)), [recovery[n] for n in names], color="#4c72b0")
+    ax.set_yticks(range(len(names)), [f"{n} ({len(groups[n])})" for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("share of the fine-tune's gain recovered in the base model (CMAP)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

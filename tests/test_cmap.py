@@ -39,9 +39,10 @@ def test_all_components_recover_everything_and_groups_split_it(pair):
     assert out["all"] == pytest.approx(1.0, abs=1e-4)  # the tuned model, exactly
     assert out["none"] == 0.0
     assert out["heads"] != pytest.approx(out["mlps"])
-    # into itself: every group recovers nothing of a zero gap
-    same = cmap(base, base, batch, {"heads": heads})
-    assert same["_source"] == same["_target"] and same["heads"] != same["heads"]  # NaN
+    # a model into itself: every group recovers exactly 100% of the (zero) difference
+    same = cmap(base, base, batch, {"heads": heads, "one": ["m1"], "all": heads + mlps})
+    assert same["_source"] == same["_target"]
+    assert same["heads"] == same["one"] == same["all"] == 1.0
 
 
 def test_cmap_rejects_bad_components_and_mismatched_models(pair):

@@ -63,6 +63,8 @@ def cmap(source: Model, target: Model, batch: TaskBatch, groups: dict[str, list[
 
     Returns:
         group name -> recovery; also ``"_source"`` and ``"_target"``: the two models' metrics.
+        When they are equal (a model into itself) there is nothing to recover: a group
+        recovers 1.0 if the patched run's metric equals the source's (NaN otherwise).
     """
     _check_pair(source, target)
     score = metric_fn(metric)
@@ -90,5 +92,8 @@ def cmap(source: Model, target: Model, batch: TaskBatch, groups: dict[str, list[
         patched = float(score(target.run_with_hooks(tokens, hooks, attention_mask=mask),
                               batch).mean())
         gap = m_source - m_target
-        out[name] = (patched - m_target) / gap if gap else float("nan")
+        if gap:
+            out[name] = (patched - m_target) / gap
+        else:  # nothing to recover: all of it is recovered iff the patched run is the source's
+            out[name] = 1.0 if patched == m_source else float("nan")
     return out
