@@ -9,18 +9,13 @@ from typer.testing import CliRunner
 
 from modelweave.circuits import Circuit, CircuitError, from_mib
 from modelweave.cli import app
-from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok = make_tokenizer("bytelevel")
-    tiny_hf_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 def invoke(*args):
@@ -57,10 +52,7 @@ def test_bad_method_and_unsupported_family_are_one_line_errors(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "unknown method 'magic'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    olmo2 = tmp_path / "olmo2"
-    tok = make_tokenizer("bytelevel")
-    tiny_hf_model("olmo2", vocab_size=len(tok)).save_pretrained(olmo2)
-    tok.save_pretrained(olmo2)
+    olmo2 = save_tiny_model(tmp_path / "olmo2", "olmo2")
     result = subprocess.run([sys.executable, "-c", code, "discover", "--model", str(olmo2),
                              "--n", "4"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "OLMo-2" in result.stderr

@@ -18,18 +18,13 @@ from modelweave.experiments import (
     parse_experiment,
     run_experiment,
 )
-from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok = make_tokenizer("bytelevel")
-    tiny_hf_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2")))
 
 
 def config(model_dir, **extra):

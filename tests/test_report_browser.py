@@ -11,9 +11,8 @@ import yaml
 
 from modelweave.experiments import RunStore, parse_experiment, run_experiment
 from modelweave.report.html import SECTIONS, build_report
-from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import save_tiny_model
 
 HOSTILE = "<script>window.mwPwned = 1; console.error('injected')</script>"
 
@@ -39,10 +38,7 @@ def dump_dom(path) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    model = root / "model"
-    tok = make_tokenizer("bytelevel")
-    tiny_hf_model("gpt2", vocab_size=len(tok)).save_pretrained(model)
-    tok.save_pretrained(model)
+    model = save_tiny_model(root / "model")
     task = root / "hostile.yaml"
     task.write_text(yaml.safe_dump({
         "name": "hostile", "template": HOSTILE + " When {A} and {B} met, {B} gave it to",

@@ -85,3 +85,14 @@ def tiny_tokenizer(adds_bos: bool) -> tf.PreTrainedTokenizerFast:
                                                            special_tokens=[("<s>", 1)])
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                       unk_token="<unk>")
+
+
+def save_tiny_model(path, family: str = "gpt2", seed: int = 0):
+    """Save a tiny ``family`` model with the in-test byte-level tokenizer to ``path`` (a
+    directory ``load_model`` and the CLI read); returns ``path``."""
+    from tokenizers_zoo import make_tokenizer
+
+    tok = make_tokenizer("bytelevel")
+    tiny_hf_model(family, seed=seed, vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
