@@ -17,7 +17,7 @@ with every edge corrupted. MIB's summaries over circuit sizes ``k`` (fractions o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -185,5 +185,5 @@ def minimal_circuit(circuit: Circuit, evaluator: CircuitEvaluator, target: float
         best = high
     else:
         best = max(trials, key=lambda k: (trials[k], -k))
-    chosen = replace(circuit.top(best, absolute))
+    chosen = circuit.top(best, absolute)
     return MinimalCircuit(chosen, trials[best], target, trials[best] >= target, trials)

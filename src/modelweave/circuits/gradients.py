@@ -27,7 +27,14 @@ from ..models.adapters import projections
 from ..models.adapters.base import SeparateQKV
 from .graph import QKV
 from .norms import ProjectedPullback, norm_vjp
-from .wiring import OutputFn, check_model, output_hooks, qkv_weights
+from .wiring import (
+    OutputFn,
+    check_model,
+    key_value_per_query_head,
+    output_hooks,
+    qkv_weights,
+    ungroup,
+)
 
 
 def _head_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -71,8 +78,7 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
     def projection(layer, kinds):
         def hook(_module, _args, out):
             if groups > 1 and kinds != ("q",):
-                heads = out.view(*out.shape[:-1], -1, cfg.d_head)
-                out = heads.repeat_interleave(groups, dim=-2).flatten(-2)
+                out = ungroup(out, groups, cfg.d_head)
             if clip is not None:  # the model clamps in place afterwards: keep where it passes
                 layers[layer].setdefault("inside", {})[kinds] = out.detach().abs() < clip
             layers[layer]["proj"][kinds] = out
@@ -99,10 +105,6 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
     try:
         for layer in range(cfg.n_layers):
             block = model.block(layer)
-            attn = block.get_submodule(adapter.attn)
-            if groups > 1:
-                handles.append(_Restore(attn, "num_key_value_groups"))
-                attn.num_key_value_groups = 1
             handles.append(block.register_forward_pre_hook(block_pre(layer), with_kwargs=True))
             for path, kinds in layout.modules().items():
                 handles.append(block.get_submodule(path).register_forward_hook(
@@ -116,7 +118,7 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
                 handles += output_hooks(model, graph, layer, on_output)
         handles.append(model.hf_model.get_submodule(adapter.final_norm).register_forward_pre_hook(
             final_pre))
-        with torch.enable_grad():
+        with torch.enable_grad(), key_value_per_query_head(model):
             value = objective(model.forward(tokens, attention_mask=mask, grad=True))
             wanted = [t for info in layers for t in (*info["proj"].values(), info["mlp_in"])]
             grads = iter(torch.autograd.grad(value, [*wanted, final["x"]]))
@@ -129,16 +131,6 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
         info.setdefault("x_mlp", info["x"])
     layers.append({"logits": next(grads)})
     return layers
-
-
-class _Restore:
-    """A handle that restores an attribute on ``remove()``, like a hook handle."""
-
-    def __init__(self, obj, name: str):
-        self.obj, self.name, self.value = obj, name, getattr(obj, name)
-
-    def remove(self) -> None:
-        setattr(self.obj, self.name, self.value)
 
 
 def receiver_gradients(model: Model, tokens: torch.Tensor,

@@ -92,6 +92,33 @@ def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch
 
 
 @contextmanager
+def key_value_per_query_head(model: Model) -> Iterator[None]:
+    """Context in which the attention modules expect one key/value head per query head
+    (``num_key_value_groups = 1``), so projections may feed them ungrouped keys and values
+    (see :func:`ungroup`); restored on exit. A no-op without grouped-query attention."""
+    if model.cfg.n_kv_heads == model.cfg.n_heads:
+        yield
+        return
+    modules = [model.block(layer).get_submodule(model.adapter.attn)
+               for layer in range(model.cfg.n_layers)]
+    saved = [m.num_key_value_groups for m in modules]
+    for m in modules:
+        m.num_key_value_groups = 1
+    try:
+        yield
+    finally:
+        for m, value in zip(modules, saved, strict=True):
+            m.num_key_value_groups = value
+
+
+def ungroup(out: torch.Tensor, groups: int, d_head: int) -> torch.Tensor:
+    """A key or value projection's output [..., kv_heads * d_head] repeated per query head:
+    [..., kv_heads * groups * d_head]."""
+    heads = out.view(*out.shape[:-1], -1, d_head)
+    return heads.repeat_interleave(groups, dim=-2).flatten(-2)
+
+
+@contextmanager
 def wired(model: Model, *, delta: DeltaFn | None = None, on_output: OutputFn | None = None,
           embed: torch.Tensor | None = None) -> Iterator[Graph]:
     """Context in which forward passes of ``model`` run with per-receiver inputs.
@@ -108,12 +135,7 @@ def wired(model: Model, *, delta: DeltaFn | None = None, on_output: OutputFn | N
     with ExitStack() as stack:
         handles: list = []
         stack.callback(lambda: [h.remove() for h in handles])
-        groups = model.cfg.n_heads // model.cfg.n_kv_heads
-        if groups > 1:
-            for layer in range(model.cfg.n_layers):
-                attn = model.block(layer).get_submodule(model.adapter.attn)
-                stack.callback(setattr, attn, "num_key_value_groups", attn.num_key_value_groups)
-                attn.num_key_value_groups = 1
+        stack.enter_context(key_value_per_query_head(model))
         for layer in range(model.cfg.n_layers):
             handles += _wire_block(model, graph, layer, delta, on_output, embed)
         if delta is not None:
@@ -192,8 +214,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
             if d is None:  # everyone reads x: only ungroup keys and values if needed
                 if groups == 1 or kinds == ("q",):
                     return None
-                heads = out.view(*out.shape[:-1], -1, cfg.d_head)
-                return heads.repeat_interleave(groups, dim=-2).flatten(-2)
+                return ungroup(out, groups, cfg.d_head)
             if "normed" not in state:
                 state["normed"] = attn_norm(state["x"].unsqueeze(2) + d)  # [B, T, 3H, d]
             if not weights:
