@@ -12,12 +12,18 @@ import yaml
 
 from modelweave.errors import ModelWeaveError
 from modelweave.experiments import (
+    METHOD_PARAMS,
     ConfigError,
+    MethodKind,
     RunStore,
     load_experiment,
     parse_experiment,
+    register,
     run_experiment,
+    unregister,
 )
+from modelweave.experiments.methods import unit_batch
+from modelweave.tasks import list_tasks
 
 from tiny import save_tiny_model
 
@@ -64,7 +70,7 @@ def test_units_expand_models_tasks_methods(tmp_path):
         "m__all__heads", "m__induction__lens"]
     assert units[-1].params == {}
     every = parse_experiment({**config("m"), "methods": [{"eval": {"tasks": "all"}}]}).units()
-    assert len(every) == 17 and every[0].method == "eval"
+    assert len(every) == len(list_tasks()) and every[0].method == "eval"
 
 
 def test_run_skips_finished_units_and_force_recomputes(model_dir, tmp_path):
@@ -122,3 +128,58 @@ def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path):
     for f in out.rglob("*.json"):
         json.loads(f.read_text())
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_a_new_method_is_one_registered_kind(model_dir, tmp_path):
+    """Everything a method needs (schema, run, load, summary row, report section) is one
+    registered class: config, units, runner, store and report pick it up unchanged."""
+
+    @register
+    class Count(MethodKind):
+        name = "toy_count"
+        params = {"scale": None, "mode": ("prompts", "tokens")}
+        id_params = ("mode",)
+        title, order = "Toy counts", 5  # before the built-in sections
+
+        def run(self, model, unit, experiment, folder, progress=None):
+            batch = unit_batch(model, unit, experiment)
+            count = (len(batch) if unit.params["mode"] == "prompts"
+                     else int(batch.lengths.sum())) * unit.params.get("scale", 1)
+            (folder / "count.json").write_text(json.dumps({"count": count, "task": unit.task}))
+            return {"count": count, "mode": unit.params["mode"], "listed": [count]}
+
+        def load(self, folder, record):
+            return json.loads((folder / "count.json").read_text())
+
+        def report_section(self, units, ctx):
+            return "".join(f'<p class="toy">{r["task"]}: {ctx.load(uid)["count"]}</p>'
+                           for uid, r in units)
+
+    try:
+        assert METHOD_PARAMS["toy_count"]["mode"] == ("prompts", "tokens")
+        with pytest.raises(ConfigError, match=r"methods\[0\]\.toy_count\.mode: 'lines' is not one"):
+            parse_experiment({**config(model_dir), "methods": [{"toy_count": {"mode": "lines"}}]})
+        spec = parse_experiment({**config(model_dir), "methods": [
+            {"toy_count": {"mode": "prompts", "scale": 2}}, {"toy_count": {"mode": "tokens"}}]})
+        assert [u.id.split("__", 1)[1] for u in spec.units()] == [
+            "ioi__toy_count-prompts", "seq_digits__toy_count-prompts", "ioi__toy_count-tokens",
+            "seq_digits__toy_count-tokens"]
+        outcome = run_experiment(spec, tmp_path)
+        assert len(outcome.computed) == 4
+        store = RunStore(tmp_path)
+        first = spec.units()[0].id
+        assert store.load(first) == {"count": 12, "task": "ioi"}
+        frame = store.to_dataframe()
+        counts = dict(zip(frame["unit"], frame["count"], strict=True))
+        assert counts[first] == 12 and "listed" not in frame.columns
+        html = outcome.report.read_text()
+        assert '<a href="#toy_count">Toy counts</a>' in html
+        assert '<section id="toy_count"><h2>Toy counts</h2><p class="toy">ioi: 12</p>' in html
+        assert html.count('<p class="toy">') == 4 and '<p class="toy">seq_digits: 12</p>' in html
+        assert html.index('id="toy_count"') < html.index('id="tasks"')
+        assert "No eval units in this run." in html  # built-in sections still render
+    finally:
+        unregister("toy_count")
+    assert "toy_count" not in METHOD_PARAMS
+    with pytest.raises(ConfigError, match="unknown method 'toy_count'"):
+        parse_experiment({**config(model_dir), "methods": ["toy_count"]})

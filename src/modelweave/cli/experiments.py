@@ -20,7 +20,7 @@ def run_cmd(
     """Run an experiment: skips finished units, so a killed run continues where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from ..experiments import load_experiment, run_experiment
+    from ..experiments import get_method, load_experiment, run_experiment
 
     spec = load_experiment(experiment)
     out = out or Path("runs") / spec.name
@@ -42,7 +42,8 @@ def run_cmd(
             if status == "skipped":
                 bar.console.print(f"[dim]skip  {unit.id} (finished earlier)[/dim]")
             else:
-                bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {_headline(summary)}",
+                headline = get_method(unit.method).headline(summary)
+                bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {headline}",
                                   highlight=False)
 
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
@@ -63,14 +64,3 @@ def report_cmd(
         raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)")
     console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
 
-
-def _headline(summary: dict) -> str:
-    """The one number per unit worth a glance."""
-    for key, fmt in (("faithfulness", "faithfulness {:.3f}"), ("accuracy", "accuracy {:.3f}"),
-                     ("clean_metric", "clean metric {:.3f}")):
-        if isinstance(summary.get(key), int | float):
-            text = fmt.format(summary[key])
-            if key == "faithfulness":
-                text += f", {summary['n_edges']} edges, CPR {summary['cpr']:.3f}"
-            return text
-    return ", ".join(k for k in summary)[:60]

@@ -14,7 +14,9 @@
       - lens: {}
       - heads: {}                   # head roles: one unit per model, not per task
 
-Every error names the field and the allowed values.
+Every error names the field and the allowed values. The methods, their parameters and how
+they expand into units come from the method-kind registry (:mod:`.methods`); this module
+names none of them.
 """
 
 from __future__ import annotations
@@ -25,25 +27,16 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ModelWeaveError
+from .methods import METHODS, RegistryView
+from .methods.base import ConfigError
 
-#: method -> allowed parameters and, where the set is closed, their allowed values.
-METHOD_PARAMS: dict[str, dict[str, tuple | None]] = {
-    "eval": {"n": None, "scoring": ("first", "full")},
-    "patch": {"grid": ("heads", "heads-by-pos", "resid", "attn", "mlp", "neurons"),
-              "method": ("exact", "attribution"), "direction": ("denoising", "noising"),
-              "layers": None},
-    "discover": {"method": ("eap", "eap-ig", "exact", "acdc", "prune", "path"), "target": None,
-                 "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
-                 "threshold": None, "intervention": ("patching", "mean"), "batch_size": None},
-    "lens": {"k": None},
-    "heads": {},
-}
+#: method -> allowed parameters and, where the set is closed, their allowed values (a live
+#: view of the registered method kinds' ``params``).
+METHOD_PARAMS: RegistryView[dict[str, tuple | None]] = RegistryView(lambda kind: kind.params)
 TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device", "dtype")
 
-
-class ConfigError(ModelWeaveError):
-    """An experiment file that cannot be run as written."""
+__all__ = ["METHOD_PARAMS", "TOP_LEVEL", "ConfigError", "Experiment", "Unit", "load_experiment",
+           "parse_experiment"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +50,10 @@ class Unit:
 
     @property
     def id(self) -> str:
-        """A file-system-safe name, unique within an experiment."""
-        label = "-".join(str(v) for k, v in sorted(self.params.items())
-                         if k in ("grid", "method", "direction") and v is not None)
+        """A file-system-safe name, unique within an experiment: model, task (``all`` for a
+        per-model method) and the method with its kind's naming parameters."""
+        kind = METHODS.get(self.method)
+        label = kind.label(self.params) if kind else ""
         parts = [self.model, self.task or "all", self.method + (f"-{label}" if label else "")]
         return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
 
@@ -78,19 +72,23 @@ class Experiment:
     dtype: str | None = None
 
     def units(self) -> list[Unit]:
-        """Every unit, models outermost; ``heads`` once per model."""
+        """Every unit, models outermost; a per-model method (``heads``) once per model."""
         out = []
         for model in self.models:
             for method, params in self.methods:
                 params = dict(params)
                 tasks = params.pop("tasks", None) or self.tasks
-                tasks = (None,) if method == "heads" else tasks
+                tasks = (None,) if METHODS[method].per_model else tasks
                 out += [Unit(model, task, method, params) for task in tasks]
         ids = [u.id for u in out]
         clashes = sorted({i for i in ids if ids.count(i) > 1})
         if clashes:
+            unit = next(u for u in out if u.id == clashes[0])
+            naming = METHODS[unit.method].id_params
+            fix = (f"different parameters ({', '.join(naming)})" if naming else
+                   f"different tasks ({unit.method} units are named by model and task only)")
             raise ConfigError(f"methods: two entries give the same unit {clashes[0]!r}; give them "
-                              "different parameters (grid, method or direction)")
+                              f"{fix}")
         return out
 
     def to_dict(self) -> dict:
@@ -132,26 +130,20 @@ def _method(entry, index: int) -> tuple[str, dict]:
         raise ConfigError(f"{where}: expected one method name with its parameters, e.g. "
                           "{patch: {grid: heads}}")
     (method, params), = entry.items()
-    if method not in METHOD_PARAMS:
+    if method not in METHODS:
         raise ConfigError(f"{where}: unknown method {method!r}; allowed: "
-                          f"{', '.join(METHOD_PARAMS)}")
+                          f"{', '.join(METHODS)}")
     params = params or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{where}.{method}: parameters must be a mapping, got {params!r}")
-    allowed = METHOD_PARAMS[method]
-    params = dict(params)
+    tasks = None
     if "tasks" in params:  # this method's own task list
-        params["tasks"] = _tasks(params["tasks"], f"{where}.{method}.tasks")
-    for key, value in params.items():
-        if key == "tasks":
-            continue
-        if key not in allowed:
-            raise ConfigError(f"{where}.{method}.{key}: unknown parameter; allowed: "
-                              f"{', '.join(allowed) or 'none'}")
-        if allowed[key] is not None and value not in allowed[key]:
-            raise ConfigError(f"{where}.{method}.{key}: {value!r} is not one of "
-                              f"{', '.join(map(str, allowed[key]))}")
-    return method, dict(params)
+        tasks = _tasks(params["tasks"], f"{where}.{method}.tasks")
+    checked = METHODS[method].check_params({k: v for k, v in params.items() if k != "tasks"},
+                                           f"{where}.{method}")
+    ordered = {k: tasks if k == "tasks" else checked[k] for k in params
+               if k == "tasks" or k in checked}  # as written, then what the kind added
+    return method, {**ordered, **checked}
 
 
 def parse_experiment(data: dict, source: str = "experiment") -> Experiment:

@@ -1,4 +1,5 @@
-"""Running an experiment: every unfinished unit, in order, into a :class:`RunStore`."""
+"""Running an experiment: every unfinished unit, in order, into a :class:`RunStore`; each unit
+by its method kind's ``run``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Experiment, Unit
+from .methods import get_method
 from .store import RunStore
-from .units import HANDLERS
 
 
 @dataclass
@@ -54,8 +55,8 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
                                             dtype=experiment.dtype)
         folder = store.begin(unit)
         start = time.perf_counter()
-        summary = HANDLERS[unit.method](models[unit.model], unit, experiment, folder,
-                                        progress(unit) if progress else None)
+        summary = get_method(unit.method).run(models[unit.model], unit, experiment, folder,
+                                              progress(unit) if progress else None)
         seconds = time.perf_counter() - start
         store.finish(unit, summary, seconds)
         outcome.computed.append(unit.id)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .config import Experiment, Unit
+from .methods import METHODS, get_method, scalar_summary
 
 DONE = "done.json"
 
@@ -82,7 +83,11 @@ class RunStore:
 
     # units ---------------------------------------------------------------------------
     def unit_dir(self, unit: Unit) -> Path:
-        return self.root / "units" / unit.id
+        return self.folder(unit.id)
+
+    def folder(self, unit_id: str) -> Path:
+        """The folder of the unit named ``unit_id``."""
+        return self.root / "units" / unit_id
 
     def is_done(self, unit: Unit) -> bool:
         return (self.unit_dir(unit) / DONE).exists()
@@ -114,40 +119,25 @@ class RunStore:
         return out
 
     def load(self, unit_id: str):
-        """A finished unit's result as a Python object, without running a model:
-        ``eval`` -> dict (with per-example values), ``patch`` -> ``PatchingResult``,
-        ``discover`` -> ``Circuit``, ``lens`` -> ``LensResult``, ``heads`` -> DataFrame."""
+        """A finished unit's result as a Python object, without running a model, through its
+        method kind's ``load``: ``eval`` -> dict (with per-example values), ``patch`` ->
+        ``PatchingResult``, ``discover`` -> ``Circuit``, ``lens`` -> ``LensResult``, ``heads``
+        -> DataFrame."""
         record = self.records().get(unit_id)
         if record is None:
             raise KeyError(f"no finished unit {unit_id!r} in {self.root}")
-        folder = self.root / "units" / unit_id
-        method = record["method"]
-        if method == "eval":
-            return json.loads((folder / "eval.json").read_text())
-        if method == "patch":
-            from ..methods.result import PatchingResult
-
-            return PatchingResult.load(folder / "result")
-        if method == "discover":
-            from ..circuits import Circuit
-
-            return Circuit.load(folder / "circuit.json")
-        if method == "lens":
-            from ..methods.lens import LensResult
-
-            return LensResult.load(folder / "lens")
-        import pandas as pd
-
-        return pd.read_csv(folder / "head_roles.csv")
+        return get_method(record["method"]).load(self.folder(unit_id), record)
 
     def to_dataframe(self):
-        """One row per finished unit: model, task, method, seconds and the summary's numbers."""
+        """One row per finished unit: model, task, method, seconds and its method kind's
+        ``summary_row`` (by default the summary's scalar values; the same for a unit whose
+        method is not registered in this process)."""
         import pandas as pd
 
         rows = []
         for unit_id, record in self.records().items():
-            flat = {k: v for k, v in record["summary"].items()
-                    if isinstance(v, int | float | str | bool) or v is None}
+            kind = METHODS.get(record["method"])
+            flat = kind.summary_row(record) if kind else scalar_summary(record["summary"])
             rows.append({"unit": unit_id, "model": record["model"], "task": record["task"],
                          "method": record["method"], "seconds": record["seconds"], **flat})
         return pd.DataFrame(rows)

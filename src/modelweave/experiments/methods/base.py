@@ -1,0 +1,292 @@
+"""The contract of an experiment method kind, and the registry the rest of the system loops over.
+
+An experiment method (``eval``, ``patch``, ``discover``, ...) is one :class:`MethodKind`
+subclass in one module of this package, registered with :func:`register`. Config validation,
+unit expansion, the runner, :class:`~modelweave.experiments.RunStore` (``load``,
+``to_dataframe``) and the HTML report only ask the registry; none of them names a method.
+
+Adding a method
+---------------
+Create ``src/modelweave/experiments/methods/<name>.py`` (the package imports every module in
+it, so nothing else changes) along these lines::
+
+    from __future__ import annotations
+
+    import json
+
+    from .base import MethodKind, register, unit_batch
+
+
+    @register
+    class Toy(MethodKind):
+        # -- the config: `- toy: {size: 3, mode: fast}` ------------------------------------
+        name = "toy"                                   # the key in an experiment's `methods:`
+        params = {"size": None,                        # allowed parameters: None = any value,
+                  "mode": ("fast", "slow")}            # a tuple = the closed set of values
+        per_model = False                              # True: one unit per model, not per task
+        id_params = ("mode",)                          # params named in the unit id
+
+        # -- the report: one section per method kind -----------------------------------------
+        title = "Toy results"                          # the section heading (default: name)
+        section = "toy"                                # the section's HTML id (default: name)
+        noun = "toy"                                   # "No toy units in this run."
+        order = 100                                    # sections and listings sort by this
+
+        def run(self, model, unit, experiment, folder, progress=None) -> dict:
+            # Compute on the loaded model; write files into `folder` (empty, this unit's
+            # own); return a small JSON-ready summary (stored in done.json).
+            value = len(unit_batch(model, unit, experiment))   # the task, n prompts, seed
+            (folder / "toy.json").write_text(json.dumps({"value": value}))
+            return {"value": value}
+
+        def load(self, folder, record):
+            # The unit's result as a Python object, read from its files, no model needed.
+            return json.loads((folder / "toy.json").read_text())
+
+        def report_section(self, units, ctx) -> str:   # optional (default: a summary table)
+            from ...report.blocks import table
+            return table(["task", "value"], [[r["task"], r["summary"]["value"]]
+                                             for _, r in units])
+
+Optional overrides: :meth:`MethodKind.summary_row` (the dataframe's columns for a unit,
+default: the summary's scalar values), :meth:`MethodKind.headline` (the CLI's one-line
+result), :meth:`MethodKind.check_params` (validation beyond closed value sets) and
+:meth:`MethodKind.label` (the unit id suffix). Keep the module's top-level imports light
+(``json``, ``pathlib``, this module): import torch, pandas, plotly and the analysis code inside
+the methods, so that ``modelweave --help`` and config validation stay fast. Report sections
+render HTML with the helpers of :mod:`modelweave.report.blocks` (``table``, ``figure``,
+``escape``); escape every text that comes from prompts, tokens or files, and prefix plotly
+``div`` ids with the method's name (``ctx`` gives a run's other results: ``ctx.units(name)``,
+``ctx.load(unit_id)``).
+
+A method registered from elsewhere (a test, a plug-in) works the same way while it is
+registered: :func:`register` it before the experiment is parsed, :func:`unregister` it after.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ...errors import ModelWeaveError
+
+if TYPE_CHECKING:
+    from ...models import Model
+    from ...tasks import TaskBatch
+    from ..config import Experiment, Unit
+    from ..store import RunStore
+
+
+class ConfigError(ModelWeaveError):
+    """An experiment file that cannot be run as written (raise it from ``check_params``)."""
+
+
+Progress = Callable[[int], None] | None
+"""``progress(k)``: a long method reports ``k`` more steps done (None: nobody listens)."""
+
+
+class MethodKind(ABC):
+    """One experiment method: its parameters, how it runs a unit, loads, summarises and
+    reports its results. Subclass it in one module and decorate the class with
+    :func:`register` (see this module's docstring for the whole contract)."""
+
+    #: the method's key in an experiment file's ``methods:`` list
+    name: ClassVar[str]
+    #: allowed parameters -> None (any value) or the tuple of allowed values
+    params: ClassVar[dict[str, tuple | None]] = {}
+    #: True: one unit per model (its task is None), not one per task
+    per_model: ClassVar[bool] = False
+    #: parameters whose values name the unit (``model__task__patch-heads``)
+    id_params: ClassVar[tuple[str, ...]] = ()
+    #: the report section's heading, HTML id and noun ("No <noun> units in this run.")
+    title: ClassVar[str] = ""
+    section: ClassVar[str] = ""
+    noun: ClassVar[str] = ""
+    #: report sections and error listings sort by this (then by name)
+    order: ClassVar[int] = 100
+
+    # -- running and loading (required) ----------------------------------------------------
+    @abstractmethod
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        """Compute ``unit`` on the loaded ``model``, write its files into ``folder`` (empty,
+        the unit's own) and return a small JSON-ready summary (numbers a dataframe or the
+        report shows without reading the files)."""
+
+    @abstractmethod
+    def load(self, folder: Path, record: dict) -> Any:
+        """The finished unit's result as a Python object, read from ``folder``; ``record`` is
+        its ``done.json`` (model, task, method, params, seconds, summary)."""
+
+    # -- config ------------------------------------------------------------------------------
+    def check_params(self, params: dict, where: str) -> dict:
+        """Validate a config entry's parameters (without ``tasks``, which the config checks)
+        and return them (normalised, if a kind wants); raise :class:`ConfigError` naming
+        ``where``. The default checks names against :attr:`params` and values against its
+        closed sets."""
+        for key, value in params.items():
+            if key not in self.params:
+                raise ConfigError(f"{where}.{key}: unknown parameter; allowed: "
+                                  f"{', '.join(self.params) or 'none'}")
+            allowed = self.params[key]
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"{where}.{key}: {value!r} is not one of "
+                                  f"{', '.join(map(str, allowed))}")
+        return dict(params)
+
+    def label(self, params: dict) -> str:
+        """The unit id's suffix after the method name: the :attr:`id_params` values that are
+        set, in the order of their names, joined by ``-``."""
+        return "-".join(str(v) for k, v in sorted(params.items())
+                        if k in self.id_params and v is not None)
+
+    # -- results -----------------------------------------------------------------------------
+    def summary_row(self, record: dict) -> dict:
+        """The dataframe columns of one finished unit (after unit, model, task, method,
+        seconds): by default the summary's scalar values."""
+        return scalar_summary(record["summary"])
+
+    def headline(self, summary: dict) -> str:
+        """The one line the command line prints after the unit finished."""
+        return ", ".join(k for k in summary)[:60]
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """The HTML body of this method's report section (under its ``<h2>`` title), given
+        its finished units as ``(unit id, record)`` (at least one; with none, the report
+        writes the "No ... units" note). By default a table of the summary rows."""
+        from ...report.blocks import table
+
+        summaries = [(r["task"] or "all", self.summary_row(r)) for _, r in units]
+        columns = list(dict.fromkeys(k for _, row in summaries for k in row))
+        return table(["task", *columns],
+                     [[task, *(row.get(c, "") for c in columns)] for task, row in summaries])
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def section_id(self) -> str:
+        return self.section or self.name
+
+    @property
+    def section_title(self) -> str:
+        return self.title or self.name
+
+    @property
+    def empty_note(self) -> str:
+        return f"No {self.noun or self.name} units in this run."
+
+    def __repr__(self) -> str:
+        return f"<method kind {self.name!r}>"
+
+
+@dataclass
+class ReportContext:
+    """What a report section may read besides its own units: the whole run."""
+
+    store: RunStore
+    manifest: dict
+    records: dict[str, dict] = field(default_factory=dict)
+
+    def units(self, method: str) -> list[tuple[str, dict]]:
+        """``(unit id, record)`` of every finished unit of ``method``, in unit-id order."""
+        return [(uid, r) for uid, r in self.records.items() if r["method"] == method]
+
+    def folder(self, unit_id: str) -> Path:
+        return self.store.folder(unit_id)
+
+    def load(self, unit_id: str) -> Any:
+        """A unit's result through its method kind's :meth:`MethodKind.load`."""
+        record = self.records[unit_id]
+        return get_method(record["method"]).load(self.folder(unit_id), record)
+
+
+def scalar_summary(summary: dict) -> dict:
+    """The summary's values that fit a dataframe cell (numbers, strings, booleans, None)."""
+    return {k: v for k, v in summary.items()
+            if isinstance(v, int | float | str | bool) or v is None}
+
+
+def unit_batch(model: Model, unit: Unit, experiment: Experiment,
+               same_length: bool = True) -> TaskBatch:
+    """The unit's task materialised for ``model``: ``experiment.n`` prompts, its seed."""
+    from ...tasks import make_batch
+
+    return make_batch(model, unit.task, n=experiment.n, seed=experiment.seed,
+                      same_length=same_length)
+
+
+# -- the registry ------------------------------------------------------------------------------
+_REGISTRY: dict[str, MethodKind] = {}
+K = TypeVar("K", bound="type[MethodKind] | MethodKind")
+
+
+def register(kind: K) -> K:
+    """Register a :class:`MethodKind` subclass (as a class decorator) or instance; returns
+    it unchanged. A name or section id that is already taken is a ``ValueError``."""
+    instance = kind() if isinstance(kind, type) else kind
+    name = getattr(instance, "name", "")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"method kind {kind!r}: name must be lower-case letters, digits "
+                              f"and _, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"method kind {name!r} is registered already")
+    section = instance.section_id
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", section):
+        raise ValueError(f"method kind {name!r}: report section id must be letters, "
+                              f"digits, _ and -, got {section!r}")
+    clash = [k.name for k in _REGISTRY.values() if k.section_id == section]
+    if clash or section == "overview":
+        raise ValueError(f"method kind {name!r}: report section id {section!r} is taken")
+    _REGISTRY[name] = instance
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method kind (tests, plug-ins); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
+def methods() -> list[MethodKind]:
+    """Every registered method kind, in report order."""
+    return sorted(_REGISTRY.values(), key=lambda k: (k.order, k.name))
+
+
+def get_method(name: str) -> MethodKind:
+    """The method kind registered as ``name``; a ``KeyError`` naming the allowed ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        allowed = ", ".join(k.name for k in methods())
+        raise KeyError(f"unknown method {name!r}; allowed: {allowed}") from None
+
+
+V = TypeVar("V")
+
+
+class RegistryView(Mapping[str, V]):
+    """A read-only, always current mapping ``method name -> pick(kind)`` over the registry
+    (``METHOD_PARAMS``, ``METHODS``, ``HANDLERS``), in report order."""
+
+    def __init__(self, pick: Callable[[MethodKind], V]):
+        self._pick = pick
+
+    def __getitem__(self, name: str) -> V:
+        if name not in _REGISTRY:
+            raise KeyError(name)
+        return self._pick(_REGISTRY[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k.name for k in methods()])
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: name -> registered :class:`MethodKind` (live)
+METHODS: Mapping[str, MethodKind] = RegistryView(lambda kind: kind)

@@ -1,0 +1,133 @@
+"""``discover``: circuit discovery (EAP, EAP-IG, exact, ACDC, pruning, path patching)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import MethodKind, Progress, ReportContext, register, unit_batch
+
+if TYPE_CHECKING:
+    from ...circuits import Circuit
+    from ...models import Model
+    from ...tasks import TaskBatch
+    from ..config import Experiment, Unit
+
+
+@register
+class Discover(MethodKind):
+    """``- discover: {method: eap-ig, target: 0.9, ...}``: writes ``circuit.json``, its MIB
+    file, its graph (``circuit.html``), the faithfulness curve and the attention patterns of its
+    top heads (``patterns.safetensors`` + ``patterns.json``)."""
+
+    name = "discover"
+    params = {"method": ("eap", "eap-ig", "exact", "acdc", "prune", "path"), "target": None,
+              "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
+              "threshold": None, "intervention": ("patching", "mean"), "batch_size": None}
+    id_params = ("method",)
+    title, section, noun, order = "Circuits", "circuits", "circuit", 30
+
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        from ...circuits import discover, to_mib
+        from ...report.circuit_graph import save_circuit_graph
+        from ...report.curves import save_faithfulness_curve
+
+        batch = unit_batch(model, unit, experiment)
+        params = dict(unit.params)
+        method = params.pop("method", "eap-ig")
+        found = discover(model, batch, method, **params,
+                         progress=(lambda _phase, k: progress(k)) if progress else None)
+        circuit = found.circuit
+        circuit.save(folder / "circuit.json")
+        (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
+        save_circuit_graph(circuit, folder / "circuit.html")
+        save_faithfulness_curve(circuit.curve, f"{method} on {unit.task}", folder / "faithfulness")
+        heads = save_top_patterns(model, batch, circuit, folder)
+        return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
+
+    def load(self, folder: Path, record: dict) -> Circuit:
+        from ...circuits import Circuit
+
+        return Circuit.load(folder / "circuit.json")
+
+    def headline(self, summary: dict) -> str:
+        if not isinstance(summary.get("faithfulness"), int | float):
+            return super().headline(summary)
+        return (f"faithfulness {summary['faithfulness']:.3f}, {summary['n_edges']} edges, "
+                f"CPR {summary['cpr']:.3f}")
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """Per circuit: its sizes and scores, graph, faithfulness curve, the role scores of
+        its top heads (when the run has ``heads`` results) and their attention patterns."""
+        from safetensors.torch import load_file
+
+        from ...report.blocks import escape, figure, table
+        from ...report.circuit_graph import circuit_svg
+        from ...report.curves import curve_figure
+        from ...report.figures import heatmap_figure
+
+        roles = _roles(ctx)
+        parts = []
+        for i, (uid, r) in enumerate(units):
+            folder = ctx.folder(uid)
+            s = r["summary"]
+            circuit = self.load(folder, r)
+            parts.append(f"<h3>{escape(r['task'])}: {escape(s['method'])}</h3><p>"
+                         f"{s['n_edges']} of {s['n_edges_total']} edges, {s['n_nodes']} nodes, "
+                         f"faithfulness {s['faithfulness']:.3f} (target {s['target']}); "
+                         f"CPR {s['cpr']:.3f}, CMD {s['cmd']:.3f}</p>")
+            parts.append(circuit_svg(circuit, max_edges=150))
+            parts.append(figure(curve_figure(circuit.curve,
+                                             escape(f"{r['task']}: faithfulness")), f"curve-{i}"))
+            heads = s.get("top_heads", [])
+            if heads and roles is not None:
+                names = [c for c in next(iter(roles.values()))._fields if c not in
+                         ("Index", "layer", "head")]
+                rows = [[h, *[getattr(roles[h[1:].replace(".h", ".")], c) for c in names]]
+                        for h in heads if h[1:].replace(".h", ".") in roles]
+                parts.append("<p>Role scores of the circuit's top heads:</p>"
+                             + table(["head", *names], rows))
+            if (folder / "patterns.json").exists():
+                meta = json.loads((folder / "patterns.json").read_text())
+                patterns = load_file(str(folder / "patterns.safetensors"))
+                parts.append(f'<p>Example prompt: <span class="prompt">'
+                             f'{escape(meta["prompt"])}</span></p>')
+                tokens = [f"{j}:{escape(t)}" for j, t in enumerate(meta["tokens"])]
+                for j, head in enumerate(meta["heads"]):
+                    parts.append(figure(heatmap_figure(patterns[head], tokens, tokens, "query",
+                                                       "key", f"attention pattern of {head}",
+                                                       center=False), f"pattern-{i}-{j}"))
+        return "".join(parts)
+
+
+def _roles(ctx: ReportContext) -> dict | None:
+    """``"layer.head"`` -> its row of role scores, from the run's first ``heads`` unit."""
+    units = ctx.units("heads")
+    if not units:
+        return None
+    frame = ctx.load(units[0][0])
+    return {f"{int(r.layer)}.{int(r.head)}": r for r in frame.itertuples()}
+
+
+def save_top_patterns(model: Model, batch: TaskBatch, circuit: Circuit, folder: Path,
+                      k: int = 3) -> list[str]:
+    """Attention patterns of the circuit's ``k`` highest-scoring heads on the first prompt
+    (``patterns.safetensors`` + ``patterns.json`` with the tokens); returns the heads."""
+    from safetensors.torch import save_file
+
+    from ...methods.patterns import attention_patterns
+
+    scores = circuit.node_scores()
+    heads = sorted((n for n in circuit.nodes if n.startswith("a")), key=lambda n: -scores[n])[:k]
+    if not heads:
+        return []
+    pairs = [tuple(int(x) for x in n[1:].split(".h")) for n in heads]
+    prompt = batch.clean[0, : batch.lengths[0]]
+    patterns, tokens = attention_patterns(model, prompt, pairs)
+    save_file({name: patterns[pair].contiguous() for name, pair in zip(heads, pairs, strict=True)},
+              str(folder / "patterns.safetensors"))
+    (folder / "patterns.json").write_text(json.dumps({"heads": heads, "tokens": tokens,
+                                                      "prompt": batch.examples[0].clean}))
+    return heads

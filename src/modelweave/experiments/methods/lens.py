@@ -1,0 +1,55 @@
+"""``lens``: the logit lens, P(answer) after each layer at each position."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import MethodKind, Progress, ReportContext, register, unit_batch
+
+if TYPE_CHECKING:
+    from ...methods.lens import LensResult
+    from ...models import Model
+    from ..config import Experiment, Unit
+
+
+@register
+class Lens(MethodKind):
+    """``- lens: {k: 5}``: writes the ``LensResult`` (``lens.*``) and an ``answer_prob``
+    heatmap."""
+
+    name = "lens"
+    params = {"k": None}
+    title, section, noun, order = "Logit lens", "lens", "logit-lens", 40
+
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        from ...methods.lens import logit_lens
+        from ...report.figures import save_heatmap
+
+        batch = unit_batch(model, unit, experiment)
+        result = logit_lens(model, batch, k=unit.params.get("k", 5))
+        result.save(folder / "lens")
+        save_heatmap(result.answer_prob, result.layers, result.positions, "layer", "pos",
+                     f"Logit lens: P(answer) on {unit.task}", folder / "answer_prob", center=False)
+        return {"n": len(batch), "answer_prob_end": result.answer_prob[:, -1].tolist()}
+
+    def load(self, folder: Path, record: dict) -> LensResult:
+        from ...methods.lens import LensResult
+
+        return LensResult.load(folder / "lens")
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """One P(answer) heatmap (layer × position) per unit."""
+        from ...report.blocks import escape, figure
+        from ...report.figures import heatmap_figure
+
+        parts = []
+        for i, (uid, r) in enumerate(units):
+            result = self.load(ctx.folder(uid), r)
+            positions = [f"{j}:{escape(p)}" for j, p in enumerate(result.positions)]
+            parts.append(figure(heatmap_figure(result.answer_prob, result.layers, positions,
+                                               "layer", "position",
+                                               escape(f"{r['task']}: P(answer) after each layer"),
+                                               center=False), f"lens-{i}"))
+        return "".join(parts)
