@@ -1,6 +1,6 @@
 """The ``modelweave`` command line."""
 
-from . import analysis, circuits, compare, experiments, finetune  # noqa: F401 - commands
+from . import analysis, circuits, compare, experiments, finetune, heuristics  # noqa: F401
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -25,16 +25,23 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per step.")] = 16,
     n: Annotated[int, typer.Option(min=1, help="Examples generated for training.")] = 256,
     seed: int = 0,
+    scoring: Annotated[str, typer.Option(help="Loss on the answer's 'first' token or on "
+                                         "'full' answers (multi-digit numbers).")] = "first",
+    save_every: Annotated[int | None, typer.Option("--save-every", min=1, help="Also save "
+                          "the merged model every N steps (OUT/checkpoints/step-N/).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A task parameter "
+                     "KEY=VALUE (repeatable), e.g. -p operators=+,- -p op_max=100.")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result."""
     from ..models.finetune import finetune
-    from ..tasks import TaskError, resolve_task
+    from ..tasks import TaskError, parse_params, resolve_task
 
     if (task is None) == (data is None):
         raise TaskError("give exactly one of --task or --data")
     spec = task if task is not None else str(data)
-    resolve_task(spec)
+    params = parse_params(param or [])
+    resolve_task(spec, **params)
     loaded = _load(model, device, None)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as bar:
@@ -44,7 +51,8 @@ def finetune_cmd(
             bar.update(job, completed=step, description=f"LoRA fine-tuning, loss {loss:.3f}")
 
         result = finetune(loaded, spec, out, steps=steps, lora_r=lora_r, lr=lr,
-                          batch_size=batch_size, n=n, seed=seed, progress=progress)
+                          batch_size=batch_size, n=n, seed=seed, scoring=scoring,
+                          save_every=save_every, task_params=params, progress=progress)
     first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
     console.print(f"{steps} steps in {result.seconds:.0f} s; loss {first:.3f} -> {last:.3f} "
                   "(mean of the last 10)")

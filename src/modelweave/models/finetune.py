@@ -2,17 +2,21 @@
 
 The training signal is the task itself: for each generated example, cross-entropy of the
 correct answer's first token at the prompt's last position (the quantity the task metrics
-read). LoRA adapters go on every linear layer of the decoder blocks (``"all-linear"``: the
-attention and MLP projections, not the embeddings or the unembedding); the base weights stay
-frozen, so only the adapter changes them.
+read), or with ``scoring="full"`` of every token of the answer, teacher-forced (what a
+multi-digit answer on a digit-splitting tokenizer needs). LoRA adapters go on every linear
+layer of the decoder blocks (``"all-linear"``: the attention and MLP projections, not the
+embeddings or the unembedding); the base weights stay frozen, so only the adapter changes them.
 
 Writes ``OUT/adapter/`` (peft's adapter files), ``OUT/merged/`` (the merged model as
 safetensors with its tokenizer, loadable with ``load_model(OUT/merged)``) and
-``OUT/finetune.json`` (settings, loss curve, timings).
+``OUT/finetune.json`` (settings, loss curve, timings). With ``save_every=N`` the merged model
+is also saved every N steps as ``OUT/checkpoints/step-N/`` (and the last step), for studies of
+how a mechanism appears during training.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -37,6 +41,8 @@ class FinetuneResult:
 
 def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora_r: int = 8,
              lr: float = 1e-3, batch_size: int = 16, n: int = 256, seed: int = 0,
+             scoring: str = "first", save_every: int | None = None,
+             task_params: dict | None = None,
              progress: Callable[[int, float], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` with LoRA on ``task`` (a built-in task or a task file).
 
@@ -44,21 +50,26 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         steps: optimiser steps (AdamW); batch_size: prompts per step, cycling over ``n``
             generated examples.
         lora_r: adapter rank (alpha = 2 r).
+        scoring: ``"first"`` (the answer's first token) or ``"full"`` (every answer token).
+        save_every: also save the merged model every this many steps under
+            ``OUT/checkpoints/step-N/`` (the last step included).
+        task_params: the task's parameters (``{"operators": "+,-"}``).
         progress: called as ``progress(step, loss)``.
 
     Returns:
         a :class:`FinetuneResult`; ``model`` is itself left unchanged.
     """
-    import copy
-
     from peft import LoraConfig, get_peft_model
 
     from ..tasks import make_batch
 
     if steps < 1 or lora_r < 1:
         raise ValueError("steps and lora_r must be positive")
+    if save_every is not None and save_every < 1:
+        raise ValueError("save_every must be positive")
     out = Path(out)
-    batch = make_batch(model, task, n=n, seed=seed)
+    batch = make_batch(model, task, n=n, seed=seed, scoring=scoring, **(task_params or {}))
+    inputs, targets, mask = _training_rows(batch, scoring, model.tokenization.pad_token_id)
     torch.manual_seed(seed)
     base = copy.deepcopy(model.hf_model).float()
     config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
@@ -72,15 +83,19 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
     for step in range(steps):
         rows = order[(torch.arange(batch_size) + step * batch_size) % len(batch)]
-        part = batch.select(rows).to(model.device)
-        logits = peft_model(input_ids=part.clean, attention_mask=part.mask,
-                            use_cache=False).logits
-        last = logits[torch.arange(len(part)), part.lengths - 1]
-        loss = torch.nn.functional.cross_entropy(last.float(), part.answers)
+        logits = peft_model(input_ids=inputs[rows].to(model.device),
+                            attention_mask=mask[rows].to(model.device), use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
+                                                 targets[rows].flatten().to(model.device),
+                                                 ignore_index=-100)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if save_every and ((step + 1) % save_every == 0 or step + 1 == steps):
+            peft_model.eval()
+            _save_merged(peft_model, model, out / "checkpoints" / f"step-{step + 1}")
+            peft_model.train()
         if progress:
             progress(step + 1, losses[-1])
     seconds = time.perf_counter() - start
@@ -93,6 +108,34 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     (out / "finetune.json").write_text(json.dumps({
         "model": model.name, "task": batch.task, "steps": steps, "lora_r": lora_r, "lr": lr,
         "batch_size": batch_size, "n": len(batch), "seed": seed, "seconds": seconds,
+        "scoring": scoring, "task_params": task_params or {}, "save_every": save_every,
         "losses": losses}, indent=1))
     tuned = Model(merged, model.tokenizer, name=f"{model.name}+lora-{batch.task}")
     return FinetuneResult(tuned, losses, out / "adapter", out / "merged", seconds)
+
+
+def _training_rows(batch, scoring: str, pad: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor]:
+    """Inputs [N, T], targets [N, T] (-100 where no loss) and mask [N, T]: each prompt followed
+    by its main answer's tokens but the last, the targets being the answer's tokens (only the
+    first with ``scoring="first"``)."""
+    rows, goals = [], []
+    for i in range(len(batch)):
+        prompt = batch.clean[i, : batch.lengths[i]].tolist()
+        answer = batch.answer_tokens[i][0] if scoring == "full" else batch.answer_tokens[i][0][:1]
+        rows.append(prompt + answer[:-1])
+        goals.append([-100] * (len(prompt) - 1) + answer)
+    width = max(map(len, rows))
+    inputs = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    targets = torch.tensor([g + [-100] * (width - len(g)) for g in goals])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return inputs, targets, mask
+
+
+def _save_merged(peft_model, model: Model, folder: Path) -> None:
+    """The adapter merged into a copy of the base weights, saved as an HF model directory."""
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged.save_pretrained(folder)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(folder)
+    del merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import entities, ioi, numeric, sequences  # noqa: F401 - register the built-ins
+from . import arith, entities, ioi, numeric, sequences  # noqa: F401 - register the built-ins
 from .base import TASKS, Example, Task, TaskError, fill, get_task, register, splits_digits
 from .batch import TaskBatch, materialize
 from .custom import load_task_file
@@ -23,6 +23,20 @@ def resolve_task(task: str | Task, corruption: str | None = None, **params) -> T
     if task not in TASKS and (Path(task).suffix or "/" in task):
         return load_task_file(task)
     return get_task(task, corruption, **params)
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """Task parameters from ``KEY=VALUE`` strings (values read as YAML scalars: ``100`` is an
+    int, ``true`` a bool, ``+,-`` a string)."""
+    import yaml
+
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TaskError(f"task parameter {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
 
 
 def list_tasks() -> list[Task]:
@@ -47,5 +61,5 @@ def make_batch(model, task: str | Task, n: int = 32, seed: int = 0, *,
 
 
 __all__ = ["TASKS", "Example", "Task", "TaskBatch", "TaskError", "fill", "get_task",
-           "list_tasks", "load_task_file", "make_batch", "materialize", "register",
+           "list_tasks", "load_task_file", "make_batch", "materialize", "parse_params", "register",
            "resolve_task", "splits_digits"]

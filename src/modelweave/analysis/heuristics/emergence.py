@@ -1,0 +1,160 @@
+"""How heuristic neurons appear during training (Nikankin et al. 2024, §6), on checkpoints a
+user can make: ``modelweave finetune ... --save-every N`` writes ``checkpoints/step-N/``.
+
+For each checkpoint (oldest first) and one operator:
+
+1. its correctly answered prompts (the discovery set ranks neurons by attribution; the rest
+   evaluate), its accuracy on the drawn prompts, and reference means;
+2. the top ``top_k`` neurons per layer from ``first_layer`` classified on the operand grid:
+   the set of (heuristic, neuron) matches, and the *heuristic neurons* (those with a match);
+3. the share of the final checkpoint's matches already present;
+4. faithfulness ratio: F(every head + whole MLPs before ``first_layer`` + only the heuristic
+   neurons that are heuristic neurons of the final checkpoint too) over F(the same with all of
+   this checkpoint's heuristic neurons). Heads stay whole so the ratio isolates the neurons.
+
+``first_layer`` is fixed across checkpoints (default: the first layer a probe decodes the
+answer in the final checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ...circuits.node_faithfulness import NodeEvaluator
+from ...circuits.nodes import NodeCircuit
+from ...models import Model
+from ...tasks import TaskError
+from .classify import classify_maps
+from .maps import neuron_maps
+from .neurons import (
+    decodability,
+    first_decodable_layer,
+    neuron_attribution,
+    rank_neurons,
+    top_neurons,
+)
+from .pipeline import Settings, _gated, _split, reference_means
+from .prompts import arithmetic_batch, grid_batch
+
+
+def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step-N`` model directory under ``folder`` (or its
+    ``checkpoints/``), by step."""
+    folder = Path(folder)
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    found = sorted((int(p.name.split("-", 1)[1]), p) for p in folder.glob("step-*")
+                   if p.is_dir() and p.name.split("-", 1)[1].isdigit())
+    if not found:
+        raise TaskError(f"no step-N checkpoint directories in {folder}; fine-tune with "
+                        "--save-every N to make them")
+    return found
+
+
+@dataclass
+class CheckpointMatches:
+    """What one checkpoint shows: accuracy, its (heuristic, neuron) matches, its model."""
+
+    step: int
+    accuracy: float
+    matches: set[tuple[str, int, int]] = field(default_factory=set)
+
+    @property
+    def neurons(self) -> set[tuple[int, int]]:
+        return {(L, n) for _, L, n in self.matches}
+
+
+def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
+                       first_layer: int) -> CheckpointMatches:
+    """Steps 1-2 of the module docstring for one checkpoint."""
+    try:
+        batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
+                                 result_max=s.result_max, n=s.n_prompts,
+                                 counterfactual_operators=s.operators, step=s.step, seed=s.seed)
+    except TaskError:
+        return CheckpointMatches(step, 0.0)
+    drawn = len(batch) + sum(batch.dropped.values())
+    disc, _ = _split(batch, s)
+    ranking = rank_neurons(neuron_attribution(model, disc))
+    top = top_neurons(ranking, s.classify_k, range(first_layer, model.cfg.n_layers))
+    neurons = [(L, n) for L, idx in top.items() for n in idx]
+    grid = grid_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
+                      result_max=s.result_max, fraction=s.grid_fraction, step=s.step,
+                      seed=s.seed)
+    maps = neuron_maps(model, grid, neurons)
+    found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
+                          threshold=s.threshold, gated=_gated(model))
+    return CheckpointMatches(step, len(batch) / max(drawn, 1),
+                             {(m.name, L, n) for (L, n), ms in zip(neurons, found, strict=True)
+                              for m in ms})
+
+
+def _neuron_circuit(model: Model, first_layer: int, neurons: set) -> NodeCircuit:
+    c = model.cfg
+    heads = frozenset((L, h) for L in range(c.n_layers) for h in range(c.n_heads))
+    by_layer: dict[int, list[int]] = {}
+    for L, n in neurons:
+        by_layer.setdefault(L, []).append(n)
+    return NodeCircuit(heads, frozenset(range(first_layer)),
+                       {L: tuple(v) for L, v in by_layer.items()})
+
+
+def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
+              load: Callable[[str | Path], Model] | None = None,
+              progress: Callable[[str], None] | None = None, **settings) -> dict:
+    """Run the module docstring's steps over ``checkpoints`` (``(step, model dir)``; the last
+    is the final one). ``settings``: :class:`~.pipeline.Settings` fields (``first_layer``,
+    ``top_k`` as ``classify_k`` ...). Returns a JSON-ready dict: steps, accuracy, matches,
+    share_present, shared_faithfulness_ratio, first_layer."""
+    from ...models import load_model
+
+    load = load or load_model
+    say = progress or (lambda _msg: None)
+    s = Settings(operators=(operator,), **settings)
+    steps = [step for step, _ in checkpoints]
+    say(f"final checkpoint (step {steps[-1]})")
+    final_model = load(checkpoints[-1][1])
+    first = s.first_layer
+    if first is None:
+        batch = arithmetic_batch(final_model, operator, op_min=s.op_min, op_max=s.op_max,
+                                 result_max=s.result_max, n=s.n_prompts, step=s.step,
+                                 seed=s.seed)
+        first = first_decodable_layer(decodability(final_model, batch, s.decodable),
+                                      s.decodable_threshold)
+    final = checkpoint_matches(final_model, steps[-1], operator, s, first)
+    del final_model
+    rows = []
+    for step, path in checkpoints:
+        say(f"checkpoint step {step}")
+        model = load(path)
+        found = final if step == steps[-1] else checkpoint_matches(model, step, operator, s,
+                                                                   first)
+        share = len(found.matches & final.matches) / max(len(final.matches), 1)
+        ratio = None
+        if found.neurons:
+            try:
+                batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
+                                         result_max=s.result_max, n=s.n_prompts, step=s.step,
+                                         seed=s.seed)
+                _, evalset = _split(batch, s)
+                ev = NodeEvaluator(model, evalset, reference_means(model, s))
+                f_all = ev.faithfulness(_neuron_circuit(model, first, found.neurons))
+                shared = found.neurons & final.neurons
+                f_shared = ev.faithfulness(_neuron_circuit(model, first, shared))
+                ratio = f_shared / f_all if f_all else None
+            except TaskError:
+                ratio = None
+        rows.append((found, share, ratio))
+        del model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return {"operator": operator, "first_layer": first, "top_k": s.classify_k, "steps": steps,
+            "accuracy": [r[0].accuracy for r in rows],
+            "n_matches": [len(r[0].matches) for r in rows],
+            "n_heuristic_neurons": [len(r[0].neurons) for r in rows],
+            "share_present": [r[1] for r in rows],
+            "shared_faithfulness_ratio": [r[2] for r in rows],
+            "final_matches": sorted([list(m) for m in final.matches])}

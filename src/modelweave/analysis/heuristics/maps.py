@@ -1,0 +1,100 @@
+"""Key and key-value maps of neurons over an operand grid (Nikankin et al. 2024, §4).
+
+For neuron n of layer L and the grid prompts i (every legal ``op1 op op2`` of one operator,
+:func:`~modelweave.analysis.heuristics.prompts.grid_batch`):
+
+- key map ``K[i]``: the neuron's activation (``mlp.hook_post``) at the last position;
+- key-value map ``KV[i] = K[i] * (W_out[:, n] · W_U_c[t_i])``: the key times the neuron's
+  output direction read through the *centred* unembedding (``W_U`` minus its mean over the
+  vocabulary; no final norm) at the answer's unit token ``t_i``: how much the neuron pushes
+  the right answer directly.
+
+On OLMo-2 the MLP output passes a post-norm before joining the residual; the value read here is
+the raw ``W_out`` direction (the norm's per-position scale is not applied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ...models import Model
+from ...models.adapters import linear_weight
+from ...tasks import TaskBatch
+
+
+@dataclass
+class NeuronMaps:
+    """Maps of ``neurons`` over one grid.
+
+    Attributes:
+        neurons: ``(layer, neuron)`` pairs, one per row.
+        key, kv: [n_neurons, N] key and key-value maps.
+        op1, op2: [N] operands; operator: the grid's operator; result: [N].
+    """
+
+    neurons: list[tuple[int, int]]
+    key: torch.Tensor
+    kv: torch.Tensor
+    op1: torch.Tensor
+    op2: torch.Tensor
+    operator: str
+
+    @property
+    def result(self) -> torch.Tensor:
+        from ...tasks.arith import OPS
+
+        return OPS[self.operator](self.op1, self.op2)
+
+    def grid(self, row: int, which: str = "key") -> torch.Tensor:
+        """[op1 range, op2 range] the map of one neuron on the operand grid (NaN where the
+        prompt is not in the grid)."""
+        values = (self.key if which == "key" else self.kv)[row]
+        lo1, lo2 = int(self.op1.min()), int(self.op2.min())
+        out = torch.full((int(self.op1.max()) - lo1 + 1, int(self.op2.max()) - lo2 + 1),
+                         float("nan"))
+        out[self.op1 - lo1, self.op2 - lo2] = values.float()
+        return out
+
+
+@torch.no_grad()
+def unit_values(model: Model, neurons: list[tuple[int, int]],
+                tokens: torch.Tensor) -> torch.Tensor:
+    """[n_neurons, N] each neuron's output direction read through the centred unembedding at
+    ``tokens`` [N]."""
+    unembed = model.hf_model.get_output_embeddings().weight.float()
+    centred = unembed - unembed.mean(0, keepdim=True)
+    rows = centred[tokens.to(centred.device)]  # [N, d_model]
+    out = []
+    for L, n in neurons:
+        down = linear_weight(model.block(L).get_submodule(model.adapter.mlp_down)).float()
+        out.append(rows @ down[:, n])
+    return torch.stack(out).cpu() if out else torch.zeros(0, len(tokens))
+
+
+def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *,
+                batch_size: int = 128,
+                progress: Callable[[int], None] | None = None) -> NeuronMaps:
+    """Key and key-value maps of ``neurons`` over ``grid`` (one operator's prompts)."""
+    layers = sorted({L for L, _ in neurons})
+    sites = [f"blocks.{L}.mlp.hook_post" for L in layers]
+    index = {L: torch.tensor([n for L2, n in neurons if L2 == L]) for L in layers}
+    rows_of = {L: [i for i, (L2, _) in enumerate(neurons) if L2 == L] for L in layers}
+    key = torch.zeros(len(neurons), len(grid))
+    for start in range(0, len(grid), batch_size):
+        part = grid.select(slice(start, start + batch_size))
+        width = int(part.lengths.max())
+        _, cache = model.run_with_cache(part.clean[:, :width], sites,
+                                        attention_mask=part.mask[:, :width])
+        at = torch.arange(len(part)), part.lengths - 1
+        for L, site in zip(layers, sites, strict=True):
+            values = cache[site][at[0], at[1].to(cache[site].device)][:, index[L]]
+            key[rows_of[L], start:start + len(part)] = values.float().T.cpu()
+        if progress:
+            progress(len(part))
+    kv = key * unit_values(model, neurons, grid.answers)
+    meta = [ex.meta for ex in grid.examples]
+    return NeuronMaps(list(neurons), key, kv, torch.tensor([m["op1"] for m in meta]),
+                      torch.tensor([m["op2"] for m in meta]), meta[0]["op"])

@@ -1,0 +1,237 @@
+"""The whole bag-of-heuristics analysis of one model, one operator at a time.
+
+:func:`find_heuristics` runs, for each operator:
+
+1. prompts: correctly answered prompts with counterfactuals (:mod:`.prompts`), split into a
+   discovery set (``n_discovery``, the paper's 50) and an evaluation set (the rest);
+2. reference means per position over prompts of every requested operator (all legal ones, a
+   random ``n_reference`` of them), for mean ablation;
+3. localisation: heads and MLPs patched by position with the Eq. 1 effect; heads chosen from
+   the faithfulness-vs-heads curve (all MLPs in the circuit) (:mod:`.localize`);
+4. neurons: attribution of every neuron at the last position, ranked by mean + std; the top
+   ``n_confirm`` re-measured by exact patching; the first layer where a probe reads the answer;
+   the faithfulness-vs-k curve of top-k neurons per layer from that layer (:mod:`.neurons`);
+5. heuristics: key and key-value maps of the top ``classify_k`` neurons per layer over the
+   operator's grid, classified (:mod:`.classify`);
+6. knockouts of each heuristic implemented by at least ``min_neurons`` neurons and per-prompt
+   knockouts (:mod:`.knockout`).
+
+Each stage's wall time is recorded in ``OperatorResult.seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ...circuits.node_faithfulness import NodeEvaluator
+from ...circuits.nodes import NodeCircuit, PositionMeans, position_means
+from ...models import Model
+from ...tasks import TaskBatch, TaskError
+from ...tasks.arith import parse_operators
+from .classify import HeuristicMatch, classify_maps
+from .knockout import Knockout, PromptKnockout, heuristic_knockout, prompt_knockout
+from .localize import HeadCurve, PositionEffects, head_curve, position_effects
+from .maps import NeuronMaps, neuron_maps
+from .neurons import (
+    NeuronCurve,
+    decodability,
+    exact_neuron_effects,
+    first_decodable_layer,
+    neuron_attribution,
+    neuron_curve,
+    rank_neurons,
+    top_neurons,
+)
+from .prompts import arithmetic_batch, grid_batch
+
+Progress = Callable[[str, int, int | None], None] | None
+
+
+@dataclass
+class Settings:
+    """Parameters of :func:`find_heuristics` (defaults: the paper's where they apply)."""
+
+    operators: tuple[str, ...] = ("+",)
+    op_min: int = 0
+    op_max: int = 100
+    result_max: int | None = None
+    step: int = 0
+    n_prompts: int = 400
+    n_discovery: int = 50
+    n_eval: int = 200
+    n_reference: int = 512
+    head_target: float = 0.9
+    neuron_target: float = 0.9
+    decodable: str = "probe"
+    decodable_threshold: float = 0.5
+    first_layer: int | None = None
+    n_confirm: int = 20
+    classify_k: int = 50
+    grid_fraction: float = 1.0
+    threshold: float = 0.6
+    min_neurons: int = 10
+    knockout_per_layer: tuple[int, ...] = (5, 10, 25)
+    seed: int = 0
+
+
+@dataclass
+class OperatorResult:
+    """Everything :func:`find_heuristics` found for one operator (JSON via ``to_dict``; the
+    maps are tensors saved beside it)."""
+
+    operator: str
+    n_discovery: int
+    n_eval: int
+    dropped: dict
+    effects: PositionEffects
+    heads: HeadCurve
+    circuit_faithfulness: float
+    decodability: list[float]
+    ranking: torch.Tensor  # [n_layers, d_mlp] mean + std attribution
+    confirm: dict
+    neurons: NeuronCurve
+    maps: NeuronMaps
+    matches: dict[tuple[int, int], list[HeuristicMatch]]
+    knockouts: list[Knockout]
+    prompt_knockouts: list[PromptKnockout]
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def share_matched(self) -> float:
+        """Share of the classified top neurons that match at least one heuristic."""
+        return sum(bool(m) for m in self.matches.values()) / max(len(self.matches), 1)
+
+    def family_counts(self) -> dict[int, dict[str, int]]:
+        """layer -> heuristic family -> number of neurons with a match of that family."""
+        out: dict[int, dict[str, int]] = {}
+        for (layer, _), ms in self.matches.items():
+            for family in {m.family for m in ms}:
+                out.setdefault(layer, {}).setdefault(family, 0)
+                out[layer][family] += 1
+        return out
+
+    def heuristic_neurons(self) -> dict[str, list[tuple[int, int]]]:
+        """heuristic name -> the neurons implementing it."""
+        out: dict[str, list] = {}
+        for neuron, ms in self.matches.items():
+            for m in ms:
+                out.setdefault(m.name, []).append(neuron)
+        return out
+
+
+def _timed(seconds: dict, name: str):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            seconds[name] = round(time.perf_counter() - self.t, 2)
+    return _T()
+
+
+def reference_means(model: Model, s: Settings) -> PositionMeans:
+    """Per-position means over legal prompts of every requested operator (the paper uses all
+    four on the full grid; here ``n_reference`` random ones per operator)."""
+    picked = [grid_batch(model, op, op_min=s.op_min, op_max=s.op_max, result_max=s.result_max,
+                         step=s.step, seed=s.seed, n=s.n_reference) for op in s.operators]
+    width = max(int(g.lengths.max()) for g in picked)
+    pad = model.tokenization.pad_token_id
+
+    def padded(t):
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad)
+
+    tokens = torch.cat([padded(g.clean) for g in picked])
+    mask = torch.cat([torch.nn.functional.pad(g.mask, (0, width - g.mask.shape[1]))
+                      for g in picked])
+    return position_means(model, tokens, mask)
+
+
+def _split(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
+    n = len(batch)
+    n_disc = min(s.n_discovery, max(1, n // 2))
+    return batch.select(slice(0, n_disc)), batch.select(slice(n_disc, n_disc + s.n_eval))
+
+
+def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMeans,
+                     progress: Progress = None) -> OperatorResult:
+    """Stages 1 and 3-6 of the module docstring for one operator."""
+    say = progress or (lambda *_: None)
+    sec: dict = {}
+    c = model.cfg
+    with _timed(sec, "prompts"):
+        say(f"{operator}: prompts", 0, None)
+        batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
+                                 result_max=s.result_max, n=s.n_prompts,
+                                 counterfactual_operators=s.operators, step=s.step, seed=s.seed)
+        disc, evalset = _split(batch, s)
+    with _timed(sec, "localise"):
+        say(f"{operator}: heads and MLPs by position", 0, None)
+        effects = position_effects(model, disc)
+        evaluator = NodeEvaluator(model, evalset, means)
+        heads = head_curve(model, evaluator, effects.head_ranking(), target=s.head_target)
+        mlps = frozenset(range(c.n_layers))
+        circuit_f = evaluator.faithfulness(NodeCircuit(frozenset(heads.heads), mlps))
+    with _timed(sec, "neurons"):
+        say(f"{operator}: neuron attribution", 0, None)
+        attribution = neuron_attribution(model, disc)
+        ranking = rank_neurons(attribution)
+        flat = ranking.flatten().topk(min(s.n_confirm, ranking.numel())).indices.tolist()
+        chosen = [divmod(i, c.d_mlp) for i in flat]
+        exact = exact_neuron_effects(model, disc, chosen) if chosen else torch.zeros(0)
+        attributed = attribution.mean(0)
+        confirm = {"neurons": [list(x) for x in chosen], "exact": exact.tolist(),
+                   "attribution": [float(attributed[L, n]) for L, n in chosen]}
+        scores = decodability(model, evalset if len(evalset) >= 20 else batch, s.decodable)
+        first = s.first_layer if s.first_layer is not None else first_decodable_layer(
+            scores, s.decodable_threshold)
+        curve = neuron_curve(evaluator, heads.heads, ranking, first, target=s.neuron_target)
+    with _timed(sec, "maps"):
+        say(f"{operator}: key maps over the grid", 0, None)
+        grid = grid_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
+                          result_max=s.result_max, fraction=s.grid_fraction, step=s.step,
+                          seed=s.seed)
+        top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
+        neurons = [(L, n) for L, idx in top.items() for n in idx]
+        maps = neuron_maps(model, grid, neurons)
+    with _timed(sec, "classify"):
+        found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
+                              threshold=s.threshold, gated=_gated(model))
+        matches = dict(zip(neurons, found, strict=True))
+    with _timed(sec, "knockouts"):
+        say(f"{operator}: knockouts", 0, None)
+        result = OperatorResult(operator, len(disc), len(evalset), batch.dropped, effects, heads,
+                                circuit_f, scores, ranking, confirm, curve, maps, matches, [],
+                                [], sec)
+        knock_set = batch.select(slice(len(disc), None))
+        for name, owners in sorted(result.heuristic_neurons().items()):
+            if len(owners) >= s.min_neurons:
+                try:
+                    result.knockouts.append(heuristic_knockout(model, knock_set, name, owners,
+                                                               neurons, seed=s.seed))
+                except TaskError:  # it holds for all or none of the prompts: nothing to compare
+                    continue
+        for per_layer in s.knockout_per_layer:
+            result.prompt_knockouts.append(prompt_knockout(model, knock_set, matches, neurons,
+                                                           per_layer, seed=s.seed))
+    return result
+
+
+def _gated(model: Model) -> bool:
+    """Whether the MLP is gated (SwiGLU-style), so neurons can fire negatively."""
+    mlp = model.block(0).get_submodule(model.adapter.mlp_down.rsplit(".", 1)[0])
+    return any("gate" in name for name, _ in mlp.named_children())
+
+
+def find_heuristics(model: Model, operators="+", progress: Progress = None,
+                    **settings) -> list[OperatorResult]:
+    """Run the analysis (module docstring) for each operator; ``settings``: the fields of
+    :class:`Settings`."""
+    s = Settings(operators=parse_operators(operators), **settings)
+    say = progress or (lambda *_: None)
+    say("reference means", 0, None)
+    means = reference_means(model, s)
+    return [analyse_operator(model, op, s, means, progress) for op in s.operators]

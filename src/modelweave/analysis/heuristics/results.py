@@ -1,0 +1,119 @@
+"""Saving and loading a heuristic analysis: JSON for the numbers, safetensors for the tensors.
+
+Layout of a results folder::
+
+    heuristics.json            model, settings, per operator: every number and match
+    <op>.safetensors           ranking [n_layers, d_mlp], key / kv maps [n_neurons, N],
+                               op1 / op2 [N], neurons [n_neurons, 2]   (op: add, sub, mul, div)
+
+Every file is written to a temporary name and renamed, so an interrupted save leaves the old
+files or the new ones, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .classify import HeuristicMatch
+from .knockout import Knockout, PromptKnockout
+from .localize import HeadCurve, PositionEffects
+from .maps import NeuronMaps
+from .neurons import NeuronCurve
+from .pipeline import OperatorResult
+
+OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+RESULTS = "heuristics.json"
+
+
+@dataclass
+class HeuristicsRun:
+    """A loaded analysis: ``meta`` (model, settings, ...) and one result per operator."""
+
+    meta: dict
+    results: list[OperatorResult]
+
+    def by_operator(self, operator: str) -> OperatorResult:
+        for r in self.results:
+            if r.operator == operator:
+                return r
+        raise KeyError(f"no result for operator {operator!r}")
+
+
+def _numbers(r: OperatorResult) -> dict:
+    return {
+        "operator": r.operator, "n_discovery": r.n_discovery, "n_eval": r.n_eval,
+        "dropped": r.dropped, "effects": r.effects.to_dict(), "heads": r.heads.to_dict(),
+        "circuit_faithfulness": r.circuit_faithfulness, "decodability": r.decodability,
+        "confirm": r.confirm, "neurons": r.neurons.to_dict(),
+        "matches": [{"neuron": list(n), "matches": [asdict(m) for m in ms]}
+                    for n, ms in r.matches.items()],
+        "knockouts": [k.to_dict() for k in r.knockouts],
+        "prompt_knockouts": [k.to_dict() for k in r.prompt_knockouts],
+        "seconds": r.seconds, "share_matched": r.share_matched,
+        "family_counts": {str(k): v for k, v in r.family_counts().items()},
+    }
+
+
+def summary(r: OperatorResult, d_mlp: int) -> dict:
+    """The headline numbers of one operator (what ``--json`` prints and a report row shows)."""
+    k = r.neurons.chosen
+    return {"operator": r.operator, "n_discovery": r.n_discovery, "n_eval": r.n_eval,
+            "heads": r.heads.chosen, "circuit_faithfulness": r.circuit_faithfulness,
+            "first_layer": r.neurons.first_layer, "neurons_per_layer": k,
+            "neuron_share": k / d_mlp,
+            "neuron_faithfulness": dict(zip(r.neurons.counts, r.neurons.faithfulness,
+                                            strict=True)).get(k),
+            "classified": len(r.matches), "share_matched": r.share_matched,
+            "knockouts": len(r.knockouts), "seconds": r.seconds}
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def save_results(results: list[OperatorResult], folder: str | Path, meta: dict) -> Path:
+    """Write ``results`` (and ``meta``: model name, settings...) into ``folder``; returns the
+    JSON path."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        tensors = {"ranking": r.ranking.contiguous(), "key": r.maps.key.contiguous(),
+                   "kv": r.maps.kv.contiguous(), "op1": r.maps.op1, "op2": r.maps.op2,
+                   "neurons": torch.tensor(r.maps.neurons, dtype=torch.long).view(-1, 2)}
+        _atomic(folder / f"{OP_NAMES[r.operator]}.safetensors",
+                lambda p, t=tensors: save_file(t, str(p)))
+    data = {**meta, "operators": [_numbers(r) for r in results]}
+    _atomic(folder / RESULTS, lambda p: p.write_text(json.dumps(data, indent=1)))
+    return folder / RESULTS
+
+
+def load_results(folder: str | Path) -> HeuristicsRun:
+    """Read a folder written by :func:`save_results` (no model needed)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    data = json.loads((folder / RESULTS).read_text())
+    results = []
+    for d in data.pop("operators"):
+        t = load_file(str(folder / f"{OP_NAMES[d['operator']]}.safetensors"))
+        neurons = [tuple(x) for x in t["neurons"].tolist()]
+        maps = NeuronMaps(neurons, t["key"], t["kv"], t["op1"], t["op2"], d["operator"])
+        matches = {tuple(m["neuron"]): [HeuristicMatch(**x) for x in m["matches"]]
+                   for m in d["matches"]}
+        results.append(OperatorResult(
+            d["operator"], d["n_discovery"], d["n_eval"], d["dropped"],
+            PositionEffects.from_dict(d["effects"]), HeadCurve.from_dict(d["heads"]),
+            d["circuit_faithfulness"], d["decodability"], t["ranking"], d["confirm"],
+            NeuronCurve.from_dict(d["neurons"]), maps, matches,
+            [Knockout(**k) for k in d["knockouts"]],
+            [PromptKnockout(**k) for k in d["prompt_knockouts"]], d["seconds"]))
+    return HeuristicsRun(data, results)

@@ -1,0 +1,148 @@
+"""``modelweave heuristics``: arithmetic heuristic neurons (Nikankin et al. 2024) of a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
+
+
+@app.command()
+def heuristics(
+    model: ModelOpt = "smollm2-135m",
+    operators: Annotated[str, typer.Option(help="Operators, comma-separated: + - * / "
+                                           "(/ is integer division).")] = "+",
+    op_min: Annotated[int, typer.Option(min=0, help="Smallest operand.")] = 0,
+    max_op: Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
+    = 100,
+    result_max: Annotated[int | None, typer.Option(help="Largest result kept (e.g. the largest "
+                                                    "single-token number).")] = None,
+    step: Annotated[int, typer.Option(min=0, help="Answer token analysed (earlier ones "
+                                      "teacher-forced); 0 = the first.")] = 0,
+    n_prompts: Annotated[int, typer.Option(min=2, help="Prompts drawn per operator before "
+                                           "keeping the correct ones.")] = 400,
+    n_discovery: Annotated[int, typer.Option(min=1, help="Prompts for localisation and "
+                                             "neuron ranking.")] = 50,
+    n_eval: Annotated[int, typer.Option(min=1, help="Prompts for faithfulness.")] = 200,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per layer "
+                                       "classified.")] = 50,
+    first_layer: Annotated[int | None, typer.Option(help="First layer of neuron subsets "
+                                                    "(default: first layer a probe decodes "
+                                                    "the answer).")] = None,
+    grid_fraction: Annotated[float, typer.Option(help="Share of the operand grid read for "
+                                                 "key maps.")] = 1.0,
+    threshold: Annotated[float, typer.Option(help="Heuristic match threshold.")] = 0.6,
+    min_neurons: Annotated[int, typer.Option(help="Knock out heuristics with at least this "
+                                             "many neurons.")] = 10,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
+                                             "runs/heuristics).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Find the MLP neurons that do arithmetic and the heuristics they implement: circuit of
+    heads + MLPs, neurons per layer for faithfulness, key/key-value maps classified, knockouts.
+    Writes heuristics.json, tensors and figures to --out."""
+    from ..analysis.heuristics.pipeline import Settings, find_heuristics
+    from ..analysis.heuristics.results import save_results, summary
+    from ..report.heuristics import save_figures
+    from ..tasks.arith import parse_operators
+
+    ops = parse_operators(operators)
+    loaded = _load(model, device, dtype)
+    settings = dict(op_min=op_min, op_max=max_op, result_max=result_max, step=step,
+                    n_prompts=n_prompts, n_discovery=n_discovery, n_eval=n_eval,
+                    classify_k=top_k, first_layer=first_layer, grid_fraction=grid_fraction,
+                    threshold=threshold, min_neurons=min_neurons, seed=seed)
+    Settings(operators=ops, **settings)  # validate names before any work
+    with console.status("heuristics") as status:
+        results = find_heuristics(loaded, ops, progress=(
+            None if json_out else lambda msg, *_: status.update(msg)), **settings)
+    out = out or Path("runs") / "heuristics"
+    path = save_results(results, out, {"model": loaded.name, "settings": {
+        "operators": list(ops), **settings}})
+    files = [path]
+    for r in results:
+        files += save_figures(r, out, {"+": "add", "-": "sub", "*": "mul", "/": "div"}[
+            r.operator])
+    rows = [summary(r, loaded.cfg.d_mlp) for r in results]
+    if json_out:
+        print(json.dumps({"model": loaded.name, "operators": rows,
+                          "files": [str(f) for f in files]}))
+        return
+    table = Table(title=f"Heuristic neurons of {loaded.name}")
+    for col in ("op", "prompts (disc/eval)", "heads", "F heads+MLPs", "first layer",
+                "neurons/layer", "F neurons", "matched", "knockouts"):
+        table.add_column(col)
+    for s in rows:
+        f_neurons = s["neuron_faithfulness"]
+        table.add_row(s["operator"], f"{s['n_discovery']}/{s['n_eval']}", str(s["heads"]),
+                      f"{s['circuit_faithfulness']:.3f}", str(s["first_layer"]),
+                      f"{s['neurons_per_layer']} ({s['neuron_share']:.1%})",
+                      "-" if f_neurons is None else f"{f_neurons:.3f}",
+                      f"{s['share_matched']:.0%} of {s['classified']}", str(s["knockouts"]))
+    console.print(table)
+    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+
+
+@app.command("heuristics-emergence")
+def heuristics_emergence(
+    checkpoints: Annotated[Path, typer.Argument(help="A fine-tune's output folder (or its "
+                                                "checkpoints/) with step-N model folders.")],
+    operator: Annotated[str, typer.Option(help="One operator: + - * /.")] = "+",
+    max_op: Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
+    = 100,
+    step: Annotated[int, typer.Option(min=0, help="Answer token analysed.")] = 0,
+    n_prompts: Annotated[int, typer.Option(min=2, help="Prompts drawn per checkpoint.")] = 300,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per layer "
+                                       "classified (the paper: 50).")] = 50,
+    first_layer: Annotated[int | None, typer.Option(help="First layer of neuron subsets "
+                                                    "(default: decodable in the final "
+                                                    "checkpoint).")] = None,
+    grid_fraction: Annotated[float, typer.Option(help="Share of the operand grid read.")]
+    = 1.0,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for emergence.json and "
+                                             "emergence.html (default: runs/emergence).")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """How the final checkpoint's heuristic neurons appear over training: share present and
+    faithfulness of the shared neurons at each checkpoint."""
+    from ..analysis.heuristics.emergence import emergence, find_checkpoints
+    from ..report.heuristics import emergence_figure
+    from ..tasks.arith import parse_operators
+
+    (op,) = parse_operators(operator)
+    found = find_checkpoints(checkpoints)
+    with console.status("emergence") as status:
+        result = emergence(found, op, load=lambda p: _load(str(p), device, None),
+                           progress=None if json_out else status.update, op_max=max_op,
+                           step=step, n_prompts=n_prompts, classify_k=top_k,
+                           first_layer=first_layer, grid_fraction=grid_fraction, seed=seed)
+    out = out or Path("runs") / "emergence"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "emergence.json").write_text(json.dumps(result, indent=1))
+    emergence_figure(result).write_html(out / "emergence.html", include_plotlyjs="directory")
+    if json_out:
+        print(json.dumps({k: v for k, v in result.items() if k != "final_matches"}
+                         | {"files": [str(out / "emergence.json"), str(out / "emergence.html")]}))
+        return
+    table = Table(title=f"Heuristic neurons over training ({op}, top {top_k} per layer from "
+                        f"layer {result['first_layer']})")
+    for col in ("step", "accuracy", "matches", "final matches present", "F shared / F all"):
+        table.add_column(col)
+    for i, s in enumerate(result["steps"]):
+        ratio = result["shared_faithfulness_ratio"][i]
+        table.add_row(str(s), f"{result['accuracy'][i]:.2f}", str(result["n_matches"][i]),
+                      f"{result['share_present'][i]:.0%}",
+                      "-" if ratio is None else f"{ratio:.2f}")
+    console.print(table)
+    console.print(f"results: {out}", highlight=False, soft_wrap=True)

@@ -1,0 +1,99 @@
+"""``heuristics``: arithmetic heuristic neurons of a model (once per model, not per task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import ConfigError, MethodKind, Progress, ReportContext, register
+
+if TYPE_CHECKING:
+    from ...analysis.heuristics.results import HeuristicsRun
+    from ...models import Model
+    from ..config import Experiment, Unit
+
+#: experiment parameter -> ``find_heuristics`` setting
+SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", "step": "step",
+            "n_prompts": "n_prompts", "n_discovery": "n_discovery", "n_eval": "n_eval",
+            "n_reference": "n_reference", "top_k": "classify_k", "first_layer": "first_layer",
+            "grid_fraction": "grid_fraction", "threshold": "threshold",
+            "min_neurons": "min_neurons"}
+
+
+@register
+class Heuristics(MethodKind):
+    """``- heuristics: {operators: "+,-", max_op: 100, top_k: 50}``: writes the analysis of
+    :func:`~modelweave.analysis.heuristics.pipeline.find_heuristics` (``heuristics.json``, one
+    ``<op>.safetensors`` per operator); its summary holds each operator's headline numbers."""
+
+    name = "heuristics"
+    params = {"operators": None, **dict.fromkeys(SETTINGS)}
+    per_model = True
+    id_params = ("operators",)
+    title, section, noun, order = "Arithmetic heuristic neurons", "heuristics", "heuristics", 60
+
+    def check_params(self, params: dict, where: str) -> dict:
+        from ...tasks import TaskError
+        from ...tasks.arith import parse_operators
+
+        params = super().check_params(params, where)
+        try:
+            params["operators"] = ",".join(parse_operators(params.get("operators", "+")))
+        except TaskError as err:
+            raise ConfigError(f"{where}.operators: {err}") from None
+        return params
+
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        from ...analysis.heuristics.pipeline import find_heuristics
+        from ...analysis.heuristics.results import save_results, summary
+
+        p = dict(unit.params)
+        operators = p.pop("operators", "+")
+        settings = {SETTINGS[k]: v for k, v in p.items()}
+        results = find_heuristics(model, operators, seed=experiment.seed, **settings)
+        save_results(results, folder, {"model": unit.model, "settings": {
+            "operators": operators, **settings}})
+        return {"operators": [summary(r, model.cfg.d_mlp) for r in results]}
+
+    def load(self, folder: Path, record: dict) -> HeuristicsRun:
+        from ...analysis.heuristics.results import load_results
+
+        return load_results(folder)
+
+    def summary_row(self, record: dict) -> dict:
+        """One column per operator and headline number (``+ neurons_per_layer`` ...)."""
+        row = {}
+        for s in record["summary"]["operators"]:
+            for key in ("heads", "circuit_faithfulness", "neurons_per_layer",
+                        "neuron_faithfulness", "share_matched"):
+                row[f"{s['operator']} {key}"] = s[key]
+        return row
+
+    def headline(self, summary: dict) -> str:
+        return "; ".join(f"{s['operator']}: {s['neurons_per_layer']} neurons/layer, "
+                         f"{s['share_matched']:.0%} matched" for s in summary["operators"])
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """Per unit and operator: the headline table, the faithfulness curves, heuristic
+        families per layer, key / key-value maps of the top neurons, knockouts."""
+        from ...report import heuristics as figs
+        from ...report.blocks import escape, figure, table
+
+        parts = []
+        for u, (uid, record) in enumerate(units):
+            run = self.load(ctx.folder(uid), record)
+            rows = [[s["operator"], s["n_discovery"], s["n_eval"], s["heads"],
+                     s["circuit_faithfulness"], s["first_layer"], s["neurons_per_layer"],
+                     s["neuron_faithfulness"], s["share_matched"], s["knockouts"]]
+                    for s in record["summary"]["operators"]]
+            parts.append(f"<h3>{escape(record['model'])}</h3>" + table(
+                ["op", "discovery", "eval", "heads", "F heads+MLPs", "first layer",
+                 "neurons/layer", "F neurons", "share matched", "knockouts"], rows))
+            for o, result in enumerate(run.results):
+                for name, make in (("curves", figs.curves_figure),
+                                   ("families", figs.families_figure),
+                                   ("maps", figs.maps_figure),
+                                   ("knockouts", figs.knockout_figure)):
+                    parts.append(figure(make(result), f"heuristics-{u}-{o}-{name}"))
+        return "".join(parts)

@@ -1,0 +1,127 @@
+"""Arithmetic prompts for the heuristic analysis: grid, answers, positions and the correctness
+filter, for a whole-number and a digit-splitting tokenizer."""
+
+import pytest
+import torch
+
+from arith_zoo import OracleModel, arith_tokenizer
+from modelweave.analysis.heuristics.prompts import arithmetic_batch, grid_batch
+from modelweave.models import Model
+from modelweave.tasks import TaskError
+from modelweave.tasks.arith import arith_grid, parse_operators
+
+from tiny import tiny_hf_model
+
+
+def _model(kind, oracle=False, wrong=lambda a, op, b: False):
+    tok = arith_tokenizer(kind)
+    hf = tiny_hf_model("llama", vocab_size=len(tok))
+    return OracleModel(hf, tok, wrong) if oracle else Model(hf, tok)
+
+
+def test_grid_is_every_legal_prompt():
+    grid = arith_grid("+,-,*,/", 0, 10, result_max=20)
+    assert {(p.op1, p.operator, p.op2) for p in grid if p.operator == "-"} == {
+        (a, "-", b) for a in range(10) for b in range(10) if a >= b}
+    assert all(p.op2 >= 1 for p in grid if p.operator == "/")
+    assert all(0 <= p.result <= 20 for p in grid)
+    assert sum(p.operator == "*" for p in grid) == sum(
+        1 for a in range(10) for b in range(10) if a * b <= 20)
+    assert [p for p in grid if p.operator == "/" and p.op1 == 7 and p.op2 == 2][0].result == 3
+
+
+@pytest.mark.parametrize("kind", ["number", "digit"])
+def test_positions_and_answers(kind):
+    model = _model(kind)
+    grid = grid_batch(model, "+", op_max=20)
+    assert len(grid) == 400
+    tok = model.tokenizer
+    for i in range(len(grid)):
+        meta = grid.examples[i].meta
+        toks = tok.convert_ids_to_tokens(grid.clean[i, : grid.lengths[i]].tolist())
+        at = {n: toks[int(grid.positions[n][i])] for n in ("OP1", "OPERATOR", "OP2", "EQ")}
+        if kind == "number":
+            assert at == {"OP1": str(meta["op1"]), "OPERATOR": "+", "OP2": str(meta["op2"]),
+                          "EQ": "="}
+            assert toks[0] == "<s>"
+            assert tok.convert_ids_to_tokens([int(grid.answers[i])]) == [str(meta["result"])]
+        else:
+            assert at == {"OP1": str(meta["op1"])[-1], "OPERATOR": "+",
+                          "OP2": str(meta["op2"])[-1], "EQ": "="}
+            assert tok.convert_ids_to_tokens([int(grid.answers[i])]) == [str(meta["result"])[0]]
+        assert int(grid.positions["END"][i]) == int(grid.lengths[i]) - 1 == toks.index("=")
+
+
+def test_step_teacher_forces_the_earlier_answer_tokens():
+    model = _model("digit")
+    grid = grid_batch(model, "+", op_max=20, step=1)
+    assert all(ex.meta["result"] >= 10 for ex in grid.examples)  # one-digit results have no token 1
+    assert len(grid) == sum(1 for a in range(20) for b in range(20) if a + b >= 10)
+    tok = model.tokenizer
+    for i in range(0, len(grid), 7):
+        r = str(grid.examples[i].meta["result"])
+        toks = tok.convert_ids_to_tokens(grid.clean[i, : grid.lengths[i]].tolist())
+        assert toks[-2:] == ["=", r[0]]
+        assert tok.convert_ids_to_tokens([int(grid.answers[i])]) == [r[1]]
+    with pytest.raises(TaskError, match="token 1"):
+        grid_batch(_model("number"), "+", op_max=20, step=1)
+
+
+@pytest.mark.parametrize("kind", ["number", "digit"])
+def test_only_correct_prompts_with_correct_counterfactuals(kind):
+    def wrong(a, op, b):
+        return a % 3 == 0
+
+    model = _model(kind, oracle=True, wrong=wrong)
+    batch = arithmetic_batch(model, "+", op_max=20, n=None, counterfactual_operators="+,-")
+    metas = [ex.meta for ex in batch.examples]
+    assert metas and all(m["op"] == "+" and m["op1"] % 3 for m in metas)
+    assert all(m["cf_op1"] % 3 for m in metas)  # counterfactuals are answered correctly too
+    assert {m["cf_op"] for m in metas} == {"+", "-"}  # drawn from both operators
+    n_wrong = sum(1 for a in range(20) for b in range(20) if a % 3 == 0) + sum(
+        1 for a in range(20) for b in range(a + 1) if a % 3 == 0)
+    assert batch.dropped["answered incorrectly"] == n_wrong
+    tok = model.tokenizer
+    for i, m in enumerate(metas):
+        assert batch.answers[i] != batch.wrong_ids[i, 0]
+        r, rc = str(m["result"]), str(m["cf_result"])
+        want = (r, rc) if kind == "number" else (r[0], rc[0])
+        assert tuple(tok.convert_ids_to_tokens([int(batch.answers[i]),
+                                                int(batch.wrong_ids[i, 0])])) == want
+        assert int(batch.lengths[i]) == int((batch.corrupt[i] != tok.pad_token_id).sum()) or \
+            kind == "number"
+    assert torch.equal(batch.mask.sum(1), batch.lengths)
+
+
+def test_end_check_rejects_numbers_that_go_on():
+    model = _model("digit", oracle=True)
+    model.wrong = lambda a, op, b: False
+    ok = arithmetic_batch(model, "+", op_max=10, n=None)
+    base = len(ok) + sum(ok.dropped.values())
+
+    class TooLong(OracleModel):
+        def forward(self, inputs, *, attention_mask=None, grad=False):
+            logits = super().forward(inputs, attention_mask=attention_mask)
+            eq = self.vocab["="]
+            top = logits.argmax(-1)
+            logits[top == eq] = 0
+            logits[..., self.vocab["7"]] += 5 * (top == eq)  # "…=8" -> "87": the number goes on
+            return logits
+
+        __call__ = forward
+
+    long = TooLong(model.hf_model, model.tokenizer)
+    with pytest.raises(TaskError, match="answered correctly"):
+        arithmetic_batch(long, "+", op_max=10, n=None)
+    loose = arithmetic_batch(long, "+", op_max=10, n=None, check_end=False)
+    assert len(loose) + sum(loose.dropped.values()) == base
+
+
+def test_bad_input_errors():
+    model = _model("digit")
+    with pytest.raises(TaskError, match="operator"):
+        parse_operators("+,^")
+    with pytest.raises(TaskError, match="answered correctly"):
+        arithmetic_batch(model, "+", op_max=10, n=None)  # a random model gets nothing right
+    with pytest.raises(TaskError, match="operand range"):
+        arith_grid("+", 5, 5)
