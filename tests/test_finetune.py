@@ -26,3 +26,36 @@ def test_lora_finetune_learns_and_round_trips(tmp_path):
     tokens = random_tokens(2, 6)
     assert torch.allclose(loaded(tokens), result.model(tokens), atol=1e-5)
     assert not torch.allclose(loaded(tokens), model(tokens), atol=1e-3)
+
+
+def test_full_answer_loss_and_checkpoints(tmp_path):
+    from arith_zoo import arith_tokenizer
+
+    from modelweave.models.finetune import _training_rows
+    from modelweave.tasks import make_batch, parse_params
+
+    tok = arith_tokenizer("digit")
+    model = Model(tiny_hf_model("llama", vocab_size=len(tok)), tok, name="tiny")
+    params = parse_params(["operators=+,-", "op_max=10", "end=\\n"])
+    assert params == {"operators": "+,-", "op_max": 10, "end": "\n"}
+    batch = make_batch(model, "arith", n=4, scoring="full", **params)
+    inputs, targets, mask = _training_rows(batch, "full", tok.pad_token_id)
+    for i in range(4):  # every answer token (and the newline) is a target, teacher-forced
+        answer = batch.answer_tokens[i][0]
+        n = int(batch.lengths[i])
+        assert targets[i, n - 1: n - 1 + len(answer)].tolist() == answer
+        assert inputs[i, n: n + len(answer) - 1].tolist() == answer[:-1]
+        assert (targets[i, : n - 1] == -100).all() and mask[i, : n - 1 + len(answer)].all()
+    _, first_only, _ = _training_rows(batch, "first", tok.pad_token_id)
+    assert ((first_only != -100).sum(1) == 1).all()
+
+    result = finetune(model, "arith", tmp_path, steps=10, lora_r=4, lr=1e-2, batch_size=8, n=16,
+                      scoring="full", save_every=4, task_params=params)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["step-10", "step-4", "step-8"]
+    tokens = random_tokens(2, 6) % len(tok)
+    last = load_model(tmp_path / "checkpoints" / "step-10")
+    assert torch.allclose(last(tokens), result.model(tokens), atol=1e-5)
+    early = load_model(tmp_path / "checkpoints" / "step-4")
+    assert not torch.allclose(early(tokens), last(tokens), atol=1e-4)
+    assert result.losses[-1] < result.losses[0]

@@ -26,8 +26,9 @@ def resolve_task(task: str | Task, corruption: str | None = None, **params) -> T
 
 
 def parse_params(pairs: list[str]) -> dict:
-    """Task parameters from ``KEY=VALUE`` strings (values read as YAML scalars: ``100`` is an
-    int, ``true`` a bool, ``+,-`` a string)."""
+    """Task parameters from ``KEY=VALUE`` strings. Values are read as YAML scalars (``100`` is
+    an int, ``true`` a bool, ``+,-`` a string); a value with a backslash is a string with its
+    escapes decoded (``end=\\n`` gives a newline), and blank values stay as they are."""
     import yaml
 
     out = {}
@@ -35,7 +36,10 @@ def parse_params(pairs: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise TaskError(f"task parameter {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        if "\\" in value:
+            out[key.strip()] = value.encode().decode("unicode_escape")
+        else:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else value
     return out
 
 
