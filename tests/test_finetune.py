@@ -30,7 +30,6 @@ def test_lora_finetune_learns_and_round_trips(tmp_path):
 
 def test_full_answer_loss_and_checkpoints(tmp_path):
     from arith_zoo import arith_tokenizer
-
     from modelweave.models.finetune import _training_rows
     from modelweave.tasks import make_batch, parse_params
 

@@ -26,6 +26,7 @@ from modelweave.cli import app
 from modelweave.models import load_model
 from modelweave.models.adapters import linear_weight
 from modelweave.tasks import TaskError
+from test_report_browser import dump_dom
 
 pytestmark = pytest.mark.xdist_group("arith")
 SMALL = dict(op_max=10, n_prompts=None, n_discovery=30, n_eval=60, n_reference=100,
@@ -200,8 +201,14 @@ def test_experiment_unit_loads_and_reports(trained, tmp_path):
     (uid,) = store.records()
     assert store.load(uid).results[0].operator == "+"
     assert "+ neurons_per_layer" in store.to_dataframe().columns
-    html = build_report(tmp_path / "run").read_text()
+    report = build_report(tmp_path / "run")
+    html = report.read_text()
     assert "Arithmetic heuristic neurons" in html and "heuristics-0-0-maps" in html
+    dom = dump_dom(report)  # drawn in headless Chromium without JavaScript errors
+    start = dom.index('id="mw-errors"')
+    assert dom[start: dom.index("</div>", start)].endswith('hidden="">'), "JavaScript errors"
+    section = dom[dom.index('<section id="heuristics"'):]
+    assert section[: section.index("</section>")].count("js-plotly-plot") == 4
     bad = yaml.safe_load(path.read_text())
     bad["methods"][0]["heuristics"]["operators"] = "+,%"
     path.write_text(yaml.safe_dump(bad))

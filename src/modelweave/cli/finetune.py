@@ -31,6 +31,8 @@ def finetune_cmd(
                           "the merged model every N steps (OUT/checkpoints/step-N/).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A task parameter "
                      "KEY=VALUE (repeatable), e.g. -p operators=+,- -p op_max=100.")] = None,
+    schedule: Annotated[str, typer.Option(help="Learning rate: 'constant' or 'linear' decay "
+                                          "to zero.")] = "constant",
     device: DeviceOpt = None,
 ) -> None:
     """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result."""
@@ -52,7 +54,8 @@ def finetune_cmd(
 
         result = finetune(loaded, spec, out, steps=steps, lora_r=lora_r, lr=lr,
                           batch_size=batch_size, n=n, seed=seed, scoring=scoring,
-                          save_every=save_every, task_params=params, progress=progress)
+                          save_every=save_every, task_params=params, schedule=schedule,
+                          progress=progress)
     first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
     console.print(f"{steps} steps in {result.seconds:.0f} s; loss {first:.3f} -> {last:.3f} "
                   "(mean of the last 10)")

@@ -42,7 +42,7 @@ class FinetuneResult:
 def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora_r: int = 8,
              lr: float = 1e-3, batch_size: int = 16, n: int = 256, seed: int = 0,
              scoring: str = "first", save_every: int | None = None,
-             task_params: dict | None = None,
+             task_params: dict | None = None, schedule: str = "constant",
              progress: Callable[[int, float], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` with LoRA on ``task`` (a built-in task or a task file).
 
@@ -54,6 +54,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         save_every: also save the merged model every this many steps under
             ``OUT/checkpoints/step-N/`` (the last step included).
         task_params: the task's parameters (``{"operators": "+,-"}``).
+        schedule: ``"constant"`` learning rate or ``"linear"`` decay to zero at the last
+            step.
         progress: called as ``progress(step, loss)``.
 
     Returns:
@@ -67,6 +69,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         raise ValueError("steps and lora_r must be positive")
     if save_every is not None and save_every < 1:
         raise ValueError("save_every must be positive")
+    if schedule not in ("constant", "linear"):
+        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     out = Path(out)
     batch = make_batch(model, task, n=n, seed=seed, scoring=scoring, **(task_params or {}))
     inputs, targets, mask = _training_rows(batch, scoring, model.tokenization.pad_token_id)
@@ -78,6 +82,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 1.0 if schedule == "constant" else 1 - i / steps)
     losses = []
     start = time.perf_counter()
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
@@ -91,6 +97,7 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        decay.step()
         losses.append(float(loss.detach()))
         if save_every and ((step + 1) % save_every == 0 or step + 1 == steps):
             peft_model.eval()
@@ -109,6 +116,7 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         "model": model.name, "task": batch.task, "steps": steps, "lora_r": lora_r, "lr": lr,
         "batch_size": batch_size, "n": len(batch), "seed": seed, "seconds": seconds,
         "scoring": scoring, "task_params": task_params or {}, "save_every": save_every,
+        "schedule": schedule,
         "losses": losses}, indent=1))
     tuned = Model(merged, model.tokenizer, name=f"{model.name}+lora-{batch.task}")
     return FinetuneResult(tuned, losses, out / "adapter", out / "merged", seconds)
