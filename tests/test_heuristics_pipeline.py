@@ -195,20 +195,25 @@ def test_experiment_unit_loads_and_reports(trained, tmp_path):
     path.write_text(yaml.safe_dump({"name": "h", "model": str(out / "final"), "tasks": ["arith"],
                                     "methods": [{"heuristics": {
                                         "operators": "+", "max_op": 10, "n_prompts": 1000,
-                                        "n_discovery": 30, "top_k": 10, "min_neurons": 2}}]}))
+                                        "n_discovery": 30, "top_k": 10, "min_neurons": 2,
+                                        "checkpoints": str(out)}}]}))
     run_experiment(load_experiment(path), tmp_path / "run")
     store = RunStore(tmp_path / "run")
     (uid,) = store.records()
-    assert store.load(uid).results[0].operator == "+"
+    loaded = store.load(uid)
+    assert loaded.results[0].operator == "+"
+    assert loaded.meta["emergence"][0]["steps"] == [100, 200, 300]
+    assert store.records()[uid]["summary"]["emergence_share_present"]["+"][-1] == 1.0
     assert "+ neurons_per_layer" in store.to_dataframe().columns
     report = build_report(tmp_path / "run")
     html = report.read_text()
     assert "Arithmetic heuristic neurons" in html and "heuristics-0-0-maps" in html
+    assert "heuristics-0-0-emergence" in html
     dom = dump_dom(report)  # drawn in headless Chromium without JavaScript errors
     start = dom.index('id="mw-errors"')
     assert dom[start: dom.index("</div>", start)].endswith('hidden="">'), "JavaScript errors"
     section = dom[dom.index('<section id="heuristics"'):]
-    assert section[: section.index("</section>")].count("js-plotly-plot") == 4
+    assert section[: section.index("</section>")].count("js-plotly-plot") == 5
     bad = yaml.safe_load(path.read_text())
     bad["methods"][0]["heuristics"]["operators"] = "+,%"
     path.write_text(yaml.safe_dump(bad))

@@ -27,7 +27,7 @@ import torch
 from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import NodeCircuit
 from ...models import Model
-from ...tasks import TaskError
+from ...tasks import TaskBatch, TaskError
 from .classify import classify_maps
 from .maps import neuron_maps
 from .neurons import (
@@ -38,7 +38,6 @@ from .neurons import (
     top_neurons,
 )
 from .pipeline import Settings, _gated, _split, reference_means
-from .prompts import arithmetic_batch, grid_batch
 
 
 def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -62,6 +61,7 @@ class CheckpointMatches:
     step: int
     accuracy: float
     matches: set[tuple[str, int, int]] = field(default_factory=set)
+    batch: TaskBatch | None = field(default=None, repr=False)
 
     @property
     def neurons(self) -> set[tuple[int, int]]:
@@ -69,12 +69,11 @@ class CheckpointMatches:
 
 
 def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
-                       first_layer: int) -> CheckpointMatches:
-    """Steps 1-2 of the module docstring for one checkpoint."""
+                       first_layer: int, batch: TaskBatch | None = None) -> CheckpointMatches:
+    """Steps 1-2 of the module docstring for one checkpoint (``batch``: its prompts, if
+    already drawn)."""
     try:
-        batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
-                                 result_max=s.result_max, n=s.n_prompts,
-                                 counterfactual_operators=s.operators, step=s.step, seed=s.seed)
+        batch = batch or s.prompts(model, operator)
     except TaskError:
         return CheckpointMatches(step, 0.0)
     drawn = len(batch) + sum(batch.dropped.values())
@@ -82,15 +81,13 @@ def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
     ranking = rank_neurons(neuron_attribution(model, disc))
     top = top_neurons(ranking, s.classify_k, range(first_layer, model.cfg.n_layers))
     neurons = [(L, n) for L, idx in top.items() for n in idx]
-    grid = grid_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
-                      result_max=s.result_max, fraction=s.grid_fraction, step=s.step,
-                      seed=s.seed)
+    grid = s.grid(model, operator)
     maps = neuron_maps(model, grid, neurons)
     found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
                           threshold=s.threshold, gated=_gated(model))
     return CheckpointMatches(step, len(batch) / max(drawn, 1),
                              {(m.name, L, n) for (L, n), ms in zip(neurons, found, strict=True)
-                              for m in ms})
+                              for m in ms}, batch)
 
 
 def _neuron_circuit(model: Model, first_layer: int, neurons: set) -> NodeCircuit:
@@ -115,32 +112,28 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
     load = load or load_model
     say = progress or (lambda _msg: None)
     s = Settings(operators=(operator,), **settings)
+    if s.first_layer is not None and s.first_layer < 0:
+        raise TaskError(f"first_layer must be >= 0, got {s.first_layer}")
     steps = [step for step, _ in checkpoints]
     say(f"final checkpoint (step {steps[-1]})")
     final_model = load(checkpoints[-1][1])
+    batch = s.prompts(final_model, operator)
     first = s.first_layer
     if first is None:
-        batch = arithmetic_batch(final_model, operator, op_min=s.op_min, op_max=s.op_max,
-                                 result_max=s.result_max, n=s.n_prompts, step=s.step,
-                                 seed=s.seed)
         first = first_decodable_layer(decodability(final_model, batch, s.decodable),
                                       s.decodable_threshold)
-    final = checkpoint_matches(final_model, steps[-1], operator, s, first)
-    del final_model
+    final = checkpoint_matches(final_model, steps[-1], operator, s, first, batch)
     rows = []
-    for step, path in checkpoints:
+    for i, (step, path) in enumerate(checkpoints):
+        last = i == len(checkpoints) - 1
         say(f"checkpoint step {step}")
-        model = load(path)
-        found = final if step == steps[-1] else checkpoint_matches(model, step, operator, s,
-                                                                   first)
+        model = final_model if last else load(path)
+        found = final if last else checkpoint_matches(model, step, operator, s, first)
         share = len(found.matches & final.matches) / max(len(final.matches), 1)
         ratio = None
         if found.neurons:
             try:
-                batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
-                                         result_max=s.result_max, n=s.n_prompts, step=s.step,
-                                         seed=s.seed)
-                _, evalset = _split(batch, s)
+                _, evalset = _split(found.batch, s)
                 ev = NodeEvaluator(model, evalset, reference_means(model, s))
                 f_all = ev.faithfulness(_neuron_circuit(model, first, found.neurons))
                 shared = found.neurons & final.neurons
@@ -150,7 +143,8 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
                 ratio = None
         rows.append((found, share, ratio))
         del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return {"operator": operator, "first_layer": first, "top_k": s.classify_k, "steps": steps,
             "accuracy": [r[0].accuracy for r in rows],
             "n_matches": [len(r[0].matches) for r in rows],

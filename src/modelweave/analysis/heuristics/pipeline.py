@@ -75,7 +75,35 @@ class Settings:
     threshold: float = 0.6
     min_neurons: int = 10
     knockout_per_layer: tuple[int, ...] = (5, 10, 25)
+    reference_operators: tuple[str, ...] = ("+", "-", "*", "/")
+    spaces: bool = False
     seed: int = 0
+
+    def check(self, model: Model) -> Settings:
+        """Raise a clear :class:`TaskError` for a setting this model cannot take."""
+        n = model.cfg.n_layers
+        if self.first_layer is not None and not 0 <= self.first_layer < n:
+            raise TaskError(f"first_layer {self.first_layer} out of range (model has {n} "
+                            "layers)")
+        if not 0 < self.grid_fraction <= 1:
+            raise TaskError(f"grid_fraction must be in (0, 1], got {self.grid_fraction}")
+        if self.step < 0 or self.classify_k < 1 or self.n_discovery < 1:
+            raise TaskError("step must be >= 0, classify_k and n_discovery >= 1")
+        return self
+
+    def prompts(self, model: Model, operator: str) -> TaskBatch:
+        """Correct prompts of ``operator`` with counterfactuals of any requested operator."""
+        return arithmetic_batch(model, operator, op_min=self.op_min, op_max=self.op_max,
+                                result_max=self.result_max, n=self.n_prompts,
+                                counterfactual_operators=self.operators, step=self.step,
+                                spaces=self.spaces, seed=self.seed)
+
+    def grid(self, model: Model, operator: str, n: int | None = None) -> TaskBatch:
+        """Legal prompts of ``operator`` (``grid_fraction`` of them, or ``n`` random ones)."""
+        return grid_batch(model, operator, op_min=self.op_min, op_max=self.op_max,
+                          result_max=self.result_max,
+                          fraction=1.0 if n is not None else self.grid_fraction, n=n,
+                          step=self.step, spaces=self.spaces, seed=self.seed)
 
 
 @dataclass
@@ -134,10 +162,9 @@ def _timed(seconds: dict, name: str):
 
 
 def reference_means(model: Model, s: Settings) -> PositionMeans:
-    """Per-position means over legal prompts of every requested operator (the paper uses all
-    four on the full grid; here ``n_reference`` random ones per operator)."""
-    picked = [grid_batch(model, op, op_min=s.op_min, op_max=s.op_max, result_max=s.result_max,
-                         step=s.step, seed=s.seed, n=s.n_reference) for op in s.operators]
+    """Per-position means over legal prompts of ``reference_operators`` (the paper: all four
+    on the full grid; here ``n_reference`` random ones of each, so operators are balanced)."""
+    picked = [s.grid(model, op, n=s.n_reference) for op in s.reference_operators]
     width = max(int(g.lengths.max()) for g in picked)
     pad = model.tokenization.pad_token_id
 
@@ -164,9 +191,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
     c = model.cfg
     with _timed(sec, "prompts"):
         say(f"{operator}: prompts", 0, None)
-        batch = arithmetic_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
-                                 result_max=s.result_max, n=s.n_prompts,
-                                 counterfactual_operators=s.operators, step=s.step, seed=s.seed)
+        batch = s.prompts(model, operator)
         disc, evalset = _split(batch, s)
     with _timed(sec, "localise"):
         say(f"{operator}: heads and MLPs by position", 0, None)
@@ -191,9 +216,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
         curve = neuron_curve(evaluator, heads.heads, ranking, first, target=s.neuron_target)
     with _timed(sec, "maps"):
         say(f"{operator}: key maps over the grid", 0, None)
-        grid = grid_batch(model, operator, op_min=s.op_min, op_max=s.op_max,
-                          result_max=s.result_max, fraction=s.grid_fraction, step=s.step,
-                          seed=s.seed)
+        grid = s.grid(model, operator)
         top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
         neurons = [(L, n) for L, idx in top.items() for n in idx]
         maps = neuron_maps(model, grid, neurons)
@@ -230,7 +253,7 @@ def find_heuristics(model: Model, operators="+", progress: Progress = None,
                     **settings) -> list[OperatorResult]:
     """Run the analysis (module docstring) for each operator; ``settings``: the fields of
     :class:`Settings`."""
-    s = Settings(operators=parse_operators(operators), **settings)
+    s = Settings(operators=parse_operators(operators), **settings).check(model)
     say = progress or (lambda *_: None)
     say("reference means", 0, None)
     means = reference_means(model, s)

@@ -24,10 +24,13 @@ SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", 
 class Heuristics(MethodKind):
     """``- heuristics: {operators: "+,-", max_op: 100, top_k: 50}``: writes the analysis of
     :func:`~modelweave.analysis.heuristics.pipeline.find_heuristics` (``heuristics.json``, one
-    ``<op>.safetensors`` per operator); its summary holds each operator's headline numbers."""
+    ``<op>.safetensors`` per operator); its summary holds each operator's headline numbers.
+    With ``checkpoints: DIR`` (a fine-tune's ``--save-every`` output) it also follows each
+    operator's heuristic neurons over those checkpoints
+    (:func:`~modelweave.analysis.heuristics.emergence.emergence`)."""
 
     name = "heuristics"
-    params = {"operators": None, **dict.fromkeys(SETTINGS)}
+    params = {"operators": None, "checkpoints": None, **dict.fromkeys(SETTINGS)}
     per_model = True
     id_params = ("operators",)
     title, section, noun, order = "Arithmetic heuristic neurons", "heuristics", "heuristics", 60
@@ -45,16 +48,26 @@ class Heuristics(MethodKind):
 
     def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
             progress: Progress = None) -> dict:
+        from ...analysis.heuristics.emergence import emergence, find_checkpoints
         from ...analysis.heuristics.pipeline import find_heuristics
         from ...analysis.heuristics.results import save_results, summary
 
         p = dict(unit.params)
         operators = p.pop("operators", "+")
+        checkpoints = p.pop("checkpoints", None)
         settings = {SETTINGS[k]: v for k, v in p.items()}
         results = find_heuristics(model, operators, seed=experiment.seed, **settings)
-        save_results(results, folder, {"model": unit.model, "settings": {
-            "operators": operators, **settings}})
-        return {"operators": [summary(r, model.cfg.d_mlp) for r in results]}
+        meta = {"model": unit.model, "settings": {"operators": operators, **settings}}
+        out = {"operators": [summary(r, model.cfg.d_mlp) for r in results]}
+        if checkpoints:
+            found = find_checkpoints(checkpoints)
+            meta["emergence"] = [emergence(found, r.operator, seed=experiment.seed,
+                                           **{**settings, "first_layer": r.neurons.first_layer})
+                                 for r in results]
+            out["emergence_share_present"] = {e["operator"]: e["share_present"]
+                                              for e in meta["emergence"]}
+        save_results(results, folder, meta)
+        return out
 
     def load(self, folder: Path, record: dict) -> HeuristicsRun:
         from ...analysis.heuristics.results import load_results
@@ -96,4 +109,7 @@ class Heuristics(MethodKind):
                                    ("maps", figs.maps_figure),
                                    ("knockouts", figs.knockout_figure)):
                     parts.append(figure(make(result), f"heuristics-{u}-{o}-{name}"))
+            for o, emerged in enumerate(run.meta.get("emergence", [])):
+                parts.append(figure(figs.emergence_figure(emerged),
+                                    f"heuristics-{u}-{o}-emergence"))
         return "".join(parts)
