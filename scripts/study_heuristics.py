@@ -157,8 +157,8 @@ def main() -> None:
     emerged = None
     if not args.skip_emergence:
         start = time.perf_counter()
-        emerged = emergence(find_checkpoints(finetuned), "+", grid_fraction=args.grid_fraction,
-                            op_max=args.max_op,
+        emerged = emergence(find_checkpoints(finetuned), "+", grid_fraction=args.grid_fraction / 2,
+                            op_max=args.max_op, n_reference=128,
                             first_layer=results[0].neurons.first_layer,
                             progress=lambda msg: print(msg, flush=True))
         study["emergence"] = {k: v for k, v in emerged.items() if k != "final_matches"}

@@ -13,8 +13,8 @@
    the faithfulness-vs-k curve of top-k neurons per layer from that layer (:mod:`.neurons`);
 5. heuristics: key and key-value maps of the top ``classify_k`` neurons per layer over the
    operator's grid, classified (:mod:`.classify`);
-6. knockouts of each heuristic implemented by at least ``min_neurons`` neurons and per-prompt
-   knockouts (:mod:`.knockout`).
+6. knockouts of the heuristics implemented by at least ``min_neurons`` neurons (the
+   ``max_knockouts`` with most neurons) and per-prompt knockouts (:mod:`.knockout`).
 
 Each stage's wall time is recorded in ``OperatorResult.seconds``.
 """
@@ -74,6 +74,7 @@ class Settings:
     grid_fraction: float = 1.0
     threshold: float = 0.6
     min_neurons: int = 10
+    max_knockouts: int = 20
     knockout_per_layer: tuple[int, ...] = (5, 10, 25)
     reference_operators: tuple[str, ...] = ("+", "-", "*", "/")
     spaces: bool = False
@@ -230,13 +231,14 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
                                 circuit_f, scores, ranking, confirm, curve, maps, matches, [],
                                 [], sec)
         knock_set = batch.select(slice(len(disc), None))
-        for name, owners in sorted(result.heuristic_neurons().items()):
-            if len(owners) >= s.min_neurons:
-                try:
-                    result.knockouts.append(heuristic_knockout(model, knock_set, name, owners,
-                                                               neurons, seed=s.seed))
-                except TaskError:  # it holds for all or none of the prompts: nothing to compare
-                    continue
+        owned = sorted(result.heuristic_neurons().items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        big = [(name, owners) for name, owners in owned if len(owners) >= s.min_neurons]
+        for name, owners in big[: s.max_knockouts]:  # the heuristics with the most neurons
+            try:
+                result.knockouts.append(heuristic_knockout(model, knock_set, name, owners,
+                                                           neurons, seed=s.seed))
+            except TaskError:  # it holds for all or none of the prompts: nothing to compare
+                continue
         for per_layer in s.knockout_per_layer:
             result.prompt_knockouts.append(prompt_knockout(model, knock_set, matches, neurons,
                                                            per_layer, seed=s.seed))
