@@ -32,9 +32,10 @@ C(#results, j) sets they were chosen from. ``alpha=None`` turns (b) off.
 
 Deviations from the released code: k = |P_H| by default (option ``k_rule="code"``); the pattern
 scan (:mod:`.families`); the base-rate cap and significance test replace its ad-hoc removals
-(``/``: result ranges at 0 and multi-value sets {0..j-1}; ``*``: zero patterns when ``result_value_000`` is
-perfect); identical prompt sets are reported once. Nested heuristics are inherent to the score:
-a neuron implementing H also matches H' ⊇ H when |P_H| / |P_H'| >= threshold (it scores lower).
+(``/``: result ranges at 0 and multi-value sets {0..j-1}; ``*``: zero patterns when
+``result_value_000`` is perfect); identical prompt sets are reported once. Nested heuristics are
+inherent to the score: a neuron implementing H also matches H' ⊇ H when
+|P_H| / |P_H'| >= threshold (it scores lower).
 """
 
 from __future__ import annotations
