@@ -37,7 +37,7 @@ from .neurons import (
     rank_neurons,
     top_neurons,
 )
-from .pipeline import Settings, _gated, _split, reference_means
+from .pipeline import Settings, is_gated, reference_means, split_prompts
 
 
 def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -77,14 +77,14 @@ def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
     except TaskError:
         return CheckpointMatches(step, 0.0)
     drawn = len(batch) + sum(batch.dropped.values())
-    disc, _ = _split(batch, s)
+    disc, _ = split_prompts(batch, s)
     ranking = rank_neurons(neuron_attribution(model, disc))
     top = top_neurons(ranking, s.classify_k, range(first_layer, model.cfg.n_layers))
     neurons = [(L, n) for L, idx in top.items() for n in idx]
     grid = s.grid(model, operator)
     maps = neuron_maps(model, grid, neurons)
     found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
-                          threshold=s.threshold, gated=_gated(model))
+                          threshold=s.threshold, gated=is_gated(model))
     return CheckpointMatches(step, len(batch) / max(drawn, 1),
                              {(m.name, L, n) for (L, n), ms in zip(neurons, found, strict=True)
                               for m in ms}, batch)
@@ -133,7 +133,7 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
         ratio = None
         if found.neurons:
             try:
-                _, evalset = _split(found.batch, s)
+                _, evalset = split_prompts(found.batch, s)
                 ev = NodeEvaluator(model, evalset, reference_means(model, s))
                 f_all = ev.faithfulness(_neuron_circuit(model, first, found.neurons))
                 shared = found.neurons & final.neurons

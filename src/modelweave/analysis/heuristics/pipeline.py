@@ -178,7 +178,9 @@ def reference_means(model: Model, s: Settings) -> PositionMeans:
     return position_means(model, tokens, mask)
 
 
-def _split(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
+def split_prompts(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
+    """The discovery set (the first ``n_discovery`` prompts, at most half) and the evaluation
+    set (up to ``n_eval`` of the rest)."""
     n = len(batch)
     n_disc = min(s.n_discovery, max(1, n // 2))
     return batch.select(slice(0, n_disc)), batch.select(slice(n_disc, n_disc + s.n_eval))
@@ -193,7 +195,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
     with _timed(sec, "prompts"):
         say(f"{operator}: prompts", 0, None)
         batch = s.prompts(model, operator)
-        disc, evalset = _split(batch, s)
+        disc, evalset = split_prompts(batch, s)
     with _timed(sec, "localise"):
         say(f"{operator}: heads and MLPs by position", 0, None)
         effects = position_effects(model, disc)
@@ -223,7 +225,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
         maps = neuron_maps(model, grid, neurons)
     with _timed(sec, "classify"):
         found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
-                              threshold=s.threshold, gated=_gated(model))
+                              threshold=s.threshold, gated=is_gated(model))
         matches = dict(zip(neurons, found, strict=True))
     with _timed(sec, "knockouts"):
         say(f"{operator}: knockouts", 0, None)
@@ -245,7 +247,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
     return result
 
 
-def _gated(model: Model) -> bool:
+def is_gated(model: Model) -> bool:
     """Whether the MLP is gated (SwiGLU-style), so neurons can fire negatively."""
     mlp = model.block(0).get_submodule(model.adapter.mlp_down.rsplit(".", 1)[0])
     return any("gate" in name for name, _ in mlp.named_children())
