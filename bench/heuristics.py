@@ -63,7 +63,7 @@ def main() -> None:
     print(f"{len(batch)} prompts x {len(neurons)} neurons (layers {layers})")
     print(f"attribution: {attribution_seconds:.2f} s   exact: {exact_seconds:.2f} s")
     print(f"attribution_seconds={attribution_seconds:.3f} exact_seconds={exact_seconds:.3f} "
-          f"speedup={exact_seconds / attribution_seconds:.1f} spearman={rho:.3f} "
+          f"speedup={exact_seconds / attribution_seconds:.1f} spearman={rho:.4f} "
           f"top50_overlap={len(top) / 50:.2f} neurons={len(neurons)} prompts={len(batch)}")
 
 
