@@ -125,3 +125,33 @@ def test_bad_input_errors():
         arithmetic_batch(model, "+", op_max=10, n=None)  # a random model gets nothing right
     with pytest.raises(TaskError, match="operand range"):
         arith_grid("+", 5, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm")
+def test_correctness_filter_matches_greedy_generation_on_the_embedded_model(smollm):
+    """The filter's verdict equals parsing what greedy generation writes after the prompt."""
+    from modelweave.analysis.heuristics.prompts import _base_batch, answered_correctly
+
+    prompts = [p for p in arith_grid("+,-", 0, 12) if p.op1 % 2 == 0][:60]
+    batch = _base_batch(smollm, prompts, False)
+    assert len(batch) == 60 and batch.clean.shape[1] <= 6  # digits split, no BOS: "10+11="
+    verdict = answered_correctly(smollm, batch)
+    tok = smollm.tokenizer
+    for i, p in enumerate(prompts):
+        ids = batch.clean[i: i + 1, : batch.lengths[i]]
+        out = smollm.hf_model.generate(ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=4, do_sample=False,
+                                       pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, ids.shape[1]:])
+        digits = ""
+        for ch in text:
+            if not ch.isdigit():
+                break
+            digits += ch
+        assert bool(verdict[i]) == (digits == str(p.result)), (p, text)
+    assert 0 < int(verdict.sum()) < 60  # the base model gets some, not all
+    spaced = _base_batch(smollm, prompts[:5], True)  # "4 + 5 =" -> " 9": the space moves
+    toks = tok.convert_ids_to_tokens(spaced.clean[0, : spaced.lengths[0]].tolist())
+    assert toks[int(spaced.positions["EQ"][0])].lstrip("Ġ") == "=" and spaced.examples[0].meta[
+        "space_moved_to_prompt"]
