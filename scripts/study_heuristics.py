@@ -120,14 +120,18 @@ def main() -> None:
     parser.add_argument("--figures", default="docs/img")
     parser.add_argument("--skip-emergence", action="store_true")
     parser.add_argument("--max-op", type=int, default=100)
+    parser.add_argument("--model", default=None,
+                        help="the model analysed (default: FINETUNE/merged; a checkpoint "
+                             "FINETUNE/checkpoints/step-N ends the emergence curve at N)")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
     out = Path(args.out)
     finetuned = Path(args.finetune)
-    model = load_model(str(finetuned / "merged"))
+    analysed = Path(args.model) if args.model else finetuned / "merged"
+    model = load_model(str(analysed))
     base = load_model("smollm2-135m")
-    study: dict = {"model": str(finetuned / "merged")}
+    study: dict = {"model": str(analysed)}
     start = time.perf_counter()
     study["held_out"] = held_out_accuracy(model, "+,-", 500, args.train_n, args.max_op)
     study["held_out_base"] = held_out_accuracy(base, "+,-", 500, args.train_n, args.max_op)
@@ -157,7 +161,10 @@ def main() -> None:
     emerged = None
     if not args.skip_emergence:
         start = time.perf_counter()
-        emerged = emergence(find_checkpoints(finetuned), "+", grid_fraction=args.grid_fraction / 2,
+        found = find_checkpoints(finetuned)
+        if analysed.name.startswith("step-"):
+            found = [(step, p) for step, p in found if step <= int(analysed.name[5:])]
+        emerged = emergence(found, "+", grid_fraction=args.grid_fraction / 2,
                             op_max=args.max_op, n_reference=128,
                             first_layer=results[0].neurons.first_layer,
                             progress=lambda msg: print(msg, flush=True))
