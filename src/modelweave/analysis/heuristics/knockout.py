@@ -140,10 +140,10 @@ def heuristic_knockout(model: Model, batch: TaskBatch, heuristic: str,
     if not related or not unrelated:
         raise TaskError(f"heuristic {heuristic!r} holds for {len(related)} of {len(batch)} "
                         "prompts: a knockout needs prompts on both sides")
-    control = []
+    control, owned = [], set(neurons)
     for L in sorted({L for L, _ in neurons}):
         want = sum(1 for L2, _ in neurons if L2 == L)
-        options = [x for x in pool if x[0] == L and x not in set(neurons)]
+        options = [x for x in pool if x[0] == L and x not in owned]
         control += rng.sample(options, min(want, len(options)))
     rel, unrel = batch.select(related), batch.select(unrelated)
 

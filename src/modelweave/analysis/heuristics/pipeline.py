@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...circuits.node_faithfulness import NodeEvaluator
-from ...circuits.nodes import NodeCircuit, PositionMeans, position_means
+from ...circuits.nodes import PositionMeans, position_means
 from ...models import Model
 from ...tasks import TaskBatch, TaskError
 from ...tasks.arith import parse_operators
@@ -201,8 +201,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
         effects = position_effects(model, disc)
         evaluator = NodeEvaluator(model, evalset, means)
         heads = head_curve(model, evaluator, effects.head_ranking(), target=s.head_target)
-        mlps = frozenset(range(c.n_layers))
-        circuit_f = evaluator.faithfulness(NodeCircuit(frozenset(heads.heads), mlps))
+        circuit_f = heads.faithfulness[heads.counts.index(heads.chosen)]
     with _timed(sec, "neurons"):
         say(f"{operator}: neuron attribution", 0, None)
         attribution = neuron_attribution(model, disc)
