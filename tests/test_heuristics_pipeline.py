@@ -220,3 +220,37 @@ def test_experiment_unit_loads_and_reports(trained, tmp_path):
     with pytest.raises(ConfigError, match=r"methods\[0\]\.heuristics\.operators: unknown"):
         load_experiment(path)
     assert load_model(str(out / "final")).cfg.n_layers == 3
+
+
+def test_position_effects_equal_plain_patched_runs(trained):
+    """Eq. 1 of a few (component, position) patches, re-computed with plain hooks."""
+    from modelweave.analysis.heuristics.localize import position_effects, uniform_rows
+    from modelweave.metrics.scores import prob_change_effect
+
+    model = trained[1]
+    batch = arithmetic_batch(model, "+,-", op_max=10, n=None)
+    effects = position_effects(model, batch)
+    part = uniform_rows(batch)
+    assert effects.n == len(part) and effects.positions == ("OP1", "OPERATOR", "OP2", "EQ")
+    base = model(part.clean)[:, -1]
+    for kind, layer, index, name in (("attn.hook_z", 1, 2, "OP2"), ("attn.hook_z", 0, 0, "OP1"),
+                                     ("mlp.hook_post", 2, None, "EQ"),
+                                     ("mlp.hook_post", 0, None, "OPERATOR")):
+        site = f"blocks.{layer}.{kind}"
+        _, source = model.run_with_cache(part.corrupt, site)
+        pos = int(part.positions[name][0])
+
+        def patch(tensor, _hook, site=site, index=index, pos=pos, source=source):
+            out = tensor.clone()
+            if index is None:
+                out[:, pos] = source[site][:, pos]
+            else:
+                out[:, pos, index] = source[site][:, pos, index]
+            return out
+
+        patched = model.run_with_hooks(part.clean, [(site, patch)])[:, -1]
+        want = prob_change_effect(base, patched, part.answers, part.wrong_ids[:, 0]).mean()
+        col = effects.positions.index(name)
+        got = effects.heads[layer, index, col] if index is not None else effects.mlps[layer, col]
+        assert float(got) == pytest.approx(float(want), rel=1e-4, abs=1e-6), (site, name)
+    assert effects.head_ranking()[0] == divmod(int(effects.heads.mean(-1).argmax()), 4)
