@@ -51,11 +51,9 @@ class NodeEvaluator:
         """[N, vocab] logits at each prompt's last token with ``circuit`` (plus any ``extra``
         hooks, e.g. a knockout)."""
         b, out = self.batch, []
-        for start in range(0, len(b), self.batch_size):
-            part = b.select(slice(start, start + self.batch_size))
-            width = int(part.lengths.max())
-            tokens, mask = part.clean[:, :width], part.mask[:, :width]
-            with ablated(self.model, circuit, self.means, part.lengths, width), \
+        for _, part in b.chunks(self.batch_size):
+            tokens, mask = part.clean, part.mask
+            with ablated(self.model, circuit, self.means, part.lengths, tokens.shape[1]), \
                     self.model.hooks(extra or []):
                 logits = self.model(tokens, attention_mask=mask)
             out.append(final_logits(logits, part))

@@ -11,6 +11,18 @@ from rich.table import Table
 
 from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
 
+MaxOpOpt = Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
+StepOpt = Annotated[int, typer.Option(min=0, help="Answer token analysed (earlier ones "
+                                      "teacher-forced); 0 = the first.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per layer classified "
+                                      "(the paper: 50 to 200).")]
+FirstLayerOpt = Annotated[int | None, typer.Option(help="First layer of neuron subsets "
+                                                   "(default: the first layer a probe reads "
+                                                   "the answer from).")]
+GridFractionOpt = Annotated[float, typer.Option(help="Share of the operand grid read for key "
+                                                "maps.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
 
 @app.command()
 def heuristics(
@@ -18,31 +30,25 @@ def heuristics(
     operators: Annotated[str, typer.Option(help="Operators, comma-separated: + - * / "
                                            "(/ is integer division).")] = "+",
     op_min: Annotated[int, typer.Option(min=0, help="Smallest operand.")] = 0,
-    max_op: Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
-    = 100,
+    max_op: MaxOpOpt = 100,
     result_max: Annotated[int | None, typer.Option(help="Largest result kept (e.g. the largest "
                                                     "single-token number).")] = None,
-    step: Annotated[int, typer.Option(min=0, help="Answer token analysed (earlier ones "
-                                      "teacher-forced); 0 = the first.")] = 0,
+    step: StepOpt = 0,
     n_prompts: Annotated[int, typer.Option(min=2, help="Prompts drawn per operator before "
                                            "keeping the correct ones.")] = 400,
     n_discovery: Annotated[int, typer.Option(min=1, help="Prompts for localisation and "
                                              "neuron ranking.")] = 50,
     n_eval: Annotated[int, typer.Option(min=1, help="Prompts for faithfulness.")] = 200,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per layer "
-                                       "classified.")] = 50,
-    first_layer: Annotated[int | None, typer.Option(help="First layer of neuron subsets "
-                                                    "(default: first layer a probe decodes "
-                                                    "the answer).")] = None,
-    grid_fraction: Annotated[float, typer.Option(help="Share of the operand grid read for "
-                                                 "key maps.")] = 1.0,
+    top_k: TopKOpt = 50,
+    first_layer: FirstLayerOpt = None,
+    grid_fraction: GridFractionOpt = 1.0,
     threshold: Annotated[float, typer.Option(help="Heuristic match threshold.")] = 0.6,
     min_neurons: Annotated[int, typer.Option(help="Knock out heuristics with at least this "
                                              "many neurons.")] = 10,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
                                              "runs/heuristics).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_out: JsonOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
@@ -96,22 +102,17 @@ def heuristics_emergence(
     checkpoints: Annotated[Path, typer.Argument(help="A fine-tune's output folder (or its "
                                                 "checkpoints/) with step-N model folders.")],
     operator: Annotated[str, typer.Option(help="One operator: + - * /.")] = "+",
-    max_op: Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
-    = 100,
-    step: Annotated[int, typer.Option(min=0, help="Answer token analysed.")] = 0,
+    max_op: MaxOpOpt = 100,
+    step: StepOpt = 0,
     n_prompts: Annotated[int, typer.Option(min=2, help="Prompts drawn per checkpoint.")] = 300,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per layer "
-                                       "classified (the paper: 50).")] = 50,
-    first_layer: Annotated[int | None, typer.Option(help="First layer of neuron subsets "
-                                                    "(default: decodable in the final "
-                                                    "checkpoint).")] = None,
-    grid_fraction: Annotated[float, typer.Option(help="Share of the operand grid read.")]
-    = 1.0,
+    top_k: TopKOpt = 50,
+    first_layer: FirstLayerOpt = None,
+    grid_fraction: GridFractionOpt = 1.0,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for emergence.json and "
                                              "emergence.html (default: runs/emergence).")]
     = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_out: JsonOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """How the final checkpoint's heuristic neurons appear over training: share present and

@@ -95,6 +95,17 @@ class TaskBatch:
                             "wrong_tokens": [self.wrong_tokens[i] for i in keep],
                             "examples": [self.examples[i] for i in keep]})
 
+    def trimmed(self) -> TaskBatch:
+        """The same batch without the padding columns past its longest prompt."""
+        width = int(self.lengths.max())
+        cut = {k: getattr(self, k)[:, :width] for k in ("clean", "corrupt", "mask")}
+        return TaskBatch(**{**self.__dict__, **cut})
+
+    def chunks(self, size: int) -> list[tuple[int, TaskBatch]]:
+        """``(start, sub-batch)`` of consecutive runs of at most ``size`` prompts, each
+        trimmed to its own longest prompt."""
+        return [(i, self.select(slice(i, i + size)).trimmed()) for i in range(0, len(self), size)]
+
     def to(self, device) -> TaskBatch:
         """The same batch with its tensors on ``device``."""
         move = {k: getattr(self, k).to(device) for k in

@@ -84,14 +84,11 @@ def accuracy(model: Model, batch: TaskBatch, hooks=(), masks: dict | None = None
              batch_size: int = 64) -> torch.Tensor:
     """[N] top-1 accuracy on the unit token with ``hooks`` (or per-prompt ``masks``)."""
     out = []
-    for start in range(0, len(batch), batch_size):
-        part = batch.select(slice(start, start + batch_size))
-        width = int(part.lengths.max())
+    for start, part in batch.chunks(batch_size):
         extra = list(hooks)
         if masks is not None:
             extra += _row_mask_hooks({L: m[start:start + len(part)] for L, m in masks.items()})
-        logits = model.run_with_hooks(part.clean[:, :width], extra,
-                                      attention_mask=part.mask[:, :width])
+        logits = model.run_with_hooks(part.clean, extra, attention_mask=part.mask)
         last = logits[torch.arange(len(part)), part.lengths - 1]
         out.append((last.argmax(-1).cpu() == part.answers.cpu()).float())
     return torch.cat(out)

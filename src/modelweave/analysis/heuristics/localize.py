@@ -37,10 +37,7 @@ def uniform_rows(batch: TaskBatch, names=POSITIONS) -> TaskBatch:
             for i in range(len(batch))]
     common = Counter(keys).most_common(1)[0][0]
     rows = [i for i, k in enumerate(keys) if k == common]
-    part = batch.select(rows)
-    width = common[0]
-    return part.__class__(**{**part.__dict__, "clean": part.clean[:, :width],
-                             "corrupt": part.corrupt[:, :width], "mask": part.mask[:, :width]})
+    return batch.select(rows).trimmed()
 
 
 def effect_metric(base_last: torch.Tensor, batch: TaskBatch) -> Callable:

@@ -83,11 +83,8 @@ def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *
     index = {L: torch.tensor([n for L2, n in neurons if L2 == L]) for L in layers}
     rows_of = {L: [i for i, (L2, _) in enumerate(neurons) if L2 == L] for L in layers}
     key = torch.zeros(len(neurons), len(grid))
-    for start in range(0, len(grid), batch_size):
-        part = grid.select(slice(start, start + batch_size))
-        width = int(part.lengths.max())
-        _, cache = model.run_with_cache(part.clean[:, :width], sites,
-                                        attention_mask=part.mask[:, :width])
+    for start, part in grid.chunks(batch_size):
+        _, cache = model.run_with_cache(part.clean, sites, attention_mask=part.mask)
         at = torch.arange(len(part)), part.lengths - 1
         for L, site in zip(layers, sites, strict=True):
             values = cache[site][at[0], at[1].to(cache[site].device)][:, index[L]]

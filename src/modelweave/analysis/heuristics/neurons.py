@@ -57,11 +57,8 @@ def neuron_attribution(model: Model, batch: TaskBatch, *, layers: list[int] | No
         acts[hook.name] = tensor.clone()  # a node of the graph, so it receives a gradient
         return acts[hook.name]
 
-    for start in range(0, len(batch), batch_size):
-        part = batch.select(slice(start, start + batch_size))
-        width = int(part.lengths.max())
-        clean, corrupt, mask = (part.clean[:, :width], part.corrupt[:, :width],
-                                part.mask[:, :width])
+    for start, part in batch.chunks(batch_size):
+        clean, corrupt, mask = part.clean, part.corrupt, part.mask
         _, cf = model.run_with_cache(corrupt, sites, attention_mask=mask)
         with torch.enable_grad():
             logits = model.run_with_hooks(clean, [(s, keep) for s in sites],
@@ -97,10 +94,7 @@ def exact_neuron_effects(model: Model, batch: TaskBatch, neurons: list[tuple[int
     total = torch.zeros(len(neurons))
     for length in batch.lengths.unique().tolist():
         rows = (batch.lengths == length).nonzero()[:, 0].tolist()
-        part = batch.select(rows)
-        part = part.__class__(**{**part.__dict__, "clean": part.clean[:, :length],
-                                 "corrupt": part.corrupt[:, :length],
-                                 "mask": part.mask[:, :length]})
+        part = batch.select(rows).trimmed()
         sites = sorted({f"blocks.{L}.{POST}" for L, _ in neurons})
         _, source = model.run_with_cache(part.corrupt, sites)
         base_logits, base = base_run(model, part.clean, sites)
@@ -115,11 +109,8 @@ def _resid_last(model: Model, batch: TaskBatch, batch_size: int = 64) -> torch.T
     """[n_layers, N, d_model] residual stream after each layer at the last position."""
     sites = [f"blocks.{L}.hook_resid_post" for L in range(model.cfg.n_layers)]
     out = []
-    for start in range(0, len(batch), batch_size):
-        part = batch.select(slice(start, start + batch_size))
-        width = int(part.lengths.max())
-        _, cache = model.run_with_cache(part.clean[:, :width], sites,
-                                        attention_mask=part.mask[:, :width])
+    for _, part in batch.chunks(batch_size):
+        _, cache = model.run_with_cache(part.clean, sites, attention_mask=part.mask)
         out.append(torch.stack([_last(cache[s], part.lengths).float().cpu() for s in sites]))
     return torch.cat(out, dim=1)
 
