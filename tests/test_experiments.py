@@ -23,6 +23,7 @@ from modelweave.experiments import (
     unregister,
 )
 from modelweave.experiments.methods import unit_batch
+from modelweave.experiments.store import remove_stale_temporaries
 from modelweave.tasks import list_tasks
 
 from tiny import save_tiny_model
@@ -183,3 +184,14 @@ def test_a_new_method_is_one_registered_kind(model_dir, tmp_path):
     assert "toy_count" not in METHOD_PARAMS
     with pytest.raises(ConfigError, match="unknown method 'toy_count'"):
         parse_experiment({**config(model_dir), "methods": ["toy_count"]})
+
+
+def test_stale_temporaries_of_dead_writers_are_cleared(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".manifest.json.{dead.pid}.tmp"
+    live = tmp_path / f".manifest.json.{os.getppid()}.tmp"  # a writer still running
+    for p in (stale, live):
+        p.write_text("{")
+    removed = remove_stale_temporaries(tmp_path)
+    assert removed == [stale] and not stale.exists() and live.exists()

@@ -38,6 +38,32 @@ def atomic_write(path: Path, text: str) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete ``.NAME.PID.tmp`` files in ``folder`` whose writer process is gone.
+
+    A run killed while writing leaves its temporary behind (the rename never happened);
+    the next run clears it so the directory holds whole files only.
+    """
+    removed = []
+    for tmp in folder.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -73,6 +99,8 @@ class RunStore:
 
     def start(self, experiment: Experiment) -> dict:
         """Create or update the manifest for a (re)started run; returns it."""
+        if self.root.exists():
+            remove_stale_temporaries(self.root)
         manifest = self.manifest()
         manifest.update({"config": experiment.to_dict(), "versions": _versions(),
                          "seed": experiment.seed, "git_revision": _git_revision()})
