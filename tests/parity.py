@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from modelweave.models.adapters import linear_weight
+from modelweave.models.postnorm import at_scale, inverse_scale
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,11 +52,16 @@ def check_decompositions(model, cache, atol=1e-5):
         mlp = cache[f"blocks.{layer}.mlp.hook_post"] @ linear_weight(down).T
         if down.bias is not None:
             mlp = mlp + down.bias
-        with torch.no_grad():
-            if a.attn_out_norm:
-                attn = block.get_submodule(a.attn_out_norm)(attn)
-            if a.mlp_out_norm:
-                mlp = block.get_submodule(a.mlp_out_norm)(mlp)
+        if cfg.post_norm:  # frozen-scale shares: linear in the heads and neurons
+            scales = cache["attn_scale", layer], cache["mlp_scale", layer]
+            attn_norm = block.get_submodule(a.attn_out_norm)
+            with torch.no_grad():
+                assert max_diff(scales[0], inverse_scale(attn_norm, out_proj(
+                    cache["z", layer].flatten(-2)))) <= atol
+                if out_proj.bias is not None:
+                    attn = cache[f"blocks.{layer}.attn.hook_result"].sum(dim=-2) + at_scale(
+                        attn_norm, out_proj.bias, scales[0])
+                mlp = at_scale(block.get_submodule(a.mlp_out_norm), mlp, scales[1])
         attn_out, mlp_out = cache["attn_out", layer], cache["mlp_out", layer]
         assert max_diff(attn, attn_out) <= atol, f"layer {layer}: sum of hook_result"
         assert max_diff(mlp, mlp_out) <= atol, f"layer {layer}: down(hook_post)"

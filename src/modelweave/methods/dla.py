@@ -3,8 +3,10 @@ final norm, along the answer direction ``W_U[answer] - mean W_U[wrong]`` at the 
 
 The final norm is frozen at the scale it applies to the full residual stream, so it is linear
 and the contributions add up: embeddings + heads + attention biases + MLPs + constant terms
-(norm and unembedding biases) = the logit difference. With OLMo-2's norms after attention,
-per-head contributions are not additive; only whole attention layers are reported there.
+(norm and unembedding biases) = the logit difference. With OLMo-2's norms after attention and
+MLP, those norms are frozen too (heads are read from ``hook_result``, already their shares at
+the norm's scale ``attn.hook_scale``; neurons through ``mlp.hook_scale``), so heads and neurons
+add up to their layers there as well.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from ..metrics.scores import logit_diff
 from ..models import Model
 from ..models.adapters import linear_weight
+from ..models.postnorm import at_scale
 from ..tasks import TaskBatch
 
 
@@ -26,7 +29,7 @@ class DLAResult:
     Attributes:
         embed: token (+ position) embeddings.
         attn: [layer] whole attention layers (heads + output bias).
-        heads: [layer, head], or ``None`` where not additive (OLMo-2).
+        heads: [layer, head] (``None`` only in results saved by older versions).
         mlp: [layer].
         neurons: layer -> [d_mlp], for the layers asked for.
         constant: the norm's and unembedding's biases.
@@ -91,13 +94,13 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
     """Contributions of every component to the clean prompts' logit difference."""
     cfg, a = model.cfg, model.adapter
     n = cfg.n_layers
-    per_head = a.attn_out_norm is None
     names = ["blocks.0.hook_resid_pre", f"blocks.{n - 1}.hook_resid_post"]
     names += [f"blocks.{i}.hook_attn_out" for i in range(n)]
     names += [f"blocks.{i}.hook_mlp_out" for i in range(n)]
-    if per_head:
-        names += [f"blocks.{i}.attn.hook_result" for i in range(n)]
+    names += [f"blocks.{i}.attn.hook_result" for i in range(n)]
     names += [f"blocks.{i}.mlp.hook_post" for i in neuron_layers]
+    if cfg.post_norm:
+        names += [f"blocks.{i}.mlp.hook_scale" for i in neuron_layers]
     logits, cache = model.run_with_cache(batch.clean, names, attention_mask=batch.mask)
     rows, last = torch.arange(len(batch)), batch.lengths - 1
 
@@ -118,14 +121,19 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
         mlp = torch.stack([contrib(at_last(f"blocks.{i}.hook_mlp_out")).mean()
                            for i in range(n)])
         heads = torch.stack([contrib(at_last(f"blocks.{i}.attn.hook_result")).mean(0)
-                             for i in range(n)]) if per_head else None
+                             for i in range(n)])
         neurons = {}
         for layer in neuron_layers:
             w_out = linear_weight(model.block(layer).get_submodule(a.mlp_down)).float()
             post = at_last(f"blocks.{layer}.mlp.hook_post")  # [batch, d_mlp]
-            columns = apply(w_out.T[None].expand(len(batch), -1, -1))  # [batch, d_mlp, d]
+            columns = w_out.T[None].expand(len(batch), -1, -1)  # [batch, d_mlp, d]
+            if cfg.post_norm:  # through the MLP's post-norm at its frozen scale
+                norm = model.block(layer).get_submodule(a.mlp_out_norm)
+                scale = at_last(f"blocks.{layer}.mlp.hook_scale")[:, None]  # [batch, 1, 1]
+                columns = at_scale(norm, columns, scale)
+            columns = apply(columns)
             neurons[layer] = (post * (columns * direction[:, None]).sum(-1)).mean(0).cpu()
         constant = ((norm_bias * direction).sum(-1) + unembed_bias).mean().item()
         diff = logit_diff(logits, batch)
-    return DLAResult(embed, attn.cpu(), None if heads is None else heads.cpu(), mlp.cpu(),
+    return DLAResult(embed, attn.cpu(), heads.cpu(), mlp.cpu(),
                      constant, diff.mean().item(), neurons)

@@ -21,6 +21,9 @@ class ModelConfig:
         parallel_attn_mlp: attention and MLP read the same residual (GPT-NeoX, Cohere); such
             blocks have no ``hook_resid_mid``.
         positional: ``"rotary"`` or ``"learned"`` (GPT-2's absolute position embedding).
+        post_norm: attention and MLP outputs pass through a norm before joining the residual
+            (OLMo-2); then ``attn.hook_scale``/``mlp.hook_scale`` exist and ``hook_result`` is
+            each head's share at the norm's frozen scale.
     """
 
     architecture: str
@@ -33,6 +36,7 @@ class ModelConfig:
     d_vocab: int
     parallel_attn_mlp: bool = False
     positional: str = "rotary"
+    post_norm: bool = False
 
     def to_dict(self) -> dict:
         """Plain-JSON form."""

@@ -8,7 +8,11 @@ replaces the activation. Sites that HF computes only implicitly are derived here
 - ``hook_z``: the input of the output projection, viewed per head.
 - ``hook_result``: each head's share of the output projection, ``z_h @ W_O[:, h]ᵀ``; when a hook
   replaces it, the projection's output becomes ``sum_h result + b_O`` (computed as the original
-  output plus the summed change, so an unchanged value stays bit-exact).
+  output plus the summed change, so an unchanged value stays bit-exact). With post-norms
+  (OLMo-2) it is the share at the norm's frozen scale, ``w * (z_h @ W_O[:, h]ᵀ) * s`` (see
+  :mod:`.postnorm`), and a replacement's change is added to the norm's output.
+- ``attn.hook_scale``/``mlp.hook_scale`` (post-norms only): ``s`` [batch, pos, 1]; a replacement
+  rescales the norm's output.
 - ``hook_resid_mid``: ``resid_pre + attn_out``; a replacement ``new_mid`` is applied by adding
   ``new_mid - resid_mid`` to the attention contribution.
 """
@@ -24,6 +28,7 @@ import torch
 
 from .adapters import linear_weight
 from .attention import pattern_hooks
+from .postnorm import at_scale, inverse_scale
 from .sites import Site, parse_site
 
 if TYPE_CHECKING:
@@ -155,17 +160,29 @@ class _Installer:
 
             self.handles.append(out_proj.register_forward_pre_hook(z_pre))
         r_fns, r_hook = self._get("attn.hook_result", layer)
+        attn_norm = block.get_submodule(a.attn_out_norm) if a.attn_out_norm else None
         if r_fns is not None:
 
             def result(module, args, out):
                 z = args[0].view(*args[0].shape[:-1], cfg.n_heads, cfg.d_head)
                 w_o = linear_weight(module).view(cfg.d_model, cfg.n_heads, cfg.d_head)
                 per_head = torch.einsum("bphd,mhd->bphm", z, w_o)
+                if attn_norm is not None:  # shares at the post-norm's frozen scale
+                    scale = inverse_scale(attn_norm, out)[..., None, :]
+                    per_head = at_scale(attn_norm, per_head, scale)
                 new = _apply(r_fns, per_head, r_hook)
+                if new is per_head:
+                    return None
+                change = (new - per_head).sum(dim=-2)
+                if attn_norm is not None:  # joins the residual after the norm
+                    state["attn_change"] = change
+                    return None
                 # add the change rather than re-summing, so an unchanged value is bit-exact
-                return None if new is per_head else out + (new - per_head).sum(dim=-2)
+                return out + change
 
             self.handles.append(out_proj.register_forward_hook(result))
+        if attn_norm is not None:
+            self._install_post_norm(attn_norm, "attn", layer, state)
 
         a_fns, a_hook = self._get("hook_attn_out", layer)
         if a_fns is not None or mid_fns is not None:
@@ -190,8 +207,32 @@ class _Installer:
                 return None if new is args[0] else (new, *args[1:])
 
             self.handles.append(block.get_submodule(a.mlp_down).register_forward_pre_hook(post_pre))
+        if a.mlp_out_norm:
+            self._install_post_norm(block.get_submodule(a.mlp_out_norm), "mlp", layer, state)
         self._forward(block.get_submodule(a.mlp_out), "hook_mlp_out", layer)
         self._forward(block, "hook_resid_post", layer)
+
+    def _install_post_norm(self, norm: torch.nn.Module, part: str, layer: int,
+                           state: dict) -> None:
+        """``{part}.hook_scale`` on a post-norm, and the change of replaced ``hook_result``
+        values (stashed by the output projection's hook) added to its output."""
+        fns, hook = self._get(f"{part}.hook_scale", layer)
+        if fns is None and part != "attn":
+            return
+
+        def post_norm(_module, args, out):
+            new = out
+            if fns is not None:
+                scale = inverse_scale(norm, args[0])
+                new_scale = _apply(fns, scale, hook)
+                if new_scale is not scale:
+                    new = at_scale(norm, args[0], new_scale)
+            change = state.pop(f"{part}_change", None)
+            if change is not None:
+                new = new + change.to(new.dtype)
+            return None if new is out else new
+
+        self.handles.append(norm.register_forward_hook(post_norm))
 
     def _install_qkv(self, module: torch.nn.Module, kinds: tuple[str, ...], layer: int) -> None:
         wanted = {k: self._get(f"attn.hook_{k}", layer) for k in kinds}

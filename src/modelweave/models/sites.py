@@ -8,10 +8,12 @@ Per layer ``L``::
     blocks.L.attn.hook_v       [batch, pos, n_kv_heads, d_head]
     blocks.L.attn.hook_pattern [batch, n_heads, query_pos, key_pos] (softmaxed)
     blocks.L.attn.hook_z       [batch, pos, n_heads, d_head]      (input of the output projection)
-    blocks.L.attn.hook_result  [batch, pos, n_heads, d_model]     (each head's projected output)
+    blocks.L.attn.hook_result  [batch, pos, n_heads, d_model]     (each head's share of attn_out)
+    blocks.L.attn.hook_scale   [batch, pos, 1]                    (post-norm scale: OLMo-2 only)
     blocks.L.hook_attn_out     [batch, pos, d_model]              (attention's residual share)
     blocks.L.hook_resid_mid    [batch, pos, d_model]              (sequential blocks only)
     blocks.L.mlp.hook_post     [batch, pos, d_mlp]                (neurons)
+    blocks.L.mlp.hook_scale    [batch, pos, 1]                    (post-norm scale: OLMo-2 only)
     blocks.L.hook_mlp_out      [batch, pos, d_model]              (the MLP's residual share)
     blocks.L.hook_resid_post   [batch, pos, d_model]
 
@@ -35,16 +37,20 @@ LAYER_KINDS = (
     "attn.hook_pattern",
     "attn.hook_z",
     "attn.hook_result",
+    "attn.hook_scale",
     "hook_attn_out",
     "hook_resid_mid",
     "mlp.hook_post",
+    "mlp.hook_scale",
     "hook_mlp_out",
     "hook_resid_post",
 )
 ROOT_KINDS = ("hook_embed", "hook_pos_embed", "ln_final.hook_normalized", "logits")
 
 _SHORT = {k.rsplit("hook_", 1)[-1]: k for k in LAYER_KINDS}
-_SHORT.update({"post": "mlp.hook_post", "embed": "hook_embed", "pos_embed": "hook_pos_embed"})
+_SHORT.update({"post": "mlp.hook_post", "embed": "hook_embed", "pos_embed": "hook_pos_embed",
+               "attn_scale": "attn.hook_scale", "mlp_scale": "mlp.hook_scale"})
+del _SHORT["scale"]
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
@@ -61,8 +67,8 @@ class Site:
 def act_name(short: str, layer: int | None = None) -> str:
     """Full site name from a short one: ``act_name("z", 3) == "blocks.3.attn.hook_z"``.
 
-    Short names: resid_pre, q, k, v, pattern, z, result, attn_out, resid_mid, post, mlp_out,
-    resid_post, embed, pos_embed. Full names pass through unchanged."""
+    Short names: resid_pre, q, k, v, pattern, z, result, attn_scale, attn_out, resid_mid, post,
+    mlp_scale, mlp_out, resid_post, embed, pos_embed. Full names pass through unchanged."""
     if short in ROOT_KINDS or short.startswith("blocks."):
         return short
     kind = _SHORT.get(short, short)
@@ -83,6 +89,10 @@ def absent_kinds(cfg: ModelConfig) -> dict[str, str]:
             f"{cfg.architecture} blocks run attention and MLP in parallel on the same residual, "
             "so there is no residual stream between them"
         )
+    if not cfg.post_norm:
+        reason = (f"{cfg.architecture} adds attention and MLP outputs to the residual without a "
+                  "post-norm, so there is no post-norm scale")
+        absent["attn.hook_scale"] = absent["mlp.hook_scale"] = reason
     if cfg.positional != "learned":
         absent["hook_pos_embed"] = f"{cfg.architecture} has no learned position embedding"
     return absent

@@ -124,6 +124,9 @@ class Adapter:
         mlp_in_norm: the norm the MLP reads the residual through (``None``: reads it as is).
         qkv_proj: the q/k/v projections themselves when ``qkv`` names norms applied after them
             (OLMo-2, Cohere with QK norm); ``None`` when ``qkv`` already names projections.
+        qk_norm: how those query/key norms act: ``"per_head"`` (each head's ``d_head`` slice on
+            its own, with a gain per head: Cohere) or ``"joint"`` (the whole projection, all
+            heads together: OLMo-2); ``None`` without such norms.
     """
 
     model_types: tuple[str, ...]
@@ -144,6 +147,7 @@ class Adapter:
     attn_in_norm: str | None = "input_layernorm"
     mlp_in_norm: str | None = "post_attention_layernorm"
     qkv_proj: QKVLayout | None = None
+    qk_norm: str | None = None
     notes: str = field(default="", compare=False)
 
 

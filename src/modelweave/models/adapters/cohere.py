@@ -19,6 +19,7 @@ QK_NORM = Adapter(
     make_config=_config,
     qkv=SeparateQKV(q="self_attn.q_norm", k="self_attn.k_norm", v="self_attn.v_proj"),
     qkv_proj=_PROJ,
+    qk_norm="per_head",
     mlp_in_norm="input_layernorm",
 )
 

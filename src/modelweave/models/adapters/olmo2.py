@@ -7,11 +7,18 @@ norms; ``hook_q``/``hook_k`` are after ``q_norm``/``k_norm`` (what attention use
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .base import Adapter, SeparateQKV, standard_config
+
+
+def _config(hf_config):
+    return replace(standard_config(hf_config), post_norm=True)
+
 
 OLMO2 = Adapter(
     model_types=("olmo2",),
-    make_config=standard_config,
+    make_config=_config,
     qkv=SeparateQKV(q="self_attn.q_norm", k="self_attn.k_norm", v="self_attn.v_proj"),
     attn_out="post_attention_layernorm",
     mlp_out="post_feedforward_layernorm",
@@ -20,6 +27,7 @@ OLMO2 = Adapter(
     attn_in_norm=None,
     mlp_in_norm=None,
     qkv_proj=SeparateQKV(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj"),
+    qk_norm="joint",
 )
 
 
