@@ -24,13 +24,11 @@ from modelweave.circuits import (
     sender_outputs,
     to_mib,
 )
-from modelweave.errors import UnsupportedArchitectureError
+from modelweave.circuits.post_norms import first_order_differences
 from modelweave.tasks import make_batch
 from tokenizers_zoo import make_tokenizer
 
 from tiny import FAMILIES, random_tokens, tiny_hf_model
-
-WIRED = [f for f in FAMILIES if f not in ("olmo2", "cohere_qk_norm")]
 
 
 def tiny(family="gpt2", double=False):
@@ -62,7 +60,7 @@ def test_graph_matches_eap_ig_layout():
     assert g.n_edges == int(g.real_edges.sum())
 
 
-@pytest.mark.parametrize("family", WIRED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_wired_runs_reproduce_clean_and_corrupted_runs(family):
     model = tiny(family)
     clean, corrupt = random_tokens(3, 6, seed=1), random_tokens(3, 6, seed=2)
@@ -77,10 +75,12 @@ def test_wired_runs_reproduce_clean_and_corrupted_runs(family):
     assert torch.allclose(both[3:], model.forward(corrupt), atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "gpt_neox_sequential", "cohere"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "gpt_neox_sequential", "cohere",
+                                    "cohere_qk_norm", "olmo2"])
 def test_receiver_gradients_predict_small_edge_patches(family):
-    """(corrupted - clean) · gradient = the exact change, to first order, for every edge kind.
-    (OLMo's clip_qkv clamp is not differentiable at its bounds, so it is left out here.)"""
+    """(corrupted - clean) · gradient = the exact change, to first order, for every edge kind
+    (through OLMo-2's post-norm for its heads). OLMo's clip_qkv clamp is not differentiable
+    at its bounds, so it is left out here."""
     model = tiny(family, double=True)
     tokens = random_tokens(2, 6, seed=1)
     g = Graph.from_config(model.cfg)
@@ -91,10 +91,10 @@ def test_receiver_gradients_predict_small_edge_patches(family):
     def objective(logits):
         return logits[:, -1, 5].sum()
 
+    change = first_order_differences(model, g, out, corrupted - out)
     predicted = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float64)
     for receivers, n_up, grad in receiver_gradients(model, tokens, objective):
-        predicted[:n_up, receivers] = torch.einsum("btnd,btrd->nr",
-                                                   (corrupted - out)[:, :, :n_up], grad)
+        predicted[:n_up, receivers] = torch.einsum("btnd,btrd->nr", change[:, :, :n_up], grad)
     base = objective(model.forward(tokens))
     picks = [(0, g.qkv_receivers(1).start), (1, g.qkv_receivers(2).start + 4),
              (g.head(1, 2), g.qkv_receivers(2).start + 11), (g.mlp(0), g.mlp_receiver(2)),
@@ -104,13 +104,6 @@ def test_receiver_gradients_predict_small_edge_patches(family):
         removed[s, r] = True
         exact = objective(patched_logits(model, tokens, corrupted, removed)) - base
         assert abs(exact - predicted[s, r]) <= 0.05 * abs(exact) + 1e-7, g.edge_name(s, r)
-
-
-def test_unsupported_families_fail_clearly():
-    with pytest.raises(UnsupportedArchitectureError, match="OLMo-2"):
-        edge_attribution(tiny("olmo2"), None)
-    with pytest.raises(UnsupportedArchitectureError, match="key norm"):
-        sender_outputs(tiny("cohere_qk_norm"), random_tokens(1, 4))
 
 
 def test_eap_and_eap_ig_track_exact_edge_patching(gpt2_ioi):
@@ -203,7 +196,7 @@ def test_discover_is_deterministic(gpt2_ioi, method):
     assert summary["cpr"] is not None and summary["cmd"] is not None
 
 
-@pytest.mark.parametrize("family", WIRED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_fast_gradients_equal_differentiating_each_receiver_input(family):
     """gradients.receiver_gradients (plain passes + closed-form pullbacks) equals autograd
     through x + delta_r per receiver (runs.receiver_gradients), over several runs, and its

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import transformers as tf
 from typer.testing import CliRunner
 
 from modelweave.circuits import Circuit, CircuitError, from_mib
@@ -52,8 +53,10 @@ def test_bad_method_and_unsupported_family_are_one_line_errors(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "unknown method 'magic'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    olmo2 = save_tiny_model(tmp_path / "olmo2", "olmo2")
-    result = subprocess.run([sys.executable, "-c", code, "discover", "--model", str(olmo2),
+    mamba = tmp_path / "mamba"
+    tf.MambaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1).save_pretrained(mamba)
+    result = subprocess.run([sys.executable, "-c", code, "discover", "--model", str(mamba),
                              "--n", "4"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "OLMo-2" in result.stderr
+    assert result.returncode == 1 and "'mamba' is not supported" in result.stderr
+    assert "olmo2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr

@@ -23,10 +23,10 @@ from dataclasses import replace
 import torch
 
 from ..models import Model
-from ..models.adapters import projections
+from ..models.adapters import linear_weight, projections
 from ..models.adapters.base import SeparateQKV
 from .graph import QKV
-from .norms import ProjectedPullback, norm_vjp
+from .norms import ProjectedPullback, joint_norm_pullback, norm_vjp
 from .wiring import (
     OutputFn,
     check_model,
@@ -56,6 +56,7 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
     graph = check_model(model)
     layout = projections(adapter)
     clip = layout.clip if isinstance(layout, SeparateQKV) else None
+    joint = adapter.qk_norm == "joint"
     groups = cfg.n_heads // cfg.n_kv_heads
     layers: list[dict] = [{"proj": {}} for _ in range(cfg.n_layers)]
     handles = []
@@ -73,6 +74,11 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
             if not replaced:
                 return None
             return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def pre_norm(layer, kind):
+        def hook(_module, _args, out):
+            layers[layer].setdefault("pre", {})[kind] = out.detach()
         return hook
 
     def projection(layer, kinds):
@@ -106,9 +112,15 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
         for layer in range(cfg.n_layers):
             block = model.block(layer)
             handles.append(block.register_forward_pre_hook(block_pre(layer), with_kwargs=True))
-            for path, kinds in layout.modules().items():
+            # behind a joint q/k norm, the receivers' queries and keys are the norms' outputs
+            hooked = adapter.qkv if joint else layout
+            for path, kinds in hooked.modules().items():
                 handles.append(block.get_submodule(path).register_forward_hook(
                     projection(layer, kinds)))
+            if joint:
+                for kind in ("q", "k"):
+                    handles.append(block.get_submodule(getattr(layout, kind)).register_forward_hook(
+                        pre_norm(layer, kind)))
             mlp = block.get_submodule(adapter.mlp_down.rpartition(".")[0])
             handles.append(mlp.register_forward_pre_hook(mlp_pre(layer), with_kwargs=True))
             if adapter.mlp_in_norm:
@@ -170,6 +182,9 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
     mlp_totals = [torch.zeros(b, t, 1, cfg.d_model, device=model.device)
                   for _ in range(cfg.n_layers)]
     logits_total = torch.zeros(b, t, 1, cfg.d_model, device=model.device)
+    # joint q/k norms: a residual-space term per q/k slot besides the projection pullback
+    corrections = [torch.zeros(b, t, 3 * cfg.n_heads, cfg.d_model, device=model.device)
+                   if adapter.qk_norm == "joint" else None for _ in range(cfg.n_layers)]
     for step, embed in enumerate(embeds):
         layers = _run(model, tokens, objective, embed, mask, on_output if step == 0 else None)
         with torch.no_grad():
@@ -181,6 +196,14 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
                         grad = grad * info["inside"][kinds]
                     heads.update(layout.split(grad, kinds, cfg))
                     values.update(layout.split(info["values"][kinds], kinds, cfg))
+                if "pre" in info:  # joint q/k norm: through it, per head (OLMo-2)
+                    for kind in ("q", "k"):
+                        proj = block.get_submodule(getattr(layout, kind))
+                        heads[kind], extra = joint_norm_pullback(
+                            block.get_submodule(getattr(adapter.qkv, kind)),
+                            linear_weight(proj), info["pre"][kind], heads[kind])
+                        i = QKV.index(kind) * cfg.n_heads
+                        corrections[layer][:, :, i: i + cfg.n_heads] += extra
                 pullbacks[layer].add(info["x"], torch.cat([heads[k] for k in QKV], dim=2),
                                      torch.cat([values[k] for k in QKV], dim=2))
                 mlp_norm = block.get_submodule(adapter.mlp_in_norm) if adapter.mlp_in_norm \
@@ -198,8 +221,10 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
     with torch.no_grad():
         for layer in range(cfg.n_layers):
             qkv = graph.qkv_receivers(layer)
-            out.append((qkv, graph.upstream(qkv.start),
-                        pullbacks[layer].total(flat).transpose(0, 1)))
+            qkv_grads = pullbacks[layer].total(flat).transpose(0, 1)  # [K, 3H, d]
+            if corrections[layer] is not None:
+                qkv_grads = qkv_grads + pick(corrections[layer])
+            out.append((qkv, graph.upstream(qkv.start), qkv_grads))
             r = graph.mlp_receiver(layer)
             out.append((slice(r, r + 1), graph.upstream(r), pick(mlp_totals[layer])))
     r = graph.logits_receiver

@@ -20,7 +20,7 @@ from functools import cached_property
 
 import torch
 
-from ..errors import ModelWeaveError, UnsupportedArchitectureError
+from ..errors import ModelWeaveError
 from ..models.config import ModelConfig
 
 QKV = ("q", "k", "v")
@@ -40,12 +40,7 @@ class Graph:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> Graph:
-        """The graph of a model; raises for families whose heads do not add up in the residual."""
-        if cfg.architecture == "olmo2":
-            raise UnsupportedArchitectureError(
-                "circuit graphs need per-head outputs that add up in the residual stream; "
-                "OLMo-2 normalises the summed attention output (post-norm), so its heads have no "
-                "additive share. Use node-level patching (modelweave patch) for OLMo-2.")
+        """The graph of a model."""
         return cls(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp)
 
     # sizes and indices ---------------------------------------------------------------------

@@ -138,3 +138,36 @@ class ProjectedPullback:
                 coef, x_hat = coef[tokens], x_hat[tokens]
             total -= torch.bmm(coef, x_hat).transpose(0, 1)
         return total
+
+
+def joint_norm_pullback(norm: nn.Module, weight: torch.Tensor, pre: torch.Tensor,
+                        grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head gradients through an RMS norm over a whole projection (OLMo-2's q/k norms).
+
+    Query head ``h`` reads its (key head's) slice of ``N(P)``, ``P = W x + b``; with
+    ``s = rsqrt(mean(P**2) + eps)`` and ``u_h = w_h * g_h`` the gradient at ``x`` is
+
+        W_hᵀ (s u_h)  -  (s³ <P_h, u_h> / D) Wᵀ P,
+
+    returned as its two parts: the first is an ordinary per-head projection pullback of
+    ``s u_h``, the second a correction in residual space.
+
+    Args:
+        norm: the RMS norm over the projection's ``D`` outputs.
+        weight: [D, d_model] the projection's weight.
+        pre: [B, T, D] the projection's output (the norm's input).
+        grads: [B, T, H, d_head] gradients at each query head's slice of the norm's output.
+
+    Returns:
+        (``s u`` [B, T, H, d_head], correction [B, T, H, d_model]), float32.
+    """
+    _, scale_w, eps = _kind(norm)
+    p = pre.float()
+    n_out, d_head = p.shape[-1] // grads.shape[-1], grads.shape[-1]
+    own = torch.arange(grads.shape[2], device=p.device) // (grads.shape[2] // n_out)
+    s = torch.rsqrt(p.pow(2).mean(-1, keepdim=True) + eps)  # [B, T, 1]
+    u = grads.float() * scale_w.float().view(n_out, d_head)[own]  # [B, T, H, d_head]
+    coef = (p.view(*p.shape[:2], n_out, d_head)[:, :, own] * u).sum(-1)  # [B, T, H]
+    coef = coef * s.pow(3) / p.shape[-1]
+    back = p @ weight.float()  # [B, T, d_model]
+    return u * s[..., None], -coef[..., None] * back[:, :, None]

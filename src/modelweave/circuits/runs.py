@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..models import Model
-from .wiring import wired
+from .post_norms import PostNormHeads
+from .wiring import check_model, wired
 
 
 class _Stop(Exception):
@@ -48,7 +49,8 @@ def sender_outputs(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None
     """A plain run of ``tokens`` [B, T].
 
     Returns:
-        (logits [B, T, vocab], sender outputs [B, T, N, d]).
+        (logits [B, T, vocab], sender outputs [B, T, N, d]); heads behind a post-norm
+        (OLMo-2) report their output before it (see :mod:`.post_norms`).
     """
     cfg = model.cfg
     store: list[torch.Tensor] = []
@@ -83,34 +85,41 @@ def patched_logits(model: Model, tokens: torch.Tensor, corrupted: torch.Tensor,
     b, t = tokens.shape
     d = model.cfg.d_model
     n = removed.shape[1]
+    post = PostNormHeads.of(model, check_model(model))
+    additive = None if post is None else post.additive[:n].to(removed.device)
     # corrupted - current, sender-major so that any set of senders is a block of rows
     diff = corrupted.new_zeros(groups, n, b * t * d)
     source = corrupted.expand(b, *corrupted.shape[1:]).permute(2, 0, 1, 3)  # [N, B, T, d]
     running = corrupted.new_zeros(groups, b * t * d)  # sum of diff over senders seen so far
     seen = [0]
+    sums: dict[int, torch.Tensor] = {}  # post-norm layers: current sum of the heads
 
     def on_output(senders: slice, values: torch.Tensor) -> None:
-        values = values.view(groups, b, t, -1, d).permute(0, 3, 1, 2, 4)
+        values = values.view(groups, b, t, -1, d)
+        layer = None if post is None else post.layer_of(senders)
+        if layer is not None:
+            sums[layer] = post.summed(layer, values).reshape(groups, -1)
+        values = values.permute(0, 3, 1, 2, 4)
         block = (source[None, senders] - values).reshape(groups, values.shape[1], -1)
         diff[:, senders] = block
-        running.add_(block.sum(1))
+        if layer is None:
+            running.add_(block.sum(1))
         seen[0] = senders.stop
 
     def delta(receivers: slice, n_up: int) -> torch.Tensor | None:
         cut = removed[:, :n_up, receivers]  # [G, n_up, r]
         if not bool(cut.any()):
             return None
-        kept = ~cut
-        cut_rows = torch.nonzero(cut.any(0).any(1))[:, 0]
-        kept_rows = torch.nonzero(kept.any(0).any(1))[:, 0]
-        if len(cut_rows) <= len(kept_rows):  # sum the few cut senders
-            change = torch.bmm(cut[:, cut_rows].transpose(1, 2).to(diff.dtype),
-                               diff[:, cut_rows])
-        else:  # all senders before n_up, minus the few kept ones
-            total = running - diff[:, n_up: seen[0]].sum(1)
-            change = total[:, None] - torch.bmm(kept[:, kept_rows].transpose(1, 2).to(diff.dtype),
-                                                diff[:, kept_rows])
-        r = change.shape[1]
+        r = cut.shape[2]
+        if post is not None:  # heads through their layer's norm, the rest added
+            change = post.change(cut, diff, sums, (b, t, d))
+            cut = cut & additive[:n_up, None]
+            rows = torch.nonzero(cut.any(0).any(1))[:, 0]
+            if len(rows):
+                added = torch.bmm(cut[:, rows].transpose(1, 2).to(diff.dtype), diff[:, rows])
+                change = added if change is None else change + added
+        else:
+            change = _additive_change(cut, diff, running, n_up, seen[0])
         return change.view(groups, r, b, t, d).permute(0, 2, 3, 1, 4).reshape(groups * b, t, r, d)
 
     if groups > 1:
@@ -118,6 +127,20 @@ def patched_logits(model: Model, tokens: torch.Tensor, corrupted: torch.Tensor,
         mask = mask.repeat(groups, 1) if mask is not None else None
     with wired(model, delta=delta, on_output=on_output):
         return model.forward(tokens, attention_mask=mask)
+
+
+def _additive_change(cut: torch.Tensor, diff: torch.Tensor, running: torch.Tensor, n_up: int,
+                     seen: int) -> torch.Tensor:
+    """[G, r, B*T*d] the summed differences of the cut senders (``cut`` [G, n_up, r]), summing
+    whichever is fewer: the cut senders, or all minus the kept ones."""
+    kept = ~cut
+    cut_rows = torch.nonzero(cut.any(0).any(1))[:, 0]
+    kept_rows = torch.nonzero(kept.any(0).any(1))[:, 0]
+    if len(cut_rows) <= len(kept_rows):  # sum the few cut senders
+        return torch.bmm(cut[:, cut_rows].transpose(1, 2).to(diff.dtype), diff[:, cut_rows])
+    total = running - diff[:, n_up:seen].sum(1)  # all senders before n_up, minus the kept
+    return total[:, None] - torch.bmm(kept[:, kept_rows].transpose(1, 2).to(diff.dtype),
+                                      diff[:, kept_rows])
 
 
 def receiver_gradients(model: Model, tokens: torch.Tensor,

@@ -15,7 +15,13 @@ How each receiver reads ``x + delta_r`` on an unmodified HF model:
 - q/k/v of head ``h``: the q/k/v projection's output is replaced by head ``h``'s slice of
   ``W · norm(x + delta_r) + b``, computed per head with the projection's own weights (the same
   FLOPs as the projection). Grouped-query models get one key/value per *query* head (their
-  ``num_key_value_groups`` is set to 1 for the run), as in EAP-IG.
+  ``num_key_value_groups`` is set to 1 for the run, and per-head key norms get their gain
+  repeated to match), as in EAP-IG.
+- q/k behind a norm over the whole projection (OLMo-2's ``q_norm``/``k_norm``): head ``h``'s
+  query is its slice of ``q_norm(W_q · (x + delta_r) + b)``, the full projection of its own
+  input normalised as the model does, so the norm's output is replaced instead (the full
+  projection per receiver: ``n_heads`` times the projection's FLOPs, only in layers whose
+  inputs change).
 - MLP: its input becomes ``norm(x_mlp + delta)``, ``x_mlp`` being the residual it reads.
 - logits: the final norm's input becomes ``x + delta``.
 
@@ -56,14 +62,12 @@ def check_model(model: Model) -> Graph:
     graph = Graph.from_config(model.cfg)
     cfg = model.cfg
     layout = projections(model.adapter)
-    if cfg.n_kv_heads != cfg.n_heads:
-        if not isinstance(layout, SeparateQKV):
-            raise UnsupportedArchitectureError(
-                "grouped-query attention with a fused q/k/v projection is not supported")
-        if model.adapter.qkv_proj is not None and model.adapter.qkv.k != layout.k:
-            raise UnsupportedArchitectureError(
-                "grouped-query attention with a per-head key norm cannot give each query head "
-                "its own key input")
+    if cfg.n_kv_heads != cfg.n_heads and not isinstance(layout, SeparateQKV):
+        raise UnsupportedArchitectureError(
+            "grouped-query attention with a fused q/k/v projection is not supported")
+    if model.adapter.qk_norm == "joint" and model.adapter.attn_in_norm is not None:
+        raise UnsupportedArchitectureError(
+            "a query/key norm over the whole projection behind an input norm is not supported")
     return graph
 
 
@@ -91,6 +95,29 @@ def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch
     return weights
 
 
+def joint_norm_heads(model: Model, layer: int, kind: str, x: torch.Tensor) -> torch.Tensor:
+    """Queries or keys behind a norm over the whole projection (OLMo-2), one input per head.
+
+    Args:
+        kind: ``"q"`` or ``"k"``.
+        x: [B, T, n_heads, d_model] the input of each query head's receiver.
+
+    Returns:
+        [B, T, n_heads, d_head]: for head ``h``, its (key head's) slice of
+        ``norm(W · x[..., h, :] + b)``, the full projection normalised as the model does.
+    """
+    cfg, block = model.cfg, model.block(layer)
+    proj = block.get_submodule(getattr(projections(model.adapter), kind))
+    norm = block.get_submodule(getattr(model.adapter.qkv, kind))
+    full = x @ linear_weight(proj).T  # [B, T, H, n_out * d_head]
+    if proj.bias is not None:
+        full = full + proj.bias
+    heads = norm.forward(full)  # not norm(...): that would run this module's own hooks
+    heads = heads.view(*full.shape[:-1], -1, cfg.d_head)  # [B, T, H, n_out, d_head]
+    own = torch.arange(cfg.n_heads, device=x.device)
+    return heads[:, :, own, own // (cfg.n_heads // heads.shape[-2])]
+
+
 @contextmanager
 def key_value_per_query_head(model: Model) -> Iterator[None]:
     """Context in which the attention modules expect one key/value head per query head
@@ -99,16 +126,27 @@ def key_value_per_query_head(model: Model) -> Iterator[None]:
     if model.cfg.n_kv_heads == model.cfg.n_heads:
         yield
         return
-    modules = [model.block(layer).get_submodule(model.adapter.attn)
+    adapter, groups = model.adapter, model.cfg.n_heads // model.cfg.n_kv_heads
+    modules = [model.block(layer).get_submodule(adapter.attn)
                for layer in range(model.cfg.n_layers)]
     saved = [m.num_key_value_groups for m in modules]
+    # per-head key norms (Cohere) carry one gain per key head: repeat it per query head
+    norms = [model.block(layer).get_submodule(adapter.qkv.k)
+             for layer in range(model.cfg.n_layers)] if adapter.qk_norm == "per_head" else []
+    gains = [(n, name, getattr(n, name)) for n in norms for name in ("weight", "bias")
+             if isinstance(getattr(n, name, None), torch.nn.Parameter)]
     for m in modules:
         m.num_key_value_groups = 1
+    for norm, name, gain in gains:
+        setattr(norm, name, torch.nn.Parameter(gain.detach().repeat_interleave(groups, dim=0),
+                                               requires_grad=False))
     try:
         yield
     finally:
         for m, value in zip(modules, saved, strict=True):
             m.num_key_value_groups = value
+        for norm, name, gain in gains:
+            setattr(norm, name, gain)
 
 
 def ungroup(out: torch.Tensor, groups: int, d_head: int) -> torch.Tensor:
@@ -182,6 +220,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
     cfg, adapter = model.cfg, model.adapter
     block, n_heads = model.block(layer), cfg.n_heads
     layout = projections(adapter)
+    joint = adapter.qk_norm == "joint"
     groups = n_heads // cfg.n_kv_heads
     weights: dict = {}  # filled on the first pass that changes this layer's q/k/v inputs
     attn_norm, mlp_norm = _norm(block, adapter.attn_in_norm), _norm(block, adapter.mlp_in_norm)
@@ -222,9 +261,12 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
             parts = {}
             for kind in kinds:
                 i = QKV.index(kind)
+                x = state["normed"][:, :, i * n_heads: (i + 1) * n_heads]  # [B, T, H, d]
+                if joint and kind != "v":
+                    parts[kind] = joint_norm_heads(model, layer, kind, x)
+                    continue
                 w, b = weights[kind]
-                y = torch.einsum("bthd,dhe->bthe", state["normed"][:, :, i * n_heads:
-                                                                   (i + 1) * n_heads], w)
+                y = torch.einsum("bthd,dhe->bthe", x, w)
                 parts[kind] = y if b is None else y + b
             if len(kinds) == 1:
                 return parts[kinds[0]].flatten(-2)
@@ -232,7 +274,9 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
 
         return hook
 
-    for path, kinds in layout.modules().items():
+    # with a joint q/k norm the receivers' queries and keys are the norms' outputs
+    hooked = adapter.qkv if joint else layout
+    for path, kinds in hooked.modules().items():
         handles.append(block.get_submodule(path).register_forward_hook(projection_hook(kinds)))
 
     if on_output is not None:
