@@ -155,3 +155,28 @@ def test_correctness_filter_matches_greedy_generation_on_the_embedded_model(smol
     toks = tok.convert_ids_to_tokens(spaced.clean[0, : spaced.lengths[0]].tolist())
     assert toks[int(spaced.positions["EQ"][0])].lstrip("Ġ") == "=" and spaced.examples[0].meta[
         "space_moved_to_prompt"]
+
+
+def test_olmo2_key_value_maps_read_through_the_post_norm():
+    """On OLMo-2 a neuron's push is its share of hook_mlp_out (the post-norm frozen at the
+    prompt's scale) read through the centred unembedding."""
+    from modelweave.analysis.heuristics.maps import neuron_maps
+    from modelweave.models.adapters import linear_weight
+    from modelweave.models.postnorm import at_scale
+
+    tok = arith_tokenizer("number")
+    model = Model(tiny_hf_model("olmo2", vocab_size=len(tok)), tok)
+    grid = grid_batch(model, "+", op_max=6)
+    maps = neuron_maps(model, grid, [(1, 3), (2, 5)])
+    _, cache = model.run_with_cache(grid.clean, ["blocks.2.mlp.hook_post",
+                                                 "blocks.2.mlp.hook_scale"])
+    rows = torch.arange(len(grid)), grid.lengths - 1
+    key = cache["blocks.2.mlp.hook_post"][rows][:, 5]
+    block = model.block(2)
+    column = linear_weight(block.mlp.down_proj)[:, 5]
+    share = at_scale(block.post_feedforward_layernorm, key[:, None] * column,
+                     cache["blocks.2.mlp.hook_scale"][rows])  # [N, d_model]
+    unembed = model.hf_model.get_output_embeddings().weight
+    expected = (share * (unembed - unembed.mean(0))[grid.answers]).sum(-1)
+    assert torch.allclose(maps.key[1], key, atol=1e-6)
+    assert torch.allclose(maps.kv[1], expected, atol=1e-5)

@@ -9,8 +9,9 @@ For neuron n of layer L and the grid prompts i (every legal ``op1 op op2`` of on
   vocabulary; no final norm) at the answer's unit token ``t_i``: how much the neuron pushes
   the right answer directly.
 
-On OLMo-2 the MLP output passes a post-norm before joining the residual; the value read here is
-the raw ``W_out`` direction (the norm's per-position scale is not applied).
+On OLMo-2 the MLP output passes a post-norm before joining the residual; the value is read
+through it at its frozen scale (``w * W_out[:, n] * s_i``, ``s_i`` the prompt's
+``mlp.hook_scale``), as for ``hook_mlp_out``'s neuron shares.
 """
 
 from __future__ import annotations
@@ -63,14 +64,17 @@ class NeuronMaps:
 def unit_values(model: Model, neurons: list[tuple[int, int]],
                 tokens: torch.Tensor) -> torch.Tensor:
     """[n_neurons, N] each neuron's output direction read through the centred unembedding at
-    ``tokens`` [N]."""
+    ``tokens`` [N] (through a post-norm's gain, not its per-prompt scale)."""
     unembed = model.hf_model.get_output_embeddings().weight.float()
     centred = unembed - unembed.mean(0, keepdim=True)
     rows = centred[tokens.to(centred.device)]  # [N, d_model]
     out = []
     for L, n in neurons:
-        down = linear_weight(model.block(L).get_submodule(model.adapter.mlp_down)).float()
-        out.append(rows @ down[:, n])
+        block = model.block(L)
+        column = linear_weight(block.get_submodule(model.adapter.mlp_down)).float()[:, n]
+        if model.cfg.post_norm:  # the post-norm's gain (its scale is per prompt)
+            column = column * block.get_submodule(model.adapter.mlp_out_norm).weight.float()
+        out.append(rows @ column)
     return torch.stack(out).cpu() if out else torch.zeros(0, len(tokens))
 
 
@@ -80,18 +84,23 @@ def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *
     """Key and key-value maps of ``neurons`` over ``grid`` (one operator's prompts)."""
     layers = sorted({L for L, _ in neurons})
     sites = [f"blocks.{L}.mlp.hook_post" for L in layers]
+    scales = [f"blocks.{L}.mlp.hook_scale" for L in layers] if model.cfg.post_norm else []
     index = {L: torch.tensor([n for L2, n in neurons if L2 == L]) for L in layers}
     rows_of = {L: [i for i, (L2, _) in enumerate(neurons) if L2 == L] for L in layers}
     key = torch.zeros(len(neurons), len(grid))
+    scale = torch.ones(len(neurons), len(grid))  # post-norm scale of each prompt (OLMo-2)
     for start, part in grid.chunks(batch_size):
-        _, cache = model.run_with_cache(part.clean, sites, attention_mask=part.mask)
+        _, cache = model.run_with_cache(part.clean, sites + scales, attention_mask=part.mask)
         at = torch.arange(len(part)), part.lengths - 1
         for L, site in zip(layers, sites, strict=True):
             values = cache[site][at[0], at[1].to(cache[site].device)][:, index[L]]
             key[rows_of[L], start:start + len(part)] = values.float().T.cpu()
+            if scales:
+                s = cache[f"blocks.{L}.mlp.hook_scale"][at[0], at[1].to(cache[site].device)]
+                scale[rows_of[L], start:start + len(part)] = s.float().T.cpu()
         if progress:
             progress(len(part))
-    kv = key * unit_values(model, neurons, grid.answers)
+    kv = key * scale * unit_values(model, neurons, grid.answers)
     meta = [ex.meta for ex in grid.examples]
     return NeuronMaps(list(neurons), key, kv, torch.tensor([m["op1"] for m in meta]),
                       torch.tensor([m["op2"] for m in meta]), meta[0]["op"])
