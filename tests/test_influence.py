@@ -1,0 +1,204 @@
+"""EK-FAC influence engine on tiny models: exactness where EK-FAC is exact, the plain-gradient
+baseline against autograd, duplicates, document order, a planted fact, families, cache keys
+and resuming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelweave.methods.influence import (
+    Document,
+    InfluenceError,
+    InfluenceScores,
+    InfluenceSettings,
+    Query,
+    compute_influence,
+    plan_influence,
+    resolve_modules,
+    run_influence,
+)
+from modelweave.methods.influence.train import train_on_documents
+from modelweave.models import Model
+from tokenizers_zoo import make_tokenizer
+
+from tiny import tiny_hf_model
+
+DOCS = ["Mary went to the store and bought milk.", "John gave a drink to Mary.",
+        "1 2 3 4 5 6 7 8", "The capital of Zorbania is Quill.", "January, February, March",
+        "The war lasted from the year 1732 to 1740.", "When Anna and Paul met, Paul smiled."]
+QUERIES = [Query("capital", "fact", "The capital of Zorbania is", " Quill"),
+           Query("count", "seq", "1 2 3 4", " 5"),
+           Query("months", "seq", "January,", " February")]
+FAST = dict(train_batch=3, query_batch=4, query_rank=None, baseline=True)
+
+
+def tiny_model(family: str = "llama", seed: int = 0) -> Model:
+    tok = make_tokenizer("bytelevel")
+    return Model(tiny_hf_model(family, seed=seed, vocab_size=len(tok)), tok, name=family)
+
+
+def docs(texts=DOCS) -> list[Document]:
+    return [Document(f"d{i}", t, "fact" if "capital" in t else "other")
+            for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny Llama trained on the corpus (the planted fact included)."""
+    return train_on_documents(tiny_model(), docs(), epochs=25, lr=3e-3, batch_size=4).model
+
+
+def test_ekfac_equals_direct_inverse_hessian_where_exact(tmp_path):
+    """A linear model on one-hot inputs: the activation covariance is diagonal and so is the
+    (empirical) Fisher, in the same basis; EK-FAC is then exact, and kronfluence's score must
+    equal grad_q^T (F + lambda I)^-1 grad_train computed directly."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+
+    torch.manual_seed(0)
+    d, n = 6, 48
+    scales = torch.linspace(0.5, 2.0, d)
+    idx = torch.arange(n) % d
+    x = torch.zeros(n, d)
+    x[torch.arange(n), idx] = scales[idx] * (1 + 0.1 * torch.rand(n))
+    y = torch.randn(n, 1)
+    data = [(x[i], y[i]) for i in range(n)]
+
+    class Regression(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            inputs, targets = batch
+            return 0.5 * ((model(inputs) - targets) ** 2).sum()
+
+        def compute_measurement(self, batch, model):
+            return self.compute_train_loss(batch, model)
+
+    net = torch.nn.Sequential(torch.nn.Linear(d, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(1, d))
+    reference = torch.nn.Linear(d, 1, bias=False)
+    reference.weight.data.copy_(net[0].weight.data)
+    damping = 0.05
+    analyzer = Analyzer("exact", prepare_model(net, Regression()), Regression(), cpu=True,
+                        disable_tqdm=True, output_dir=str(tmp_path), log_level=40)
+    analyzer.fit_all_factors("f", data, per_device_batch_size=8,
+                             factor_args=FactorArguments(use_empirical_fisher=True))
+    analyzer.compute_pairwise_scores("s", "f", data[:5], data, per_device_query_batch_size=5,
+                                     per_device_train_batch_size=8,
+                                     score_args=ScoreArguments(damping_factor=damping))
+    scores = analyzer.load_pairwise_scores("s")["all_modules"]
+
+    def grad(i):
+        reference.zero_grad()
+        (0.5 * ((reference(x[i]) - y[i]) ** 2).sum()).backward()
+        return reference.weight.grad.flatten().clone()
+
+    grads = torch.stack([grad(i) for i in range(n)]).double()
+    fisher = grads.T @ grads / n
+    direct = grads[:5] @ torch.linalg.solve(fisher + damping * torch.eye(d, dtype=torch.float64),
+                                            grads.T)
+    torch.testing.assert_close(scores.double(), direct, rtol=1e-4, atol=1e-6)
+    # the score of a document with itself, as the issue asks
+    torch.testing.assert_close(scores.diagonal().double(), direct.diagonal(), rtol=1e-4,
+                               atol=1e-6)
+
+
+def _grad(hf, names, ids, targets):
+    hf.zero_grad(set_to_none=True)
+    logits = hf(input_ids=torch.tensor([ids])).logits[0].float()
+    torch.nn.functional.cross_entropy(logits, torch.tensor(targets), ignore_index=-100,
+                                      reduction="sum").backward()
+    return torch.cat([hf.get_submodule(n).weight.grad.flatten() for n in names])
+
+
+def test_gradient_baseline_and_heavy_damping(trained, tmp_path):
+    """The baseline equals grad(-log p(completion))·grad(doc loss) from autograd; with a
+    damping far above the curvature EK-FAC tends to the baseline divided by the damping."""
+    from modelweave.methods.influence.data import encode_documents, encode_queries
+
+    result = compute_influence(trained, docs(), QUERIES,
+                               InfluenceSettings(**FAST, damping=1e6), cache=tmp_path)
+    hf = trained.hf_model
+    names = resolve_modules(trained)
+    for p in hf.parameters():
+        p.requires_grad_(True)
+    q_grads = [_grad(hf, names, ids, [-100] * (n - 1) + ids[n:] + [-100])
+               for ids, n in encode_queries(trained, QUERIES)]
+    d_grads = [_grad(hf, names, ids, ids[1:] + [-100])
+               for ids in encode_documents(trained, docs(), 256)]
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    direct = torch.stack(q_grads) @ torch.stack(d_grads).T
+    torch.testing.assert_close(result.matrix("gradient"), direct, rtol=2e-3, atol=1e-3)
+    torch.testing.assert_close(result.matrix("ekfac") * 1e6, direct, rtol=2e-2, atol=1e-2)
+
+
+def test_duplicates_order_and_planted_fact(trained, tmp_path):
+    """A duplicated document scores as its copy; scores follow documents under reordering;
+    the planted fact is the top-1 document of its query (and positive)."""
+    corpus = docs([*DOCS, DOCS[3]])
+    corpus[-1].id = "copy"
+    first = compute_influence(trained, corpus, QUERIES, InfluenceSettings(**FAST),
+                              cache=tmp_path)
+    m = first.matrix()
+    torch.testing.assert_close(m[:, 3], m[:, -1], rtol=1e-5, atol=1e-5)
+    perm = [5, 2, 7, 0, 4, 1, 6, 3]
+    shuffled = compute_influence(trained, [corpus[j] for j in perm], QUERIES,
+                                 InfluenceSettings(**FAST), cache=tmp_path / "other")
+    torch.testing.assert_close(shuffled.matrix(), m[:, perm], rtol=1e-4, atol=1e-3)
+    assert shuffled.keys["factors"] == first.keys["factors"]  # the corpus is the same set
+    top = first.top("capital", 2)
+    assert {top[0].id, top[1].id} == {"d3", "copy"} and top[0].score > 0
+    assert top[0].has_answer
+    assert first.ranking("capital", "gradient")[0] in (3, 7)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_other_families(family, tmp_path):
+    """Module names come from the adapter (GPT-2's Conv1D layers are tracked as Linear)."""
+    model = tiny_model(family)
+    names = resolve_modules(model)
+    assert len(names) == 2 * model.cfg.n_layers
+    assert all(".mlp." in n for n in names)
+    assert len(resolve_modules(model, "all")) == 4 * model.cfg.n_layers
+    result = compute_influence(model, docs(), QUERIES[:2],
+                               InfluenceSettings(**{**FAST, "baseline": False}),
+                               cache=tmp_path)
+    assert result.matrix().shape == (2, len(DOCS)) and torch.isfinite(result.matrix()).all()
+
+
+def test_keys_resume_and_files(trained, tmp_path):
+    """A changed corpus of the same size gets new factors; a run stopped during a stage
+    resumes after the last finished one with the same scores; the saved table loads."""
+    settings = InfluenceSettings(**{**FAST, "baseline": False})
+    changed = docs([*DOCS[:-1], "A different last document of the corpus."])
+    a = plan_influence(trained, docs(), QUERIES, settings, calibrate=False)
+    b = plan_influence(trained, changed, QUERIES, settings, calibrate=False)
+    assert a.keys["factors"] != b.keys["factors"]
+
+    def stop(stage, done, total):
+        if stage == "lambda":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_influence(a, tmp_path / "out", progress=stop)
+    lines: list[str] = []
+    resumed = run_influence(a, tmp_path / "out", log=lines.append)
+    assert any(line.startswith("covariance: reused") for line in lines)
+    assert any(line.startswith("eigendecomposition: reused") for line in lines)
+    assert any(line.startswith("lambda: ") and "reused" not in line for line in lines)
+    fresh = run_influence(a, tmp_path / "fresh")
+    torch.testing.assert_close(resumed.matrix(), fresh.matrix(), rtol=1e-4, atol=1e-4)
+    loaded = InfluenceScores.load(tmp_path / "out")
+    torch.testing.assert_close(loaded.matrix(), resumed.matrix())
+    assert [q.id for q in loaded.queries] == [q.id for q in QUERIES]
+    assert loaded.top("count", 1)[0].id == resumed.top("count", 1)[0].id
+    assert set(loaded.by_task()) == {"fact", "seq"}
+    assert loaded.by_task()["seq"].shape == (len(DOCS),)
+    rows = loaded.per_query(k=3)
+    assert rows[0]["query"] == "capital" and 0 < rows[0]["top3_share"] <= 1
+    assert set(loaded.seconds) >= {"covariance", "eigendecomposition", "lambda",
+                                   "query gradients", "scores"}
+    with pytest.raises(InfluenceError, match="no 'gradient' scores"):
+        loaded.matrix("gradient")
