@@ -24,7 +24,7 @@ from modelweave.circuits import (
     sender_outputs,
     to_mib,
 )
-from modelweave.circuits.post_norms import first_order_differences
+from modelweave.circuits.post_norms import sender_differences
 from modelweave.tasks import make_batch
 from tokenizers_zoo import make_tokenizer
 
@@ -91,7 +91,7 @@ def test_receiver_gradients_predict_small_edge_patches(family):
     def objective(logits):
         return logits[:, -1, 5].sum()
 
-    change = first_order_differences(model, g, out, corrupted - out)
+    change = -sender_differences(model, g, out, out - corrupted)  # corrupted - clean
     predicted = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float64)
     for receivers, n_up, grad in receiver_gradients(model, tokens, objective):
         predicted[:n_up, receivers] = torch.einsum("btnd,btrd->nr", change[:, :, :n_up], grad)

@@ -28,7 +28,7 @@ from .circuit import Circuit
 from .gradients import receiver_gradients
 from .graph import CircuitError
 from .objective import check_metric, per_example
-from .post_norms import first_order_differences
+from .post_norms import sender_differences
 from .runs import embeddings, sender_outputs
 from .wiring import check_model
 
@@ -104,8 +104,8 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         clean, corrupted = (recorded[0], other) if method == "eap" else (other, recorded[0])
         # sender-major [N, K*d] over the K active tokens: each receiver group's senders are
         # a contiguous block of rows
-        # heads behind a post-norm (OLMo-2) reach the residual through it: first order
-        diff = first_order_differences(model, graph, clean, clean - corrupted)
+        # heads behind a post-norm (OLMo-2) reach the residual through it
+        diff = sender_differences(model, graph, clean, clean - corrupted)
         diff = diff[active].float().transpose(0, 1).reshape(graph.n_senders, -1)
         del clean, corrupted, other, recorded[:]
         for receivers, n_up, grad in grads:

@@ -9,7 +9,9 @@ after its norm, as usual). A receiver cut off from some heads of layer ``l`` rea
 
 the model's own computation on the mixture of clean and corrupted heads: the full circuit is
 the clean run, the empty one the corrupted run, and everything in between exact. Attribution
-(EAP, EAP-IG) takes the first-order version, ``J_N(Y_l) (y'_h - y_h)``.
+(EAP, EAP-IG) scores a head's edge with the change its swap alone makes to what the receiver
+reads, ``N_l(Y_l) - N_l(Y_l - y_h + y'_h)`` at the clean run, times the receiver's gradient:
+exact on the sender's side, first order only on the receiver's, as for every other sender.
 
 Shapes: G edge-set groups, B prompts, T positions, N senders, R receivers, d = d_model.
 """
@@ -89,28 +91,28 @@ class PostNormHeads:
             total = step if total is None else total + step
         return total
 
-    def first_order(self, clean: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
-        """Sender differences as they reach the residual, to first order.
+    def swapped(self, clean: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+        """Sender differences as they reach the residual.
 
         Args:
-            clean: [B, T, N, d] the sender values the gradients were taken at.
-            diff: [B, T, N, d] differences of sender values (pre-norm for heads).
+            clean: [B, T, N, d] sender values of the run the differences are taken from.
+            diff: [B, T, N, d] ``clean`` minus the other run's values (pre-norm for heads).
 
         Returns:
-            [B, T, N, d]: ``diff`` with each head's row replaced by ``J_N(Y) diff_h``.
+            [B, T, N, d]: ``diff`` with each head's row replaced by
+            ``N(Y) - N(Y - diff_h)``, the change in its layer's output when that head alone
+            takes the other run's value.
         """
         out = diff.clone()
         for layer, (heads, norm, _) in enumerate(self.layers):
-            y = self.summed(layer, clean[:, :, heads])  # [B, T, d]
-            tangent = diff[:, :, heads]
-            point = y[:, :, None].expand_as(tangent).contiguous()
-            _, out[:, :, heads] = torch.func.jvp(norm.forward, (point,), (tangent.contiguous(),))
+            y = self.summed(layer, clean[:, :, heads])[:, :, None]  # [B, T, 1, d]
+            out[:, :, heads] = norm.forward(y) - norm.forward(y - diff[:, :, heads])
         return out
 
 
-def first_order_differences(model: Model, graph: Graph, clean: torch.Tensor,
-                            diff: torch.Tensor) -> torch.Tensor:
-    """[B, T, N, d] sender differences in residual space to first order: ``diff`` itself
-    except for heads behind a post-norm (see :meth:`PostNormHeads.first_order`)."""
+def sender_differences(model: Model, graph: Graph, clean: torch.Tensor,
+                       diff: torch.Tensor) -> torch.Tensor:
+    """[B, T, N, d] sender differences ``clean - other`` as they reach the residual: ``diff``
+    itself except for heads behind a post-norm (see :meth:`PostNormHeads.swapped`)."""
     post = PostNormHeads.of(model, graph)
-    return diff if post is None else post.first_order(clean, diff)
+    return diff if post is None else post.swapped(clean, diff)
