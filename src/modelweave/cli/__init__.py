@@ -1,6 +1,14 @@
 """The ``modelweave`` command line."""
 
-from . import analysis, circuits, compare, experiments, finetune, heuristics  # noqa: F401
+from . import (  # noqa: F401 - each module registers its commands
+    analysis,
+    circuits,
+    compare,
+    experiments,
+    finetune,
+    heuristics,
+    influence,
+)
 from .app import app, main
 
 __all__ = ["app", "main"]

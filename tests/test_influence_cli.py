@@ -1,0 +1,59 @@
+"""`modelweave influence` on a tiny model directory; an `influence` experiment and its report
+section."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from modelweave.cli import app
+from modelweave.methods.influence import InfluenceScores
+from test_influence import DOCS
+
+from tiny import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("influence-cli")
+    save_tiny_model(root / "model", "llama")
+    (root / "docs.jsonl").write_text("".join(
+        json.dumps({"id": f"d{i}", "text": t, "category": "fact" if "capital" in t else "x"})
+        + "\n" for i, t in enumerate(DOCS)))
+    (root / "queries.jsonl").write_text(
+        '{"id": "cap", "task": "fact", "prompt": "The capital of Zorbania is", '
+        '"completion": " Quill"}\n{"prompt": "1 2 3", "completion": " 4 <b>"}\n')
+    return root
+
+
+def test_cli_json(files):
+    args = ["influence", "--model", str(files / "model"), "--docs", str(files / "docs.jsonl"),
+            "--queries", str(files / "queries.jsonl"), "--train-batch", "3", "--query-rank",
+            "0", "--out", str(files / "out"), "--json", "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["documents"] == len(DOCS) and summary["queries"] == 2
+    assert [r["query"] for r in summary["results"]] == ["cap", "queries-1"]
+    assert len(summary["results"][0]["top"]) == 3 and "top_gradient" in summary["results"][0]
+    assert set(summary["seconds"]) >= {"covariance", "eigendecomposition", "lambda",
+                                       "query gradients", "scores", "baseline scores"}
+    table = InfluenceScores.load(files / "out")
+    assert table.top("cap", 1)[0].id == summary["results"][0]["top"][0]["id"]
+    again = CliRunner().invoke(app, args)  # factors and scores are found by their keys
+    assert json.loads(again.stdout.strip().splitlines()[-1])["keys"] == summary["keys"]
+
+
+def test_cli_bad_document_line(files, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    code = "from modelweave.cli import main; main()"
+    run = subprocess.run([sys.executable, "-c", code, "influence", "--model",
+                          str(files / "model"), "--docs", str(bad), "--queries", "ioi"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "bad.jsonl:2: invalid JSON" in run.stderr and "Traceback" not in run.stderr
