@@ -57,3 +57,34 @@ def test_cli_bad_document_line(files, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert "bad.jsonl:2: invalid JSON" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_experiment_method_and_report(files, tmp_path):
+    """An `influence` unit per model; its report section shows the top documents (escaped,
+    the answer marked), the concentration curves and the correlation heatmap."""
+    from modelweave.experiments import ConfigError, RunStore, parse_experiment, run_experiment
+
+    spec = {"name": "inf", "model": str(files / "model"), "tasks": ["seq_digits"], "n": 2,
+            "methods": [{"influence": {"docs": str(files / "docs.jsonl"), "layers": "1-2",
+                                       "queries": [str(files / "queries.jsonl"), "seq_digits"],
+                                       "train_batch": 3, "query_rank": None, "threads": 1,
+                                       "baseline": False, "top_k": 3}}]}
+    experiment = parse_experiment(spec)
+    (unit,) = experiment.units()
+    assert unit.task is None and unit.params["layers"] == [1, 2]
+    outcome = run_experiment(experiment, tmp_path)
+    store = RunStore(outcome.root)
+    record = next(iter(store.records().values()))
+    summary = record["summary"]
+    assert summary["queries"] == 4 and set(summary["tasks"]) == {"fact", "queries",
+                                                                  "seq_digits"}
+    assert 0 < summary["tasks"]["fact"]["top3_share"] <= 1 and "correlation" in summary
+    result = store.load(unit.id)
+    assert len(result.settings["resolved_modules"]) == 6
+    html = outcome.report.read_text()
+    section = html[html.index('<section id="influence">'):]
+    section = section[:section.index("</section>")]
+    assert "influence-0-conc" in section and "influence-0-corr" in section
+    assert "<mark>Quill</mark>" in section and "&lt;b&gt;" in section and " 4 <b>" not in section
+    with pytest.raises(ConfigError, match=r"influence.docs: required"):
+        parse_experiment({**spec, "methods": [{"influence": {"layers": 1}}]})

@@ -13,24 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..methods.influence.modules import parse_layers
 from .app import DeviceOpt, ModelOpt, _load, app, console
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """``"20-29"``, ``"3,5,7"`` or a mix; ``None`` for every layer."""
-    from ..methods.influence import InfluenceError
-
-    if not text:
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise InfluenceError(f"--layers {text!r}: expected numbers and ranges like "
-                             "'20-29' or '3,5,7'") from None
-    return out
 
 
 def parse_modules(text: str) -> str | list[str]:

@@ -22,6 +22,21 @@ from torch import nn
 from .data import InfluenceError
 
 
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"20-29"``, ``"3,5,7"`` or a mix; ``None`` for every layer."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise InfluenceError(f"--layers {text!r}: expected numbers and ranges like "
+                             "'20-29' or '3,5,7'") from None
+    return out
+
+
 def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 

@@ -1,0 +1,129 @@
+"""``influence``: EK-FAC training-data attribution of the experiment's task completions (or of
+query files) to a document corpus; once per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import ConfigError, MethodKind, Progress, ReportContext, register
+
+if TYPE_CHECKING:
+    from ...methods.influence import InfluenceScores
+    from ...models import Model
+    from ..config import Experiment, Unit
+
+#: experiment parameter -> InfluenceSettings field
+SETTINGS = {"modules": "modules", "layers": "layers", "damping": "damping",
+            "max_tokens": "max_tokens", "train_batch": "train_batch",
+            "query_batch": "query_batch", "query_rank": "query_rank",
+            "lambda_examples": "lambda_max_examples", "threads": "threads",
+            "eigen_threads": "eigen_threads", "baseline": "baseline",
+            "max_memory_gb": "max_memory_gb"}
+
+
+@register
+class Influence(MethodKind):
+    """``- influence: {docs: corpus.jsonl, queries: [facts.jsonl, arith], layers: 20-29}``:
+    writes the score table (``scores.safetensors``, ``influence.json``; factors under
+    ``cache/``). Queries default to the experiment's tasks (``n`` examples each, its seed);
+    its summary holds, per task, the mean top-10 share and the answer-in-top-10 count, and the
+    same-task vs different-task correlation test."""
+
+    name = "influence"
+    params = {"docs": None, "queries": None, "top_k": None, **dict.fromkeys(SETTINGS)}
+    per_model = True
+    title, section, noun, order = "Training-data influence", "influence", "influence", 70
+
+    def check_params(self, params: dict, where: str) -> dict:
+        params = super().check_params(params, where)
+        if not params.get("docs"):
+            raise ConfigError(f"{where}.docs: required (a .jsonl, .txt or .parquet corpus)")
+        if not Path(str(params["docs"])).is_file():
+            raise ConfigError(f"{where}.docs: file not found: {params['docs']}")
+        queries = params.get("queries")
+        if queries is not None:
+            params["queries"] = [queries] if isinstance(queries, str) else list(queries)
+        if isinstance(params.get("layers"), str | int):
+            from ...methods.influence.modules import parse_layers  # as --layers
+
+            params["layers"] = parse_layers(str(params["layers"]))
+        return params
+
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        from ...methods.influence import (
+            InfluenceSettings,
+            load_documents,
+            plan_influence,
+            resolve_queries,
+            run_influence,
+            task_correlation_test,
+        )
+
+        p = dict(unit.params)
+        docs = load_documents(p.pop("docs"))
+        specs = p.pop("queries", None) or list(experiment.tasks)
+        top_k = int(p.pop("top_k", 10))
+        settings = InfluenceSettings(seed=experiment.seed, **{SETTINGS[k]: v for k, v in p.items()})
+        queries = [q for spec in specs for q in resolve_queries(
+            spec, n=experiment.n, seed=experiment.seed, tokenizer=model.tokenizer)]
+        plan = plan_influence(model, docs, queries, settings, calibrate=False)
+        result = run_influence(plan, folder, cache=folder / "cache")
+        rows = result.per_query(k=top_k)
+        tasks = {}
+        for task in result.tasks():
+            mine = [r for r in rows if r["task"] == task]
+            tasks[task] = {
+                "queries": len(mine),
+                f"top{top_k}_share": sum(r[f"top{top_k}_share"] for r in mine) / len(mine),
+                f"answer_in_top{top_k}": sum(r[f"answer_in_top{top_k}"] for r in mine)
+                / len(mine)}
+        summary = {"documents": len(docs), "queries": len(queries), "tasks": tasks,
+                   "seconds": result.seconds, "peak_memory_gb": result.peak_memory_gb}
+        if len(result.tasks()) > 1:
+            test = task_correlation_test(result.matrix(), [q.task for q in result.queries],
+                                         n_perm=1000, seed=experiment.seed)
+            summary["correlation"] = {k: test[k] for k in ("same_task", "different_task",
+                                                           "p_value")}
+        return summary
+
+    def load(self, folder: Path, record: dict) -> InfluenceScores:
+        from ...methods.influence import InfluenceScores
+
+        return InfluenceScores.load(folder)
+
+    def summary_row(self, record: dict) -> dict:
+        s = record["summary"]
+        row = {"documents": s["documents"], "queries": s["queries"]}
+        for task, values in s["tasks"].items():
+            for key, value in values.items():
+                if key != "queries":
+                    row[f"{task} {key}"] = value
+        if "correlation" in s:
+            row["same-task corr"] = s["correlation"]["same_task"]
+            row["corr p"] = s["correlation"]["p_value"]
+        return row
+
+    def headline(self, summary: dict) -> str:
+        return f"{summary['queries']} queries x {summary['documents']} documents"
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """Per model: the summary table, top documents per query (answer highlighted), the
+        concentration curves and the query-query correlation heatmap."""
+        from ...report import influence as figs
+        from ...report.blocks import escape, figure, note, table
+
+        parts = []
+        for u, (uid, record) in enumerate(units):
+            result = self.load(ctx.folder(uid), record)
+            row = self.summary_row(record)
+            parts.append(f"<h3>{escape(record['model'])}</h3>"
+                         + table(list(row), [list(row.values())]))
+            parts.append(note("Scores: d log p(completion) / d(up-weighting the document); "
+                              "EK-FAC over " + str(len(result.settings.get(
+                                  "resolved_modules", []))) + " modules."))
+            parts.append(figs.top_documents_html(result, k=3))
+            parts.append(figure(figs.concentration_figure(result), f"influence-{u}-conc"))
+            parts.append(figure(figs.correlation_figure(result), f"influence-{u}-corr"))
+        return "".join(parts)
