@@ -140,7 +140,7 @@ def _edit(name: str, shape: torch.Size, seed: int):
     return lambda t: t + 0.3 * noise * t.detach().abs().mean()
 
 
-def test_every_hook_edit_does_what_the_reference_says(family):
+def test_every_hook_site_reads_and_edits_what_the_reference_says(family):
     model, ref = family
     tokens = random_tokens(B, T, seed=3)
     base = model.forward(tokens)
@@ -148,6 +148,18 @@ def test_every_hook_edit_does_what_the_reference_says(family):
     last = model.cfg.n_layers - 1
     names = [n for n in all_sites(model.cfg)
              if not n.startswith("blocks.") or n.startswith(("blocks.1.", f"blocks.{last}."))]
+    seen = {}
+
+    def record(name):
+        def keep(t):
+            seen[name] = t
+            return t
+        return keep
+
+    with torch.no_grad():  # every site's value is the reference's
+        ref.run(tokens, edits={name: record(name) for name in names})
+    for name in names:
+        assert torch.allclose(cache[name], seen[name], atol=1e-5), f"{name}: value"
     for i, name in enumerate(names):
         edit = _edit(name, cache[name].shape, i)
         got = model.run_with_hooks(tokens, [(name, lambda t, hook, edit=edit: edit(t))])
