@@ -220,7 +220,8 @@ def test_fast_gradients_equal_differentiating_each_receiver_input(family):
         assert [(r, n) for r, n, _ in got] == [(r, n) for r, n, _ in reference]
         for (_, _, g), (_, _, ref) in zip(got, reference, strict=True):
             ref = ref.flatten(0, 1) if selection is None else ref[selection]
-            assert torch.allclose(g, ref, rtol=1e-4, atol=1e-5 * ref.abs().max())
+            # docs/circuits.md claims 2e-6 of the largest gradient (measured <= 5e-7)
+            assert (g - ref).abs().max() <= 2e-6 * ref.abs().max()
 
 
 def test_keep_freed_memory_is_safe_to_call_twice():

@@ -35,7 +35,7 @@ METHODS: dict[str, Callable[[Model, TaskBatch], Circuit]] = {
     "prune": lambda model, batch: prune_nodes(model, batch, threshold=0.8),
     "path": lambda model, batch: path_search(model, batch, threshold=0.02),
 }
-MIN_AUC = 0.9
+MIN_AUC = 0.96  # what the README claims (node pruning, the lowest, measures 0.9655)
 #: Families with structure Llama lacks (post-norms and joint q/k norms; per-head q/k norms with
 #: GQA; sliding-window and global layers), each with the circuit planted (see ``planted.py``).
 FAMILIES = ("olmo2", "cohere_qk_norm", "cohere2")
