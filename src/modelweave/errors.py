@@ -28,3 +28,25 @@ class SiteError(ModelWeaveError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
         return str(self.args[0]) if self.args else ""
+
+
+class SteeringError(ModelWeaveError):
+    """A steering vector, function vector or directional ablation that cannot be applied as
+    asked."""
+
+
+class VectorWidthError(SteeringError):
+    """A vector whose width is not the model's ``d_model``."""
+
+
+class LayerRangeError(SteeringError):
+    """A layer outside ``0 .. n_layers - 1``."""
+
+
+class PairCountError(SteeringError):
+    """Contrastive prompt pairs of mismatched (or zero) count."""
+
+
+class WeightEditError(SteeringError):
+    """A weight edit that would not be equivalent to the hook-based intervention (OLMo-2's
+    post-norms re-introduce an ablated direction)."""

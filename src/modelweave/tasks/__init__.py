@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import arith, entities, ioi, numeric, sequences  # noqa: F401 - register the built-ins
+from . import arith, entities, icl, ioi, numeric, sequences  # noqa: F401 - register built-ins
 from .base import TASKS, Example, Task, TaskError, fill, get_task, register, splits_digits
 from .batch import TaskBatch, materialize
 from .custom import load_task_file

@@ -1,0 +1,163 @@
+"""Steering on tiny models of every family: steered KV-cached generation equals an uncached
+steered pass, directional ablation (hooks and weight edits), contrastive vectors, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelweave.errors import (
+    LayerRangeError,
+    PairCountError,
+    SteeringError,
+    VectorWidthError,
+    WeightEditError,
+)
+from modelweave.methods.steering.ablation import (
+    ablate_direction,
+    ablate_weights,
+    residual_writes,
+    save_ablated,
+)
+from modelweave.methods.steering.apply import position_mask
+from modelweave.methods.steering.vectors import contrastive_vectors, direction, load_pairs_file
+from modelweave.models import Model
+
+from tiny import FAMILIES, random_tokens, tiny_hf_model
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {family: Model(tiny_hf_model(family)) for family in FAMILIES}
+
+
+def _unit(d: int, seed: int) -> torch.Tensor:
+    r = torch.randn(d, generator=torch.Generator().manual_seed(seed))
+    return r / r.norm()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_steered_generation_with_cache_equals_uncached_pass(models, family):
+    model = models[family]
+    prompt = random_tokens(1, 5, seed=3)
+    vector = 3.0 * _unit(model.cfg.d_model, 1)
+    with model.steer(vector, layer=1, scale=2.0, positions=slice(3, None)):
+        steered = model.generate(prompt, 8, stop_at_eos=False)
+        full = torch.cat([prompt, steered.tokens], dim=1)
+        uncached = model(full)
+    # greedy: the uncached pass's argmax at every position before a generated token
+    assert torch.equal(uncached[0, 4:-1].argmax(-1), steered.tokens[0])
+    # the vector acts: the steered pass differs from the plain one from position 3 on only
+    plain = model(full)
+    assert torch.equal(plain[0, :3], uncached[0, :3])
+    assert not torch.allclose(plain[0, 3:], uncached[0, 3:])
+    # and no hook remains after the context
+    assert torch.equal(model(full), plain)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "cohere2"])
+def test_left_padded_batch_generation_matches_single_rows(models, family):
+    model = models[family]
+    long, short = random_tokens(1, 6, seed=4)[0], random_tokens(1, 4, seed=5)[0]
+    tokens = torch.stack([long, torch.cat([torch.zeros(2, dtype=torch.long), short])])
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    vector = 3.0 * _unit(model.cfg.d_model, 2)
+    with model.steer(vector, layer=0, positions="2:"):
+        batched = model.generate(tokens, 5, attention_mask=mask, stop_at_eos=False)
+        alone = [model.generate(row, 5, stop_at_eos=False).tokens[0] for row in (long, short)]
+    assert torch.equal(batched.tokens[0], alone[0])
+    assert torch.equal(batched.tokens[1], alone[1])
+
+
+def test_position_specs():
+    index = torch.tensor([[0, 1, 2, 3], [0, 0, 1, 2]])
+    last = torch.tensor([[False, False, False, True], [False, False, False, True]])
+    assert position_mask("last", index, last).tolist() == last.tolist()
+    assert position_mask("2:", index, last).tolist() == [[False, False, True, True],
+                                                         [False, False, False, True]]
+    assert position_mask([0, 3], index, last).tolist() == [[True, False, False, True],
+                                                           [True, True, False, False]]
+    assert position_mask(None, index, last).all()
+    with pytest.raises(SteeringError):
+        position_mask("first", index, last)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_directional_ablation_removes_the_direction_everywhere(models, family):
+    model = models[family]
+    r = _unit(model.cfg.d_model, 7)
+    tokens = random_tokens(2, 6, seed=1)
+    names = residual_writes(model) + [f"blocks.{layer}.hook_resid_{k}" for layer in
+                                      range(model.cfg.n_layers) for k in ("pre", "post")]
+    _, plain = model.run_with_cache(tokens, names)
+    assert max(float((plain[n] @ r).abs().max()) for n in names) > 1e-2
+    with ablate_direction(model, 5.0 * r):
+        logits, cache = model.run_with_cache(tokens, names)
+    for name in names:
+        assert float((cache[name].float() @ r).abs().max()) <= 1e-5, name
+    if model.cfg.post_norm:  # OLMo-2: the edit would not be equivalent, and says so
+        with pytest.raises(WeightEditError, match="post-norms"):
+            ablate_weights(model, r)
+        return
+    edited = ablate_weights(model, r)
+    assert float((edited(tokens) - logits).abs().max()) <= 1e-4
+    assert not torch.allclose(model(tokens), logits)  # the original is untouched
+
+
+@pytest.mark.parametrize("family", ["gpt2", "cohere2"])  # biases + learned positions; tied
+def test_saved_ablated_checkpoint_loads_with_the_same_logits(models, family, tmp_path):
+    from modelweave import load_model
+
+    model = models[family]
+    r = _unit(model.cfg.d_model, 8)
+    tokens = random_tokens(2, 6, seed=2)
+    with ablate_direction(model, r):
+        hooked = model(tokens)
+    reloaded = load_model(str(save_ablated(model, r, tmp_path / "ablated")))
+    assert float((reloaded(tokens) - hooked).abs().max()) <= 1e-4
+    emb = reloaded.hf_model.get_input_embeddings().weight.detach()
+    assert float((emb.float() @ r).abs().max()) <= 1e-5
+    out = reloaded.hf_model.get_output_embeddings().weight.detach()
+    assert out.data_ptr() != emb.data_ptr()  # untied: the unembedding keeps the direction
+    assert float((out.float() @ r).abs().max()) > 1e-2
+
+
+def test_contrastive_vectors_mean_and_pca(models):
+    from tokenizers_zoo import make_tokenizer
+
+    tok = make_tokenizer("bytelevel")
+    model = Model(tiny_hf_model("llama", vocab_size=len(tok)), tok)
+    pos = ["Mary went to the store", "John gave a drink", "Alice had a book"]
+    neg = ["Mary went to the park", "John gave a ring", "Alice had a key"]
+    sv = contrastive_vectors(model, pos, neg, layers=[0, 2])
+    _, cp = model.run_with_cache(pos, ["blocks.2.hook_resid_post"])
+    _, cn = model.run_with_cache(neg, ["blocks.2.hook_resid_post"])
+    lp = model.encode(pos)[1].sum(-1) - 1
+    ln = model.encode(neg)[1].sum(-1) - 1
+    rows = torch.arange(3)
+    want = (cp["blocks.2.hook_resid_post"][rows, lp] - cn["blocks.2.hook_resid_post"][rows, ln])
+    assert torch.allclose(sv.at(2), want.mean(0), atol=1e-5)
+    diffs = torch.randn(6, 5) + torch.tensor([3.0, 0, 0, 0, 0])
+    pc = direction(diffs, "pca")
+    assert float(pc @ diffs.mean(0)) > 0
+    assert torch.allclose(pc.norm(), diffs.mean(0).norm())
+    with pytest.raises(PairCountError, match="2 negative"):
+        contrastive_vectors(model, pos, neg[:2], layers=0)
+
+
+def test_bad_input_is_one_clear_error(models, tmp_path):
+    model = models["llama"]
+    with pytest.raises(VectorWidthError, match=r"expected \[32\]"), model.steer(
+            torch.zeros(7), layer=0):
+        pass
+    with pytest.raises(LayerRangeError, match="out of range"), model.steer(
+            torch.zeros(32), layer=3):
+        pass
+    with pytest.raises(VectorWidthError), ablate_direction(model, torch.zeros(31)):
+        pass
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text('{"positive": ["a", "b"], "negative": ["c"]}')
+    with pytest.raises(PairCountError):
+        load_pairs_file(pairs)
+    with pytest.raises(WeightEditError):
+        ablate_weights(models["olmo2"], torch.ones(32))
