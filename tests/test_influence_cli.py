@@ -4,7 +4,6 @@ section."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -48,15 +47,19 @@ def test_cli_json(files):
     assert json.loads(again.stdout.strip().splitlines()[-1])["keys"] == summary["keys"]
 
 
-def test_cli_bad_document_line(files, tmp_path):
+def test_cli_bad_document_line(files, tmp_path, monkeypatch, capsys):
+    """One line naming the file and line, exit status 1, no traceback."""
+    from modelweave.cli import main
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": \n')
-    code = "from modelweave.cli import main; main()"
-    run = subprocess.run([sys.executable, "-c", code, "influence", "--model",
-                          str(files / "model"), "--docs", str(bad), "--queries", "ioi"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1
-    assert "bad.jsonl:2: invalid JSON" in run.stderr and "Traceback" not in run.stderr
+    monkeypatch.setattr(sys, "argv", ["modelweave", "influence", "--model", str(files / "model"),
+                                      "--docs", str(bad), "--queries", "ioi"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2: invalid JSON" in err and "Traceback" not in err
 
 
 def test_experiment_method_and_report(files, tmp_path):
