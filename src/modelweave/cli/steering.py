@@ -1,0 +1,250 @@
+"""``modelweave fv``, ``steer`` and ``ablate-direction``: vectors that steer a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import SteeringError
+from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+PairsOpt = Annotated[Path, typer.Option("--pairs", help="Contrastive pairs: .jsonl/.json "
+                                        "records or .csv/.tsv with positive and negative "
+                                        "columns.")]
+SiteOpt = Annotated[str, typer.Option(help="Residual-width site kind the vector is read at "
+                                      "and added to.")]
+
+
+def _int_list(text: str | None, n_layers: int) -> list[int] | None:
+    if text is None or text == "all":
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise SteeringError(f"layers {text!r}: give comma-separated layer numbers or 'all'"
+                            ) from None
+
+
+@app.command()
+def fv(
+    task: Annotated[list[str], typer.Option("--task", "-t", help="ICL dataset (antonym, "
+                                            "capitalize, country-capital, english-french, "
+                                            "next-item, present-past, singular-plural) or "
+                                            "'all'; repeatable.")],
+    model: ModelOpt = "smollm2-135m",
+    n_clean: Annotated[int, typer.Option(min=1, help="Clean prompts per task (correct ones "
+                                         "give the head means).")] = 30,
+    n_corrupt: Annotated[int, typer.Option(min=1, help="Shuffled-label prompts per task for "
+                                           "the head effects.")] = 10,
+    n_eval: Annotated[int, typer.Option(min=1, help="Prompts per task for accuracy.")] = 30,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Heads in the FV.")] = 10,
+    shots: Annotated[int, typer.Option(min=1, help="Demonstrations per prompt.")] = 10,
+    layer: Annotated[int | None, typer.Option(help="Layer the FV is added at for the headline "
+                                              "(default n_layers // 3).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layers swept, comma-separated, or "
+                                               "'all' (default).")] = None,
+    effect_layers: Annotated[str | None, typer.Option(help="Layers whose heads' effects are "
+                                                      "measured (default all).")] = None,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (default "
+                                             "runs/fv).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Function vectors (Todd et al. 2023): head effects, the FV of the top heads, accuracy
+    zero-shot and on shuffled-label prompts with and without it. Writes fv.json,
+    fv.safetensors and figures to --out."""
+    from ..methods.steering.fv_eval import run_function_vectors
+    from ..report.steering import save_fv_figures
+    from ..tasks.icl import DATASETS, dataset_of, icl_task_name
+
+    datasets = list(DATASETS) if "all" in task else [dataset_of(icl_task_name(t)) for t in task]
+    loaded = _load(model, device, dtype)
+    n = loaded.cfg.n_layers
+    with console.status("function vectors") as status:
+        run = run_function_vectors(
+            loaded, datasets, n_clean=n_clean, n_corrupt=n_corrupt, n_eval=n_eval, top_k=top_k,
+            shots=shots, layers=_int_list(layers, n), fv_layer=layer,
+            effect_layers=_int_list(effect_layers, n), seed=seed,
+            progress=None if json_out else status.update)
+    out = out or Path("runs") / "fv"
+    run.save(out)
+    files = [out / "fv.json", out / "fv.safetensors", *save_fv_figures(run, out)]
+    if json_out:
+        print(json.dumps({"model": run.model, "heads": run.heads, "fv_layer": run.fv_layer,
+                          "layers": run.layers, "headline": run.headline(),
+                          "files": [str(f) for f in files]}))
+        return
+    table = Table(title=f"Function vectors of {run.model} at layer {run.fv_layer} "
+                        f"({len(run.heads)} heads)")
+    for col in ("task", "correct", f"{shots}-shot", "zero-shot", "+FV", "+layer mean",
+                "shuffled", "+FV", "+layer mean"):
+        table.add_column(col)
+    for r in run.headline():
+        if "zero_shot_none" not in r:
+            table.add_row(r["task"], f"{r['n_correct']}", "-", *["-"] * 6)
+            continue
+        table.add_row(r["task"], str(r["n_correct"]), f"{r['ceiling_10shot']:.2f}",
+                      *(f"{r[k]:.2f}" for k in ("zero_shot_none", "zero_shot_fv",
+                                                 "zero_shot_layer_mean", "shuffled_none",
+                                                 "shuffled_fv", "shuffled_layer_mean")))
+    console.print(table)
+    console.print("heads: " + ", ".join(f"a{L}.h{h}" for L, h in run.heads))
+    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def steer(
+    pairs: PairsOpt,
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt to continue; "
+                                              "repeatable.")],
+    model: ModelOpt = "smollm2-135m",
+    layer: Annotated[int, typer.Option(help="Block whose output is read and steered.")] = 6,
+    scale: Annotated[float, typer.Option(help="Multiplier of the vector.")] = 4.0,
+    positions: Annotated[str, typer.Option(help="all, last, N, N: or N:M (absolute token "
+                                           "indices, generated tokens included).")] = "all",
+    method: Annotated[str, typer.Option(help="mean, pca or pca_centred.")] = "mean",
+    site: SiteOpt = "hook_resid_post",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
+    temperature: Annotated[float, typer.Option(min=0, help="0 = greedy.")] = 0.0,
+    seed: int = 0,
+    save: Annotated[Path | None, typer.Option(help="Save the vector (PATH.safetensors + "
+                                              "PATH.json).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Contrastive activation addition: the mean difference (or PCA direction) of the pairs'
+    block outputs at --layer, added with --scale while generating; prints unsteered and
+    steered continuations."""
+    from ..methods.steering.apply import parse_positions
+    from ..methods.steering.vectors import contrastive_vectors, load_pairs_file
+
+    positives, negatives = load_pairs_file(pairs)
+    spec = parse_positions(positions)
+    loaded = _load(model, device, dtype)
+    with console.status("steering vector"):
+        sv = contrastive_vectors(loaded, positives, negatives, layers=layer, site=site,
+                                 method=method)
+    sv.meta["pairs"] = str(pairs)
+    if save:
+        sv.save(save)
+    vector = sv.at(sv.layers[0])
+    kwargs = dict(temperature=temperature, seed=seed)
+    plain = loaded.generate(prompt, max_new_tokens, **kwargs)
+    with loaded.steer(vector, layer=sv.layers[0], scale=scale, positions=spec, site=site):
+        steered = loaded.generate(prompt, max_new_tokens, **kwargs)
+    rows = [{"prompt": p, "unsteered": u, "steered": s} for p, u, s in
+            zip(prompt, plain.texts, steered.texts, strict=True)]
+    info = {"model": loaded.name, "layer": sv.layers[0], "site": sv.site, "scale": scale,
+            "positions": positions, "method": method, "n_pairs": sv.n_pairs,
+            "norm": float(vector.norm()), "generations": rows}
+    if json_out:
+        print(json.dumps(info))
+        return
+    table = Table(title=f"{loaded.name}: {sv.method} vector of {sv.n_pairs} pairs, "
+                        f"{sv.site} of layer {sv.layers[0]} (norm {info['norm']:.2f}) x {scale}",
+                  show_lines=True)
+    for col in ("prompt", "unsteered", "steered"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["prompt"], r["unsteered"], r["steered"])
+    console.print(table)
+
+
+def _read_vector(path: Path, layer: int | None) -> tuple:
+    """A direction from a file: a saved SteeringVectors (PATH.json beside), .safetensors with
+    one tensor, .pt, .npy or a .json list."""
+    import torch
+
+    if not path.exists() and not path.with_suffix(".json").exists():
+        raise SteeringError(f"vector file {path} does not exist")
+    if path.with_suffix(".json").exists() and path.with_suffix(".safetensors").exists():
+        from ..methods.steering.vectors import SteeringVectors
+
+        sv = SteeringVectors.load(path)
+        return sv.at(layer if layer is not None else sv.layers[0])
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = list(load_file(str(path)).values())
+        if len(tensors) != 1:
+            raise SteeringError(f"{path}: expected one tensor, found {len(tensors)}")
+        return tensors[0]
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu")
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return torch.from_numpy(np.load(path))
+    if path.suffix == ".json":
+        return torch.tensor(json.loads(path.read_text()), dtype=torch.float32)
+    raise SteeringError(f"vector file {path}: use .safetensors, .pt, .npy or .json")
+
+
+@app.command("ablate-direction")
+def ablate_direction_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the edited checkpoint.")],
+    model: ModelOpt = "smollm2-135m",
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="Direction = mean difference "
+                                               "of these contrastive pairs at --layer.")]
+    = None,
+    vector: Annotated[Path | None, typer.Option("--vector", help="Direction from a file "
+                                                "(.safetensors, .pt, .npy, .json, or a "
+                                                "vector saved by steer --save).")] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer the pairs are read at (default "
+                                              "n_layers // 3).")] = None,
+    site: SiteOpt = "hook_resid_pre",
+    check: Annotated[str, typer.Option(help="Prompt on which the edited weights are checked "
+                                       "against the hook-based ablation.")]
+    = "The capital of France is",
+    json_out: JsonOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Directional ablation as a weight edit (Arditi et al. 2024): project the direction out
+    of every matrix that writes the residual stream (embedding, attention and MLP outputs,
+    their biases; tied embeddings untied) and save the model to --out. Refused where it is not
+    equivalent to ablating with hooks (OLMo-2's post-norms)."""
+    import torch
+
+    from ..methods.steering.ablation import ablate_direction, check_weight_edit, save_ablated
+    from ..methods.steering.vectors import contrastive_vectors, load_pairs_file
+
+    if (pairs is None) == (vector is None):
+        raise SteeringError("give the direction with exactly one of --pairs or --vector")
+    loaded = _load(model, device, dtype)
+    check_weight_edit(loaded)
+    if pairs is not None:
+        positives, negatives = load_pairs_file(pairs)
+        read_at = loaded.cfg.n_layers // 3 if layer is None else layer
+        direction = contrastive_vectors(loaded, positives, negatives, layers=read_at,
+                                        site=site).vectors[0]
+    else:
+        direction = _read_vector(vector, layer)
+    with ablate_direction(loaded, direction):
+        hooked = loaded(check)
+    save_ablated(loaded, direction, out)
+    from ..models import load_model
+
+    edited = load_model(str(out), device=device, dtype=dtype)
+    diff = float((edited(check) - hooked).abs().max())
+    r = direction.float() / direction.float().norm()
+    info = {"model": loaded.name, "out": str(out), "norm": float(direction.norm()),
+            "max_logit_diff_vs_hooks": diff,
+            "max_embedding_component": float((edited.hf_model.get_input_embeddings().weight
+                                              .detach().float() @ r.to(edited.device))
+                                             .abs().max())}
+    torch.save(direction.float().cpu(), out / "direction.pt")
+    if json_out:
+        print(json.dumps(info))
+        return
+    console.print(f"saved the ablated model to {out} (direction norm {info['norm']:.3f}); "
+                  f"max |logit(edited) - logit(hooks)| on {check!r}: {diff:.2e}",
+                  highlight=False, soft_wrap=True)

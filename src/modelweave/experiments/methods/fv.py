@@ -1,0 +1,94 @@
+"""``fv``: function vectors of ICL tasks (once per model, a head set shared by its tasks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import ConfigError, MethodKind, Progress, ReportContext, register
+
+if TYPE_CHECKING:
+    from ...methods.steering.fv_eval import FVRun
+    from ...models import Model
+    from ..config import Experiment, Unit
+
+#: experiment parameter -> run_function_vectors argument
+SETTINGS = ("n_clean", "n_corrupt", "n_eval", "top_k", "shots", "layers", "effect_layers")
+
+
+@register
+class FunctionVectors(MethodKind):
+    """``- fv: {datasets: [antonym, capitalize], top_k: 10, layer: 10, layers: [4, 8, 12]}``:
+    runs :func:`~modelweave.methods.steering.fv_eval.run_function_vectors` and writes
+    ``fv.json`` and ``fv.safetensors`` (effects and vectors per task); its summary holds the
+    heads and each task's accuracies at the FV layer."""
+
+    name = "fv"
+    params = {"datasets": None, "layer": None, **dict.fromkeys(SETTINGS)}
+    per_model = True
+    title, section, noun, order = "Function vectors", "fv", "function-vector", 70
+
+    def check_params(self, params: dict, where: str) -> dict:
+        from ...tasks import TaskError
+        from ...tasks.icl import DATASETS, dataset_of, icl_task_name
+
+        params = super().check_params(params, where)
+        datasets = params.get("datasets") or list(DATASETS)
+        datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        try:
+            params["datasets"] = [dataset_of(icl_task_name(d)) for d in datasets]
+        except TaskError as err:
+            raise ConfigError(f"{where}.datasets: {err}") from None
+        for key in ("layers", "effect_layers"):
+            value = params.get(key)
+            if value is not None and not (isinstance(value, list)
+                                          and all(isinstance(x, int) for x in value)):
+                raise ConfigError(f"{where}.{key}: a list of layer numbers")
+        return params
+
+    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+            progress: Progress = None) -> dict:
+        from ...methods.steering.fv_eval import run_function_vectors
+
+        p = dict(unit.params)
+        datasets = p.pop("datasets")
+        layer = p.pop("layer", None)
+        run = run_function_vectors(model, datasets, fv_layer=layer, seed=experiment.seed,
+                                   **{k: v for k, v in p.items() if v is not None})
+        run.save(folder)
+        return {"heads": [list(h) for h in run.heads], "fv_layer": run.fv_layer,
+                "tasks": run.headline()}
+
+    def load(self, folder: Path, record: dict) -> FVRun:
+        from ...methods.steering.fv_eval import FVRun
+
+        return FVRun.load(folder)
+
+    def summary_row(self, record: dict) -> dict:
+        """Per task: zero-shot and shuffled accuracy with the FV and without."""
+        row: dict = {"fv_layer": record["summary"]["fv_layer"]}
+        for t in record["summary"]["tasks"]:
+            for key in ("ceiling_10shot", "zero_shot_none", "zero_shot_fv", "shuffled_none",
+                        "shuffled_fv"):
+                if key in t:
+                    row[f"{t['task']} {key}"] = t[key]
+        return row
+
+    def headline(self, summary: dict) -> str:
+        return "; ".join(f"{t['task']}: zero-shot {t.get('zero_shot_none', 0):.2f}->"
+                         f"{t.get('zero_shot_fv', 0):.2f}" for t in summary["tasks"])[:200]
+
+    def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
+        """Per model: the headline table, the AIE heatmap and the layer sweep."""
+        from ...report import steering as figs
+        from ...report.blocks import escape, figure
+
+        parts = []
+        for u, (uid, record) in enumerate(units):
+            run = self.load(ctx.folder(uid), record)
+            parts.append(f"<h3>{escape(record['model'])}: FV at layer {run.fv_layer}, heads "
+                         + escape(", ".join(f"a{L}.h{h}" for L, h in run.heads)) + "</h3>")
+            parts.append(figs.headline_table(run))
+            parts.append(figure(figs.effects_figure(run), f"fv-{u}-effects"))
+            parts.append(figure(figs.sweep_figure(run), f"fv-{u}-sweep"))
+        return "".join(parts)

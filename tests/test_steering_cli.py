@@ -1,0 +1,82 @@
+"""``modelweave fv``, ``steer`` and ``ablate-direction`` on saved tiny models (in process),
+with --json; bad input is one line without a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from modelweave.cli import app
+from modelweave.errors import PairCountError, WeightEditError
+
+from tiny import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("steer_cli")
+    return {f: str(save_tiny_model(root / f, f)) for f in ("gpt2", "olmo2")}
+
+
+@pytest.fixture()
+def pairs(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"positive": "Mary went to the store", "negative": "Mary went to the park"},
+            {"positive": "John gave a drink", "negative": "John gave a ring"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, list(args))
+    return result
+
+
+def test_steer_prints_steered_and_unsteered_json(tiny_dirs, pairs, tmp_path):
+    result = invoke("steer", "--model", tiny_dirs["gpt2"], "--pairs", str(pairs), "--prompt",
+                    "When Mary and John", "--prompt", "1 2 3", "--layer", "1", "--scale", "8",
+                    "--max-new-tokens", "5", "--save", str(tmp_path / "vec"), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["layer"] == 1 and info["n_pairs"] == 2 and len(info["generations"]) == 2
+    assert {"prompt", "unsteered", "steered"} <= set(info["generations"][0])
+    assert (tmp_path / "vec.safetensors").exists() and (tmp_path / "vec.json").exists()
+
+
+def test_ablate_direction_writes_an_equivalent_checkpoint(tiny_dirs, pairs, tmp_path):
+    out = tmp_path / "ablated"
+    result = invoke("ablate-direction", "--model", tiny_dirs["gpt2"], "--pairs", str(pairs),
+                    "--layer", "1", "--out", str(out), "--check", "1 2 3 4", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["max_logit_diff_vs_hooks"] <= 1e-4
+    assert info["max_embedding_component"] <= 1e-5
+    direction = torch.load(out / "direction.pt")
+    assert direction.shape == (32,)
+    # OLMo-2: refused with the project's error
+    bad = invoke("ablate-direction", "--model", tiny_dirs["olmo2"], "--vector",
+                 str(out / "direction.pt"), "--out", str(tmp_path / "no"))
+    assert isinstance(bad.exception, WeightEditError)
+    assert not (tmp_path / "no").exists()
+
+
+def test_fv_json(tiny_dirs, tmp_path):
+    result = invoke("fv", "--model", tiny_dirs["gpt2"], "--task", "antonym", "--n-clean", "3",
+                    "--n-corrupt", "2", "--n-eval", "2", "--shots", "2", "--top-k", "2",
+                    "--layers", "0,2", "--out", str(tmp_path / "fv"), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["layers"] == [0, 1, 2] and info["fv_layer"] == 1
+    assert info["headline"][0]["task"] == "antonym"  # a random model answers none: no FV
+    assert (tmp_path / "fv" / "fv.json").exists()
+
+
+def test_mismatched_pairs_are_one_line(tiny_dirs, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"positive": ["a", "b", "c"], "negative": ["d"]}')
+    result = invoke("steer", "--model", tiny_dirs["gpt2"], "--pairs", str(bad), "--prompt", "x")
+    assert isinstance(result.exception, PairCountError)
+    assert str(result.exception).startswith("contrastive pairs: 3 positive texts but 1")
