@@ -200,3 +200,20 @@ class Model:
         logits = self.run_with_hooks(inputs, [(n, store) for n in names],
                                      attention_mask=attention_mask, grad=grad)
         return logits, ActivationCache({n: cache[n] for n in names if n in cache})
+
+    # steering and generation (logic in modelweave.methods.steering) ---------------------
+    def steer(self, vector: torch.Tensor, *, layer: int, scale: float = 1.0, positions=None,
+              site: str = "hook_resid_post"):
+        """Context adding ``scale * vector`` [d_model] at ``blocks.{layer}.{site}`` on the
+        absolute ``positions`` in every forward pass and generation step inside it (see
+        :func:`modelweave.methods.steering.apply.steer`)."""
+        from ..methods.steering.apply import steer
+
+        return steer(self, vector, layer=layer, scale=scale, positions=positions, site=site)
+
+    def generate(self, inputs: Inputs, max_new_tokens: int = 20, **kwargs):
+        """Continue prompts with a KV cache under the active hooks; a ``Generation`` (see
+        :func:`modelweave.methods.steering.generation.generate`)."""
+        from ..methods.steering.generation import generate
+
+        return generate(self, inputs, max_new_tokens, **kwargs)
