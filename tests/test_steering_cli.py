@@ -80,3 +80,34 @@ def test_mismatched_pairs_are_one_line(tiny_dirs, tmp_path):
     result = invoke("steer", "--model", tiny_dirs["gpt2"], "--pairs", str(bad), "--prompt", "x")
     assert isinstance(result.exception, PairCountError)
     assert str(result.exception).startswith("contrastive pairs: 3 positive texts but 1")
+
+
+def test_fv_and_steer_experiment_methods_run_and_report(tiny_dirs, pairs, tmp_path):
+    from modelweave.experiments import ConfigError, RunStore, parse_experiment, run_experiment
+
+    spec = parse_experiment({
+        "name": "steer", "model": tiny_dirs["gpt2"], "tasks": ["ioi"], "n": 4,
+        "methods": [
+            {"fv": {"datasets": ["antonym"], "n_clean": 3, "n_corrupt": 2, "n_eval": 2,
+                    "shots": 2, "top_k": 2, "layers": [0, 2]}},
+            {"steer": {"pairs": str(pairs), "prompts": ["When Mary", "1 2"], "layer": 1,
+                       "scale": 8.0, "max_new_tokens": 4, "words": ["Mary", "John"]}}]})
+    outcome = run_experiment(spec, tmp_path)
+    assert len(outcome.computed) == 2
+    store = RunStore(tmp_path)
+    steer_unit = next(u for u in spec.units() if u.method == "steer")
+    result = store.load(steer_unit.id)
+    assert len(result["generations"]) == 2 and 0 <= result["share_steered"] <= 1
+    fv_unit = next(u for u in spec.units() if u.method == "fv")
+    assert store.load(fv_unit.id).tasks[0].task == "antonym"
+    html = outcome.report.read_text()
+    assert '<section id="fv"><h2>Function vectors</h2>' in html
+    assert '<section id="steer"><h2>Steering</h2>' in html and "When Mary" in html
+    with pytest.raises(ConfigError, match="not an ICL task"):
+        parse_experiment({**spec_dict(tiny_dirs), "methods": [{"fv": {"datasets": ["ioi"]}}]})
+    with pytest.raises(ConfigError, match="pairs"):
+        parse_experiment({**spec_dict(tiny_dirs), "methods": [{"steer": {"prompts": ["a"]}}]})
+
+
+def spec_dict(tiny_dirs):
+    return {"name": "s", "model": tiny_dirs["gpt2"], "tasks": ["ioi"], "n": 4}
