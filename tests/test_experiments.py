@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -103,28 +102,52 @@ def test_run_skips_finished_units_and_force_recomputes(model_dir, tmp_path):
     assert forced.computed == first.computed
 
 
-def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path):
+#: Run the CLI, killing the process with SIGKILL at the worst moments on purpose: after the
+#: third unit's files are written but before its ``done.json`` marker ("marker"), or halfway
+#: through writing the manifest after the second unit, a temporary file left behind ("manifest").
+DYING = """
+import os, signal, sys
+from modelweave.experiments import store
+real, moment, done = store.atomic_write, sys.argv.pop(1), [0]
+def dying(path, text):
+    if path.name == "done.json":
+        done[0] += 1
+        if moment == "marker" and done[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if path.name == "manifest.json" and moment == "manifest" and done[0] == 2:
+        path.with_name(f".{path.name}.{os.getpid()}.tmp").write_text(text[: len(text) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, text)
+store.atomic_write = dying
+from modelweave.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("moment", ["marker", "manifest"])
+def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path, moment):
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump({"name": "slow", "model": model_dir, "n": 6,
-                                    "tasks": ["ioi", "seq_digits", "induction"],
-                                    "methods": [{"discover": {"method": "acdc", "target": 0.1}},
-                                                {"patch": {"grid": "heads-by-pos"}}]}))
+                                    "tasks": ["ioi", "seq_digits"],
+                                    "methods": [{"patch": {"grid": "heads"}}, "lens"]}))
     out = tmp_path / "run"
-    code = "from modelweave.cli import main; main()"
-    args = [sys.executable, "-c", code, "run", str(path), "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(out.glob("units/*/done.json"))) < 2:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    args = ["run", str(path), "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", DYING, moment, *args], capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
-    assert 2 <= len(finished) < 6, "the run was not killed mid-way"
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert len(finished) == 2
+    if moment == "marker":  # the third unit's files are there, its marker is not
+        half_done = [u for u in out.glob("units/*") if u.name not in finished]
+        assert len(half_done) == 1 and any(half_done[0].iterdir())
+    else:
+        assert list(out.glob(".manifest.json.*.tmp"))
+    done = subprocess.run([sys.executable, "-c", "from modelweave.cli import main; main()",
+                           *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert f"{len(finished)} skipped" in done.stdout
+    assert "2 skipped" in done.stdout
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
-    assert len(after) == 6
+    assert len(after) == 4
     assert all(after[u] == t for u, t in finished.items())  # nothing finished was redone
     for f in out.rglob("*.json"):
         json.loads(f.read_text())
