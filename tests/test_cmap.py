@@ -55,3 +55,57 @@ def test_cmap_rejects_bad_components_and_mismatched_models(pair):
     other = Model(tiny_hf_model("gpt2", vocab_size=len(tok)), tok)
     with pytest.raises(CircuitError, match="one architecture"):
         cmap(other, base, batch, {"g": ["m0"]})
+
+
+def test_group_recoveries_equal_a_hand_computation(pair):
+    """Each group's recovery, recomputed with the slow reference forward: the source's
+    head and MLP outputs recorded, written into the target's run by site edits, and the
+    recovery formula applied to the logit differences by hand."""
+    from reference import Reference
+
+    base, tuned, batch = pair
+    groups = {"a1.h2": ["a1.h2"], "mix": ["a0.h1", "a2.h3", "m1"], "m0+m2": ["m0", "m2"]}
+    out = cmap(tuned, base, batch, groups)
+    rows, last = torch.arange(len(batch)), batch.lengths - 1
+
+    def metric(logits):  # the logit difference, against the mean of the wrong answers
+        final = logits[rows, last]
+        wrong = batch.wrong_ids
+        valid = (wrong >= 0).float()
+        wrong_mean = (final.gather(1, wrong.clamp(min=0)) * valid).sum(1) / valid.sum(1)
+        return float((final.gather(1, batch.answer_ids[:, :1])[:, 0] - wrong_mean).mean())
+
+    source, target = Reference(tuned), Reference(base)
+    recorded = {}
+
+    def keep(name):
+        def fn(t):
+            recorded[name] = t
+            return t
+        return fn
+
+    sites = [f"blocks.{layer}.{kind}" for layer in range(3)
+             for kind in ("attn.hook_result", "hook_mlp_out")]
+    with torch.no_grad():
+        m_source = metric(source.run(batch.clean, edits={s: keep(s) for s in sites})[0])
+        m_target = metric(target.run(batch.clean)[0])
+        for name, members in groups.items():
+            edits, heads = {}, {}
+            for c in members:
+                if c.startswith("m"):
+                    site = f"blocks.{c[1:]}.hook_mlp_out"
+                    edits[site] = lambda t, site=site: recorded[site]
+                else:
+                    layer, head = (int(x) for x in c[1:].split(".h"))
+                    heads.setdefault(f"blocks.{layer}.attn.hook_result", []).append(head)
+            for site, chosen in heads.items():
+                def swap(t, site=site, chosen=chosen):
+                    t = t.clone()
+                    t[:, :, chosen] = recorded[site][:, :, chosen]
+                    return t
+                edits[site] = swap
+            patched = metric(target.run(batch.clean, edits=edits)[0])
+            expected = (patched - m_target) / (m_source - m_target)
+            assert out[name] == pytest.approx(expected, abs=1e-5), name
+    assert out["_source"] == pytest.approx(m_source, abs=1e-5)
+    assert out["_target"] == pytest.approx(m_target, abs=1e-5)
