@@ -78,6 +78,21 @@ def test_zero_mean_resample_add_scale(setup):
         assert torch.allclose(run(iv), manual(setter(value)), atol=1e-6), iv.kind
     first = run(Intervention(site, "resample", source="corrupt", seed=4))
     assert torch.equal(first, run(Intervention(site, "resample", source="corrupt", seed=4)))
+    # resampling = each prompt gets the whole site of one other corrupted prompt, every
+    # corrupted prompt used once: find, for each prompt, the donor that explains its logits
+    n = len(batch)
+
+    def donor(j):
+        def fn(t, hook):
+            return ref[j].expand_as(t)
+        return fn
+
+    candidates = torch.stack([manual(donor(j)) for j in range(n)])  # [donor, prompt, ...]
+    match = [[j for j in range(n) if torch.allclose(candidates[j, b], first[b], atol=1e-6)]
+             for b in range(n)]
+    assert all(len(m) == 1 for m in match), match
+    perm = [m[0] for m in match]
+    assert sorted(perm) == list(range(n)) and perm != list(range(n))
     vec = tuple(float(x) for x in torch.arange(model.cfg.d_model))
     added = run(Intervention("blocks.0.hook_resid_post", "add", vector=vec))
     expected = model.run_with_hooks(batch.clean, [("blocks.0.hook_resid_post",
