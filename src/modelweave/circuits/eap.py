@@ -12,8 +12,10 @@ the clean ones, ``emb = corrupted + (k / steps) (clean - corrupted)`` for ``k = 
 
 Per batch this is 2 forward passes for the sender outputs, ``steps`` forward+backward passes
 for the gradients (accumulated over steps before the one contraction with the differences).
-The scores match EAP-IG's up to sign convention: theirs attribute the loss ``-metric`` and
-divide once more by the batch size.
+The scores equal EAP-IG's (hannamw/EAP-IG, with its usual loss ``-metric`` averaged over the
+batch) times the batch size, with the same sign: theirs take ``(corrupted_s - clean_s)`` and
+the gradient of ``-mean metric``. ``tests/test_reference.py`` checks both methods against a
+plain per-edge computation on every family's tiny model.
 """
 
 from __future__ import annotations
