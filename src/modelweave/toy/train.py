@@ -169,6 +169,7 @@ class ToyRun:
     history: list[dict]
     seconds: float
     resumed_from: int | None = None
+    model: object = field(default=None, repr=False, compare=False)  # the trained HF model
 
     @property
     def final(self) -> Path:
@@ -321,7 +322,7 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     model.eval()
     _save(model, tokenizer, out / "final", None)
     write_meta(seconds)
-    return ToyRun(out, cfg, history, seconds, resumed_from=start or None)
+    return ToyRun(out, cfg, history, seconds, resumed_from=start or None, model=model)
 
 
 def load_run(out: str | Path) -> ToyRun:
