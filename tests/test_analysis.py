@@ -5,7 +5,7 @@ import torch
 
 from modelweave import Model
 from modelweave.methods.dla import direct_logit_attribution
-from modelweave.methods.head_roles import head_roles, pattern_scores
+from modelweave.methods.head_roles import head_roles, ov_logits, pattern_scores
 from modelweave.methods.lens import LensResult, logit_lens
 from modelweave.metrics import final_logits
 from modelweave.tasks import make_batch
@@ -34,19 +34,41 @@ def test_dla_adds_up_to_the_logit_difference(family):
         assert result.neurons[1].sum().item() == pytest.approx(result.mlp[1].item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "cohere"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "cohere", "cohere2"])
 def test_logit_lens_last_layer_is_the_model(family, tmp_path):
     model, _ = tiny(family)
     batch = make_batch(model, "ioi", n=6, same_length=True)
     result = logit_lens(model, batch, k=3)
     assert result.answer_prob.shape == (model.cfg.n_layers + 1, batch.clean.shape[1])
-    probs = final_logits(model(batch.clean, attention_mask=batch.mask), batch).softmax(-1)
+    logits = model(batch.clean, attention_mask=batch.mask)
+    probs = final_logits(logits, batch).softmax(-1)
     expected = probs.gather(1, batch.answers[:, None]).mean()
     assert result.answer_prob[-1, -1].item() == pytest.approx(expected.item(), abs=1e-5)
+    # every position of the first prompt: the lens's top-k probabilities are the model's
+    top = logits[0].softmax(-1).topk(3).values
+    assert torch.allclose(result.top_probs[-1], top, atol=1e-5)
     assert len(result.top_tokens[-1][-1]) == 3
     result.save(tmp_path / "lens")
     again = LensResult.load(tmp_path / "lens")
     assert torch.equal(again.answer_rank, result.answer_rank) and again.layers == result.layers
+
+
+@pytest.mark.parametrize("family", ["llama", "cohere", "cohere2"])
+def test_ov_logits_are_the_unembedded_head_outputs(family):
+    """On a one-token input a head attends only to itself, so its ``hook_result`` is its OV
+    map of the residual; read out by the model's own unembedding (final norm, logit scale)
+    it gives :func:`ov_logits`."""
+    model, _ = tiny(family)
+    tokens = torch.arange(10, 22)[:, None]  # 12 one-token prompts
+    layer, columns = 1, [3, 5, 8, 13, 21]
+    names = [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_result"]
+    _, cache = model.run_with_cache(tokens, names)
+    got = ov_logits(model, layer, cache[names[0]][:, 0], columns)  # [n, head, columns]
+    with torch.no_grad():
+        expected = model.unembed(cache[names[1]][:, 0])[..., columns]
+    assert got.shape == (12, model.cfg.n_heads, 5)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert got.abs().max() > 1e-2
 
 
 def test_pattern_scores_are_attention_fractions():

@@ -42,7 +42,8 @@ def test_dtype_option(saved_dir):
 def test_unknown_architecture_names_the_supported_ones(tmp_path):
     tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=16).save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedArchitectureError, match="'bert'.*supported: cohere, gpt2"):
+    with pytest.raises(UnsupportedArchitectureError,
+                       match="'bert'.*supported: cohere, cohere2, gpt2"):
         load_model(tmp_path)
     gptj = tf.GPTJForCausalLM(tf.GPTJConfig(vocab_size=50, n_embd=16, n_layer=1, n_head=2,
                                             rotary_dim=4))

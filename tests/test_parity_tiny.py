@@ -22,7 +22,8 @@ def model(request):
 
 def test_config_matches_hf(model):
     hf = model.hf_model.config
-    assert model.cfg.n_layers == 3 and model.cfg.n_heads == 4 and model.cfg.d_model == 32
+    assert model.cfg.n_layers == hf.num_hidden_layers
+    assert model.cfg.n_heads == 4 and model.cfg.d_model == 32
     assert model.cfg.d_head == 8 and model.cfg.d_vocab == hf.vocab_size
     assert model.cfg.n_kv_heads == (getattr(hf, "num_key_value_heads", None) or 4)
 

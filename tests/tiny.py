@@ -31,6 +31,13 @@ CONFIGS = {
     "cohere": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, logit_scale=0.5),
     "cohere_qk_norm": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, use_qk_norm=True,
                                               logit_scale=0.5),
+    # Command R7B's shape: a global (NoPE) layer every fourth, the rest sliding-window with
+    # interleaved rotary; GQA, tied embeddings, logit_scale 0.25. A window of 4 matters at the
+    # test lengths.
+    "cohere2": lambda: tf.Cohere2Config(**{**_COMMON, "num_hidden_layers": 4},
+                                        num_key_value_heads=2, sliding_window=4,
+                                        logit_scale=0.25, tie_word_embeddings=True,
+                                        bos_token_id=1, eos_token_id=2),
 }
 FAMILIES = list(CONFIGS)
 

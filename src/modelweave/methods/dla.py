@@ -85,8 +85,7 @@ def _direction(model: Model, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tens
     if getattr(unembed, "bias", None) is not None:
         b = unembed.bias
         bias = b[ans] - (b[wrong.clamp(min=0)] * mask).sum(1) / mask.sum(1)
-    scale = float(getattr(model.hf_model, "logit_scale", 1.0) or 1.0)
-    return direction * scale, bias * scale
+    return direction * model.logit_scale, bias * model.logit_scale
 
 
 def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list[int] = ()

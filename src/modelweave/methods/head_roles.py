@@ -100,7 +100,7 @@ def effective_embeddings(model: Model, token_ids: list[int]) -> torch.Tensor:
 def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[int]
               ) -> torch.Tensor:
     """[n, head, len(columns)] logits each head's OV map writes for each input vector, read
-    through the final norm and the unembedding rows ``columns``."""
+    through the final norm and the unembedding rows ``columns`` (and the logit scale)."""
     cfg, a = model.cfg, model.adapter
     block = model.block(layer)
     with torch.no_grad():
@@ -116,7 +116,7 @@ def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[
         out = torch.einsum("nhd,mhd->nhm", v, w_o)
         normed = model.hf_model.get_submodule(a.final_norm)(out)
         w_u = model.hf_model.get_output_embeddings().weight[columns]
-        return (normed @ w_u.T).float()
+        return (normed @ w_u.T * model.logit_scale).float()
 
 
 def _single_token_ids(model: Model, words: list[str]) -> list[int] | None:

@@ -65,15 +65,22 @@ class Model:
         """The HF decoder block of ``layer``."""
         return self._blocks[layer]
 
+    @property
+    def logit_scale(self) -> float:
+        """The factor the model multiplies its logits by after the unembedding (Cohere,
+        Cohere2: ``config.logit_scale``); 1.0 for families without one. Every read-out of the
+        vocabulary (:meth:`unembed`, DLA, OV logits) applies it."""
+        scale = getattr(self.hf_model, "logit_scale", None)
+        return 1.0 if scale is None else float(scale)
+
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
         """Logits [..., d_vocab] of a final residual stream [..., d_model]: the final norm,
         the unembedding and any logit scale (Cohere) or final soft-capping, as the model
         applies them."""
         normed = self.hf_model.get_submodule(self.adapter.final_norm)(resid)
         logits = self.hf_model.get_output_embeddings()(normed)
-        scale = getattr(self.hf_model, "logit_scale", None)
-        if scale is not None:
-            logits = logits * scale
+        if self.logit_scale != 1.0:
+            logits = logits * self.logit_scale
         cap = getattr(self.hf_model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import UnsupportedArchitectureError
-from . import cohere, gpt2, gpt_neox, llama, olmo, olmo2
+from . import cohere, cohere2, gpt2, gpt_neox, llama, olmo, olmo2
 from .base import Adapter, linear_weight, projections
 
 _FAMILIES: dict[str, Callable[[object], Adapter]] = {
@@ -18,6 +18,7 @@ _FAMILIES: dict[str, Callable[[object], Adapter]] = {
     "olmo": olmo.adapter_for,
     "olmo2": olmo2.adapter_for,
     "cohere": cohere.adapter_for,
+    "cohere2": cohere2.adapter_for,
 }
 
 #: What users know each ``model_type`` as.
@@ -30,6 +31,7 @@ FAMILY_EXAMPLES: dict[str, str] = {
     "olmo": "OLMo-1",
     "olmo2": "OLMo-2",
     "cohere": "Command R, Aya 23, Aya Expanse",
+    "cohere2": "Command R7B, Command A",
 }
 
 
