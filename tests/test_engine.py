@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+import modelweave.methods.activation_patching as activation_patching
 from modelweave import Model
-from modelweave.engine import base_run
+from modelweave.engine import base_run, run_suffix, supports_suffix
+from modelweave.engine.suffix import _prefix_cache
 from modelweave.methods import (
     GRIDS,
     SITES,
@@ -17,7 +19,9 @@ from modelweave.methods import (
 from modelweave.tasks import TaskError, make_batch
 from tokenizers_zoo import make_tokenizer
 
-from tiny import FAMILIES, tiny_hf_model
+from tiny import FAMILIES, random_tokens, tiny_hf_model
+
+MIXED = ["qwen2_sliding", "cohere2"]  # sliding-window and full-attention layers
 
 
 def tiny(family):
@@ -48,6 +52,67 @@ def test_fast_engine_equals_naive_loop(family):
             assert max(diffs) <= 1e-4, (grid, direction)
             spread = max(naive.values()) - min(naive.values())
             assert spread > 1e-3, (grid, direction)  # the patches do something
+
+
+@pytest.mark.parametrize("family", MIXED)
+def test_suffix_runs_on_mixed_layer_types(family):
+    """Every (layer, pos) start reproduces the base run; a patch at (layer, pos) equals the
+    full patched run; sliding layers' prefix cache holds only what their window sees."""
+    model = Model(tiny_hf_model(family))
+    config = model.hf_model.config
+    types, window = list(config.layer_types), config.sliding_window
+    assert len(set(types)) == 2 and supports_suffix(model)
+    tokens = random_tokens(batch=2, pos=11)
+    _, base = base_run(model, tokens)
+    assert all(k.shape[2] == 11 for k in base.keys)  # the base run keeps every key
+    delta = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    effects = {}
+    for layer in range(model.cfg.n_layers):
+        for pos in range(11):
+            again = run_suffix(model, base, layer, pos, groups=2)
+            assert (again - base.last_logits.repeat(2, 1)).abs().max() <= 1e-5
+            with model.hooks([(f"blocks.{layer}.hook_resid_pre",
+                               lambda t, h: torch.cat([t[:, :1] + delta, t[:, 1:]], 1))]):
+                fast = run_suffix(model, base, layer, pos)
+            full = model.run_with_hooks(tokens, [(f"blocks.{layer}.hook_resid_pre", lambda t, h,
+                                                  p=pos: torch.cat([t[:, :p], t[:, p:p + 1]
+                                                                    + delta, t[:, p + 1:]], 1))])
+            assert (fast - full[:, -1]).abs().max() <= 1e-5, (layer, pos)
+            effects[layer, pos] = (fast - base.last_logits).abs().max().item()
+    assert sum(e > 1e-3 for e in effects.values()) > len(effects) // 2  # patches do something
+    if types[-1] == "sliding_attention":  # the last position cannot see outside its window
+        assert effects[model.cfg.n_layers - 1, 0] == 0 < effects[model.cfg.n_layers - 1, 10]
+    assert config.layer_types == types  # restored
+    cache = _prefix_cache(model, base, 9, 1)
+    for layer, kind in enumerate(types):
+        kept = window - 1 if kind == "sliding_attention" else 9
+        assert cache.layers[layer].keys.shape[2] == kept, (layer, kind)
+
+
+@pytest.mark.parametrize("family", MIXED)
+def test_mixed_layer_sweeps_take_the_suffix_path(family, monkeypatch):
+    """Heads-by-pos and neuron sweeps, both directions, equal the naive loop, and each chunk
+    ran as a suffix pass from its own layer and first changed position (no full passes)."""
+    model = tiny(family)
+    batch = make_batch(model, "ioi", n=4, same_length=True)
+    calls = []
+
+    def spy(model_, base, layer, pos, groups=1, resid=None):
+        calls.append((layer, pos))
+        return run_suffix(model_, base, layer, pos, groups, resid)
+
+    monkeypatch.setattr(activation_patching, "run_suffix", spy)
+    window = model.hf_model.config.sliding_window
+    for grid in ("heads-by-pos", "neurons"):
+        for direction in ("denoising", "noising"):
+            calls.clear()
+            indices = [0, 11, 40] if grid == "neurons" else None
+            units, fast, naive = fast_and_naive(model, batch, grid, direction, indices)
+            assert max(abs(fast[u] - naive[u]) for u in units) <= 1e-4, (grid, direction)
+            assert max(naive.values()) - min(naive.values()) > 1e-3
+            assert {layer for layer, _ in calls} == set(range(model.cfg.n_layers))
+            if grid == "heads-by-pos":  # later chunks start past the window
+                assert any(pos > window for _, pos in calls), calls
 
 
 def test_sweep_result(tmp_path):

@@ -6,6 +6,15 @@ before ``p`` as it was in the base run. :func:`run_suffix` therefore re-runs onl
 its layer list), fed the base run's residual stream at ``L`` and a key/value cache holding the
 base run's keys and values of positions ``< p``. Many patches are batched into one pass by
 stacking copies of the batch (``groups``), each copy carrying its own patch in the hooks.
+
+Models mixing layer types (``config.layer_types``: sliding-window and full attention, as in
+Cohere2, Gemma-2 or sliding Qwen2) work the same way. HF picks layer ``i``'s mask as
+``masks[config.layer_types[i]]`` with ``i`` counted in the (truncated) layer list, while each
+attention module addresses the cache by its own, original ``layer_idx``. So while layers
+``L..`` run, ``config.layer_types`` is cut to ``layer_types[L:]`` too, and the prefix cache
+keeps one entry per original layer, typed by the full config: sliding layers hold only the
+last ``window - 1`` prefix keys (all their queries can see) and report the offset their mask
+needs. The base run keeps every key of every layer (a cache built without a config).
 """
 
 from __future__ import annotations
@@ -56,37 +65,56 @@ def base_run(model: Model, tokens: torch.Tensor, sites: list[str] = ()
         store[hook.name] = tensor.clone() if hook.name in sites else tensor
 
     hooks = [(n, keep) for n in dict.fromkeys([*names, *sites])]
+    # no config: every layer keeps all its keys (a sliding-window cache layer would drop all
+    # but the last window - 1, and suffix runs need the keys before any start position)
+    cache = DynamicCache()
     with model.hooks(hooks), torch.no_grad():
-        out = model.hf_model(input_ids=tokens.to(model.device), use_cache=True)
-    cache = out.past_key_values
+        out = model.hf_model(input_ids=tokens.to(model.device), past_key_values=cache,
+                             use_cache=True)
     keys = [cache.layers[i].keys for i in range(model.cfg.n_layers)]
     values = [cache.layers[i].values for i in range(model.cfg.n_layers)]
     return out.logits, BaseRun(tokens, [store[n] for n in names], keys, values,
                                out.logits[:, -1], {n: store[n] for n in sites})
 
 
+#: Layer types whose masks the suffix runner lines up with truncated layer lists.
+SUFFIX_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+
+
 @contextmanager
 def _layers_from(model: Model, layer: int) -> Iterator[None]:
-    """Temporarily make ``layers[layer:]`` the model's whole layer list, and silence learned
-    position embeddings (the residual fed in already contains them)."""
+    """Temporarily make ``layers[layer:]`` the model's whole layer list (and
+    ``config.layer_types[layer:]`` its layer types, so that the ``i``-th layer run gets the
+    mask of its own type), and silence learned position embeddings (the residual fed in
+    already contains them)."""
     path = model.adapter.blocks
     parent_path, _, attr = path.rpartition(".")
     parent = model.hf_model.get_submodule(parent_path) if parent_path else model.hf_model
     original = getattr(parent, attr)
+    config = model.hf_model.config
+    layer_types = getattr(config, "layer_types", None)
     handles = []
     if model.adapter.pos_embed:
         pos = model.hf_model.get_submodule(model.adapter.pos_embed)
         handles.append(pos.register_forward_hook(lambda m, a, out: torch.zeros_like(out)))
     setattr(parent, attr, torch.nn.ModuleList(list(original)[layer:]))
+    if layer_types is not None:
+        config.layer_types = list(layer_types)[layer:]
     try:
         yield
     finally:
         setattr(parent, attr, original)
+        if layer_types is not None:
+            config.layer_types = layer_types
         for handle in handles:
             handle.remove()
 
 
 def _prefix_cache(model: Model, base: BaseRun, pos: int, groups: int) -> DynamicCache:
+    """A cache of the base run's keys and values at positions ``< pos``, one entry per layer
+    of the full model (attention modules address it by their original layer index), each of
+    the type the full config gives it (sliding layers keep the last ``window - 1`` keys).
+    Layers below the suffix are never read but size the masks."""
     cache = DynamicCache(config=model.hf_model.config)
     for layer in range(model.cfg.n_layers):
         k = base.keys[layer][:, :, :pos].repeat(groups, 1, 1, 1)
@@ -118,6 +146,8 @@ def run_suffix(model: Model, base: BaseRun, layer: int, pos: int, groups: int = 
 
 
 def supports_suffix(model: Model) -> bool:
-    """Whether the suffix runner applies (every layer shares one attention-mask type)."""
+    """Whether the suffix runner applies: every layer is a full or sliding-window attention
+    layer (other kinds, e.g. chunked or linear attention, keep state the prefix cache does
+    not rebuild)."""
     layer_types = getattr(model.hf_model.config, "layer_types", None)
-    return not layer_types or len(set(layer_types)) == 1
+    return not layer_types or set(layer_types) <= SUFFIX_LAYER_TYPES

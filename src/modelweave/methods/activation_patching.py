@@ -101,8 +101,9 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
             starts[unit] = first
     if progress and results:
         progress(len(results))
-    # Models mixing attention-mask types across layers (sliding-window layers) index masks and
-    # caches by layer: they get batched full passes instead of suffix passes.
+    # Layer kinds the suffix runner cannot start mid-model (chunked or linear attention; see
+    # supports_suffix) get batched full passes instead. Full and sliding-window layers, mixed
+    # or not, take the suffix path.
     skip_layers = supports_suffix(model)
     for chunk in _chunks(starts, size):
         layer = chunk[0].layer
