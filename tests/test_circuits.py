@@ -76,7 +76,7 @@ def test_wired_runs_reproduce_clean_and_corrupted_runs(family):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "gpt_neox_sequential", "cohere",
-                                    "cohere_qk_norm", "olmo2"])
+                                    "cohere_qk_norm", "olmo2", "cohere2"])
 def test_receiver_gradients_predict_small_edge_patches(family):
     """(corrupted - clean) · gradient = the exact change, to first order, for every edge kind
     (through OLMo-2's post-norm for its heads). OLMo's clip_qkv clamp is not differentiable

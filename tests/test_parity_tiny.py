@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modelweave import Model
+from modelweave import Model, SiteError
 
 from parity import (
     check_decompositions,
@@ -59,7 +59,35 @@ def test_zeroing_a_head_in_z_equals_zeroing_its_result(model):
     via_z = model.run_with_hooks(tokens, [("blocks.1.attn.hook_z", zero_head)])
     via_result = model.run_with_hooks(tokens, [("blocks.1.attn.hook_result", zero_head)])
     assert max_diff(via_z, model(tokens)) > 1e-3  # the ablation does something
-    assert max_diff(via_z, via_result) <= 1e-5
+    if not model.cfg.post_norm:
+        assert max_diff(via_z, via_result) <= 1e-5
+        return
+    # post-norm: zeroing z re-normalises the other heads; zeroing the frozen-scale share
+    # removes exactly that share from hook_attn_out
+    _, cache = model.run_with_cache(tokens, ["blocks.1.attn.hook_result"])
+    share = cache["blocks.1.attn.hook_result"][:, :, 2]
+
+    def minus_share(t, hook):
+        return t - share
+
+    via_attn_out = model.run_with_hooks(tokens, [("blocks.1.hook_attn_out", minus_share)])
+    assert max_diff(via_result, via_attn_out) <= 1e-5
+    assert max_diff(via_z, via_result) > 1e-4
+
+
+def test_post_norm_scale_site_rescales_the_norm(model):
+    if not model.cfg.post_norm:
+        with pytest.raises(SiteError, match="no post-norm"):
+            model.run_with_cache(random_tokens(), ["blocks.0.attn.hook_scale"])
+        return
+    tokens = random_tokens()
+    _, cache = model.run_with_cache(tokens, ["blocks.1.attn.hook_scale", "blocks.1.hook_mlp_out",
+                                             "blocks.1.mlp.hook_scale"])
+    assert cache["blocks.1.attn.hook_scale"].shape == (*tokens.shape, 1)
+    doubled = model.run_with_hooks(tokens, [("blocks.1.mlp.hook_scale", lambda s, hook: 2 * s)])
+    out = cache["blocks.1.hook_mlp_out"]
+    added = model.run_with_hooks(tokens, [("blocks.1.hook_mlp_out", lambda t, hook: t + out)])
+    assert max_diff(doubled, added) <= 1e-5 and max_diff(doubled, model(tokens)) > 1e-3
 
 
 def test_patching_resid_mid_matches_patching_attn_out(model):
