@@ -33,8 +33,16 @@ def test_splits_are_disjoint_and_answers_correct():
     x, y = make_dataset("parentheses").batch(3, 0, 64)
     labels = [balanced(["()"[c] for c in row[:-1]]) for row in x.tolist()]
     assert [lab for lab in labels] == (y[:, -1] == 3).tolist()  # "T" has id 3
-    x, y = make_dataset("induction", vocab=20, length=6).batch(0, 0, 4)
-    assert torch.equal(x[:, 1:7], x[:, 7:13]) and torch.equal(y[:, 7:12], x[:, 2:7])
+    x, y = make_dataset("induction", vocab=20, length=6).batch(0, 0, 16)
+    offsets = set()
+    for row, tgt in zip(x.tolist(), y.tolist(), strict=True):
+        for p, t in enumerate(tgt):
+            if t != -100:  # the current token occurred before; the target followed it then
+                first = row.index(row[p])
+                assert first < p and row[first + 1] == t
+                offsets.add(p - first)
+        assert sum(t != -100 for t in tgt) >= 1
+    assert len(offsets) > 1  # the repeat's offset varies: position alone cannot predict it
 
 
 def test_training_lowers_loss_and_round_trips(tmp_path):

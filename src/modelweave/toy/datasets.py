@@ -7,9 +7,10 @@ where no loss is taken, so one cross-entropy serves every task.
 - ``modular_addition``: ``a b =`` -> ``(a + b) mod p`` (Nanda et al. 2023). The ``p**2`` pairs
   are split once by ``data_seed``: a fraction ``frac`` trains (full batch), the rest is the test
   set.
-- ``induction``: ``<bos> x_1..x_L x_1..x_L``, the ``x`` distinct random tokens; the loss and
-  the accuracy are on the second half (positions predictable only by induction). Train and test
-  sequences come from disjoint random streams.
+- ``induction``: ``<bos> x_1..x_m x_1..x_{2L-m}``, the ``x`` distinct random tokens, the
+  segment length ``m`` random in ``[L, 2L-2]`` (so the repeat's offset varies and position alone
+  cannot predict it); the loss and the accuracy are on the repeat (the tokens predictable only
+  by induction). Train and test sequences come from disjoint random streams.
 - ``sorting`` / ``reversal``: ``x_1..x_n : y_1..y_n`` with ``y`` the sorted / reversed list;
   loss on the ``y``. ``parentheses``: ``c_1..c_n :`` -> ``T`` iff the string of ``(`` and ``)``
   is balanced (half the examples are). For these three a list is held out by a hash of its
@@ -175,10 +176,22 @@ class Induction(ToyDataset):
 
     def sample(self, gen: torch.Generator, size: int) -> Batch:
         v, n = self.params["vocab"], self.params["length"]
-        first = torch.rand(size, v, generator=gen).argsort(1)[:, :n]
-        inputs = torch.cat([torch.full((size, 1), self.bos_id), first, first], 1)
+        total = 2 * n
+        # a segment of m distinct tokens (m random in [n, 2n - 2]), then its first 2n - m
+        # tokens again: the offset varies, so only induction (not position) predicts the repeat
+        m = torch.randint(n, max(n + 1, total - 1), (size,), generator=gen)
+        tokens = torch.rand(size, v, generator=gen).argsort(1)[:, :total]
+        pos = torch.arange(total)[None]
+        second = pos >= m[:, None]
+        source = torch.where(second, pos - m[:, None], pos)
+        body = tokens.gather(1, source)
+        inputs = torch.cat([torch.full((size, 1), self.bos_id), body], 1)
         targets = torch.full_like(inputs, -100)
-        targets[:, n + 1:-1] = first[:, 1:]  # position n+i predicts x_{i+1}, i = 1..n-1
+        # position p (1-based, content index p-1) predicts content index p; predictable when
+        # the token at p-1 is itself a repeat, i.e. content index p-1 >= m
+        predictable = second[:, :-1]
+        targets[:, 1:-1] = torch.where(predictable, body[:, 1:], torch.full_like(body[:, 1:],
+                                                                                 -100))
         return inputs, targets
 
     def batch(self, step, seed, size):

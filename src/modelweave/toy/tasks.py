@@ -8,7 +8,8 @@ others); a toy task's parameters must match the checkpoint's (``task_params`` in
 
 - ``toy_modular_addition``: ``"a b ="`` -> ``" c"``; corrupt: another ``a'`` (``corruption=b``:
   another ``b'``) with ``c' != c``, the wrong answer. Positions ``A``, ``B``, ``EQ``.
-- ``toy_induction``: ``"x_1..x_L x_1..x_k"`` -> ``" x_{k+1}"`` (the tokenizer adds ``<bos>``);
+- ``toy_induction``: ``"x_1..x_L x_1..x_k"`` -> ``" x_{k+1}"`` (``k = prefix``, default
+  ``L // 2``; the tokenizer adds ``<bos>``);
   corrupt: a fresh sequence ``y`` written the same way (wrong answer ``y_{k+1}``). Positions
   ``A`` (first occurrence of ``x_k``), ``B`` (first occurrence of the answer), ``END``.
 - ``toy_sorting`` / ``toy_reversal``: ``"x_1..x_n : y_1..y_k"`` -> ``" y_{k+1}"``; corrupt: another
@@ -91,11 +92,12 @@ class ToyInduction(_ToyTask):
     dataset = "induction"
     description = "toy: random tokens repeated; predict the token that followed last time"
     corruptions = ("resample",)
-    defaults = {"vocab": 64, "length": 16, "prefix": 8, "split": "test"}
+    defaults = {"vocab": 64, "length": 16, "prefix": None, "split": "test"}
 
     def example(self, rng, index, tokenizer) -> Example:
         data = self.data()
-        n, k = data.params["length"], self.params["prefix"]
+        n = data.params["length"]
+        k = n // 2 if self.params["prefix"] is None else self.params["prefix"]
         if not 1 <= k < n:
             raise TaskError(f"toy_induction: prefix must be in [1, length), got {k}")
         gen = self._torch_gen(rng)
