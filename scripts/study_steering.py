@@ -1,6 +1,7 @@
 """The steering study of docs/steering.md on the embedded model (SmolLM2-135M-Instruct).
 
     python scripts/study_steering.py fv --out runs/steering        # function vectors
+    python scripts/study_steering.py heldout --out runs/steering   # the FVs on fresh prompts
     python scripts/study_steering.py steer --out runs/steering     # sentiment steering + ablation
     python scripts/study_steering.py figures --out runs/steering   # figures from saved results
 
@@ -159,6 +160,38 @@ def stage_steer(model, out: Path, args) -> dict:
     return result
 
 
+def stage_heldout(model, out: Path, args) -> dict:
+    """The saved FVs at ``--heldout-layer`` on fresh prompts (seed 2), against no vector and
+    the layer mean of fresh clean prompts; the clean 10-shot accuracy is the ceiling."""
+    from modelweave.methods.steering.fv import correct_rows, last_token_acts
+    from modelweave.methods.steering.fv_eval import FVRun, addition_accuracy
+    from modelweave.tasks import make_batch
+    from modelweave.tasks.icl import icl_task_name
+
+    start = time.time()
+    run = FVRun.load(out / "fv")
+    layer, rows = args.heldout_layer, []
+    for t in run.tasks:
+        if t.vector is None:
+            continue
+        name = icl_task_name(t.task)
+        few = make_batch(model, name, n=args.n_eval, seed=2)
+        zero = make_batch(model, name, n=args.n_eval, seed=2, shots=0)
+        acts = last_token_acts(model, few)
+        mean = acts.resid[:, layer].mean(0)
+        row = {"task": t.task, "ceiling_10shot": correct_rows(acts, few).float().mean().item()}
+        for setting, b, which in (("zero_shot", zero, "clean"), ("shuffled", few, "corrupt")):
+            acc = addition_accuracy(model, b, {"none": None, "fv": t.vector, "layer_mean": mean},
+                                    [layer], which)
+            row.update({f"{setting}_{k}": v[0] for k, v in acc.items()})
+        rows.append(row)
+        print(f"[{time.time() - start:6.1f}s] {row}", flush=True)
+    result = {"layer": layer, "n_eval": args.n_eval, "seed": 2, "tasks": rows,
+              "seconds": round(time.time() - start, 1)}
+    (out / "fv_heldout.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def stage_figures(out: Path) -> None:
     from modelweave.methods.steering.fv_eval import FVRun
     from modelweave.report.steering import save_fv_figures
@@ -170,13 +203,14 @@ def stage_figures(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["fv", "steer", "figures", "all"])
+    parser.add_argument("stage", choices=["fv", "heldout", "steer", "figures", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/steering"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-clean", type=int, default=30)
     parser.add_argument("--n-corrupt", type=int, default=8)
     parser.add_argument("--n-eval", type=int, default=24)
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--heldout-layer", type=int, default=15)
     parser.add_argument("--steer-layer", type=int, default=6)
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 4, 8, -8])
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -191,6 +225,8 @@ def main() -> None:
     model = load_model("smollm2-135m")
     if args.stage in ("fv", "all"):
         stage_fv(model, args.out, args)
+    if args.stage in ("heldout", "all"):
+        stage_heldout(model, args.out, args)
     if args.stage in ("steer", "all"):
         stage_steer(model, args.out, args)
     if args.stage == "all":

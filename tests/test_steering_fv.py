@@ -107,6 +107,8 @@ def test_pipeline_saves_and_loads(tmp_path):
     loaded = FVRun.load(run.save(tmp_path / "fv"))
     assert loaded.heads == run.heads
     assert torch.equal(loaded.tasks[1].effects, run.tasks[1].effects)
+    assert torch.equal(loaded.tasks[0].layer_means, run.tasks[0].layer_means)
+    assert torch.equal(loaded.tasks[0].vector, t.vector)
     assert loaded.headline() == run.headline()
     from modelweave.report.steering import save_fv_figures
 

@@ -143,6 +143,8 @@ class FVRun:
             tensors[f"{t.task}.effects"] = t.effects.contiguous()
             if t.vector is not None:
                 tensors[f"{t.task}.vector"] = t.vector.contiguous()
+            if t.layer_means is not None:
+                tensors[f"{t.task}.layer_means"] = t.layer_means.contiguous()
         save_file(tensors, str(folder / "fv.safetensors"))
         tasks = [{k: v for k, v in asdict(t).items()
                   if k not in ("effects", "vector", "layer_means")} for t in self.tasks]
@@ -160,7 +162,9 @@ class FVRun:
         info = json.loads((folder / "fv.json").read_text())
         tensors = load_file(str(folder / "fv.safetensors"))
         tasks = [TaskFV(**t, effects=tensors[f"{t['task']}.effects"],
-                        vector=tensors.get(f"{t['task']}.vector")) for t in info["tasks"]]
+                        vector=tensors.get(f"{t['task']}.vector"),
+                        layer_means=tensors.get(f"{t['task']}.layer_means"))
+                 for t in info["tasks"]]
         return cls(info["model"], [tuple(h) for h in info["heads"]], info["layers"],
                    info["fv_layer"], tasks, info["settings"])
 
