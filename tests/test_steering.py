@@ -137,6 +137,12 @@ def test_contrastive_vectors_mean_and_pca(models):
     rows = torch.arange(3)
     want = (cp["blocks.2.hook_resid_post"][rows, lp] - cn["blocks.2.hook_resid_post"][rows, ln])
     assert torch.allclose(sv.at(2), want.mean(0), atol=1e-5)
+    at_minus_one = contrastive_vectors(model, pos, neg, layers=2, position=-1)
+    assert torch.allclose(at_minus_one.at(2), sv.at(2))
+    first = contrastive_vectors(model, pos, neg, layers=2, position=0, method="pca_centred")
+    assert first.vectors.shape == (1, model.cfg.d_model) and first.method == "pca_centred"
+    with pytest.raises(SteeringError, match="outside"):
+        contrastive_vectors(model, pos, neg, layers=2, position=40)
     diffs = torch.randn(6, 5) + torch.tensor([3.0, 0, 0, 0, 0])
     pc = direction(diffs, "pca")
     assert float(pc @ diffs.mean(0)) > 0

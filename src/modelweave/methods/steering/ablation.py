@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...errors import WeightEditError
+from ...errors import SteeringError, WeightEditError
 from ...models.adapters import linear_weight
 from .apply import check_vector
 
@@ -39,8 +39,6 @@ def unit(model: Model, direction: torch.Tensor) -> torch.Tensor:
     direction = check_vector(model, direction).float()
     norm = direction.norm()
     if not torch.isfinite(norm) or norm == 0:
-        from ...errors import SteeringError
-
         raise SteeringError("cannot ablate a zero (or non-finite) direction")
     return direction / norm
 

@@ -43,7 +43,8 @@ class SteeringVectors:
         vectors: [n_layers_read, d_model] float32, row ``i`` for ``layers[i]``.
         layers: the layers read.
         site: the site kind (``hook_resid_post``: the block output).
-        position: ``"last"`` (each text's last token) or ``"mean"`` (mean over its tokens).
+        position: ``"last"`` (each text's last token), ``"mean"`` (mean over its tokens) or
+            a token index.
         method: ``mean``, ``pca`` or ``pca_centred``.
         n_pairs: contrastive pairs used.
         meta: anything else (model name, pair file ...).
@@ -52,7 +53,7 @@ class SteeringVectors:
     vectors: torch.Tensor
     layers: list[int]
     site: str = "hook_resid_post"
-    position: str = "last"
+    position: str | int = "last"
     method: str = "mean"
     n_pairs: int = 0
     meta: dict = field(default_factory=dict)
@@ -128,12 +129,14 @@ def _check_pairs(positives: Sequence[str], negatives: Sequence[str]
     return list(positives), list(negatives)
 
 
-def read_site(model: Model, texts: list[str], names: list[str], position: str = "last",
+def read_site(model: Model, texts: list[str], names: list[str], position: str | int = "last",
               batch_size: int = 16) -> dict[str, torch.Tensor]:
     """Per site name, [len(texts), d_model] activations (float32) at each text's last token
-    (``position="last"``) or averaged over its tokens (``"mean"``)."""
-    if position not in ("last", "mean"):
-        raise SteeringError(f"position must be 'last' or 'mean', got {position!r}")
+    (``position="last"``), averaged over its tokens (``"mean"``), or at token ``position``
+    of each text (an int; negative counts from the text's end: -1 is ``"last"``)."""
+    if position not in ("last", "mean") and not isinstance(position, int):
+        raise SteeringError(f"position must be 'last', 'mean' or a token index, got "
+                            f"{position!r}")
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     for start in range(0, len(texts), batch_size):
         tokens, mask = model.encode(texts[start:start + batch_size])
@@ -142,8 +145,13 @@ def read_site(model: Model, texts: list[str], names: list[str], position: str = 
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         for n in names:
             acts = cache[n].float()
-            if position == "last":
-                out[n].append(acts[rows, lengths - 1].cpu())
+            if position == "last" or isinstance(position, int):
+                index = lengths - 1 if position == "last" else (
+                    position + lengths if position < 0 else torch.full_like(lengths, position))
+                if bool(((index < 0) | (index >= lengths)).any()):
+                    raise SteeringError(f"position {position} is outside a text of "
+                                        f"{int(lengths.min())} tokens")
+                out[n].append(acts[rows, index].cpu())
             else:
                 m = mask[..., None].to(acts.dtype)
                 out[n].append(((acts * m).sum(1) / m.sum(1)).cpu())
@@ -167,14 +175,15 @@ def direction(diffs: torch.Tensor, method: str = "mean") -> torch.Tensor:
 
 def contrastive_vectors(model: Model, positives: Sequence[str], negatives: Sequence[str], *,
                         layers: int | Sequence[int] | None = None,
-                        site: str = "hook_resid_post", position: str = "last",
+                        site: str = "hook_resid_post", position: str | int = "last",
                         method: str = "mean", batch_size: int = 16) -> SteeringVectors:
     """Steering directions from contrastive pairs (``positives[i]`` vs ``negatives[i]``).
 
     Args:
         layers: a layer, several, or ``None`` for every layer.
         site: a residual-width site kind (``hook_resid_post``, ``hook_resid_pre`` ...).
-        position: ``"last"`` token of each text or ``"mean"`` over its tokens.
+        position: ``"last"`` token of each text, ``"mean"`` over its tokens, or a token index
+            (negative from the end).
         method: ``mean``, ``pca`` or ``pca_centred``.
 
     Raises:
