@@ -91,9 +91,11 @@ def test_post_norm_scale_site_rescales_the_norm(model):
 
 
 def test_patching_resid_mid_matches_patching_attn_out(model):
-    if model.cfg.parallel_attn_mlp:
-        pytest.skip("no resid_mid in parallel blocks")
     tokens = random_tokens()
+    if model.cfg.parallel_attn_mlp:  # the site is absent, and says why
+        with pytest.raises(SiteError, match="in parallel"):
+            model.run_with_hooks(tokens, [("blocks.0.hook_resid_mid", lambda t, h: t)])
+        return
     delta = torch.randn(model.cfg.d_model)
     a = model.run_with_hooks(tokens, [("blocks.0.hook_resid_mid", lambda t, h: t + delta)])
     b = model.run_with_hooks(tokens, [("blocks.0.hook_attn_out", lambda t, h: t + delta)])

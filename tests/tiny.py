@@ -15,8 +15,15 @@ VOCAB = 97
 _COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                num_attention_heads=4, max_position_embeddings=64)
 
+#: One tiny config per shape the released checkpoints of a family take (docs/families.md lists
+#: them): grouped-query ratios, tied or untied embeddings, biases, rotary style, q/k norms.
 CONFIGS = {
+    # q/k/v/o biases on (as Qwen2 has them), GQA 2:1, untied
     "llama": lambda: tf.LlamaConfig(**_COMMON, num_key_value_heads=2, attention_bias=True),
+    # Llama-3-8B: GQA 4:1 (32 query / 8 key heads), no biases, untied
+    "llama3": lambda: tf.LlamaConfig(**_COMMON, num_key_value_heads=1),
+    # SmolLM2, Llama-3.2-1B: GQA, tied embeddings
+    "smollm2": lambda: tf.LlamaConfig(**_COMMON, num_key_value_heads=2, tie_word_embeddings=True),
     "mistral": lambda: tf.MistralConfig(**_COMMON, num_key_value_heads=2),
     "qwen2": lambda: tf.Qwen2Config(**_COMMON, num_key_value_heads=2),
     "qwen2_sliding": lambda: tf.Qwen2Config(**_COMMON, num_key_value_heads=2,
@@ -27,7 +34,11 @@ CONFIGS = {
     "gpt_neox": lambda: tf.GPTNeoXConfig(**_COMMON, rotary_pct=0.5, use_parallel_residual=True),
     "gpt_neox_sequential": lambda: tf.GPTNeoXConfig(**_COMMON, use_parallel_residual=False),
     "olmo": lambda: tf.OlmoConfig(**_COMMON, num_key_value_heads=4, clip_qkv=0.8),
+    # OLMo-1B: tied embeddings, no clipping
+    "olmo_tied": lambda: tf.OlmoConfig(**_COMMON, num_key_value_heads=4, tie_word_embeddings=True),
+    # OLMo-2 32B's GQA; 7B and 13B are multi-head (olmo2_mha)
     "olmo2": lambda: tf.Olmo2Config(**_COMMON, num_key_value_heads=2),
+    "olmo2_mha": lambda: tf.Olmo2Config(**_COMMON, num_key_value_heads=4),
     "cohere": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, logit_scale=0.5),
     "cohere_qk_norm": lambda: tf.CohereConfig(**_COMMON, num_key_value_heads=2, use_qk_norm=True,
                                               logit_scale=0.5),
