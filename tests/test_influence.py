@@ -178,6 +178,12 @@ def test_keys_resume_and_files(trained, tmp_path):
     a = plan_influence(trained, docs(), QUERIES, settings, calibrate=False)
     b = plan_influence(trained, changed, QUERIES, settings, calibrate=False)
     assert a.keys["factors"] != b.keys["factors"]
+    from modelweave import load_model
+    from modelweave.methods.influence.engine import model_fingerprint
+
+    trained.hf_model.save_pretrained(tmp_path / "saved")
+    trained.tokenizer.save_pretrained(tmp_path / "saved")
+    assert model_fingerprint(load_model(str(tmp_path / "saved"))) == a.keys["model"]
 
     def stop(stage, done, total):
         if stage == "lambda":
