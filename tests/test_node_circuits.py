@@ -14,7 +14,7 @@ from modelweave.metrics.scores import prob_change_effect
 from modelweave.models import Model
 from modelweave.tasks import TaskError
 
-from tiny import random_tokens, tiny_hf_model
+from tiny import FAMILIES, random_tokens, tiny_hf_model
 
 
 def _ragged(seed, n=10, lengths=(5, 7)):
@@ -55,7 +55,7 @@ def _manual_ablated(model, tokens, mask, manual, keep_heads, keep_neurons):
     return model.run_with_hooks(tokens, [(s, hook) for s in sites], attention_mask=mask)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "olmo2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_mean_ablation_matches_a_plain_reimplementation(family):
     model = Model(tiny_hf_model(family))
     ref_tokens, ref_mask = _ragged(seed=1, n=12)
