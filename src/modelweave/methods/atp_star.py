@@ -313,7 +313,7 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
             layer_of = torch.tensor([u.layer for u in units])
             total = plain.abs() * layer_of.float()  # drops below a unit's layer: unchanged
             for dropped in range(1, n_layers):
-                below = [L for L in unit_layers if L < dropped]
+                below = [layer for layer in unit_layers if layer < dropped]
                 if not below:
                     continue
                 seed = resid_grads[dropped + 1]  # gradient leaving the dropped layer
