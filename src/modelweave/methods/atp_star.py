@@ -176,13 +176,25 @@ def qk_units(model: Model, grid: str, length: int, layers: list[int] | None = No
     return units, ("layer", "head", "pos")
 
 
-def units_of(model: Model, grid: str, length: int, layers=None, indices=None):
-    """Units and axes of any grid AtP* estimates (:data:`ATP_GRIDS`)."""
+def units_of(model: Model, grid: str, length: int, layers=None, indices=None,
+             positions: list[int] | None = None):
+    """Units and axes of any grid AtP* estimates (:data:`ATP_GRIDS`). ``positions`` keeps
+    the units at those positions; for ``heads`` and ``neurons`` (every position) it makes
+    one unit per position, the grid gaining a trailing ``pos`` axis."""
     if grid in QK_GRIDS:
-        return qk_units(model, grid, length, layers, indices)
-    if grid not in SITES:
+        units, axes = qk_units(model, grid, length, layers, indices)
+    elif grid not in SITES:
         raise TaskError(f"unknown grid {grid!r}; grids: {', '.join(ATP_GRIDS)}")
-    return grid_units(model, grid, length, layers, indices)
+    else:
+        units, axes = grid_units(model, grid, length, layers, indices)
+    if positions is None:
+        return units, axes
+    bad = [p for p in positions if not 0 <= p < length]
+    if bad:
+        raise TaskError(f"position {bad[0]} out of range (prompts have {length} tokens)")
+    if units[0].pos is None:
+        return [Unit(u.layer, p, u.index) for u in units for p in positions], (*axes, "pos")
+    return [u for u in units if u.pos in positions], axes
 
 
 def _reduce(grid: str, prod: torch.Tensor) -> torch.Tensor:
@@ -194,16 +206,23 @@ def _reduce(grid: str, prod: torch.Tensor) -> torch.Tensor:
         return prod.sum((1, 3))[:, None]
     if grid == "neurons":
         return prod.sum(1)[:, None]
+    if grid == "neurons-by-pos":
+        return prod
     return prod.sum(-1)[..., None]  # resid, attn, mlp: one unit per position
 
 
 def _gather(per_layer: dict[int, torch.Tensor], units: list[Unit]) -> torch.Tensor:
-    """[batch, units] from per-layer [batch, pos or 1, width or 1] terms."""
-    cols = []
-    for u in units:
-        t = per_layer[u.layer]
-        cols.append(t[:, 0 if t.shape[1] == 1 else u.pos, 0 if t.shape[2] == 1 else u.index])
-    return torch.stack(cols, dim=1)
+    """[batch, units] from per-layer [batch, pos or 1, width or 1] terms; a layer missing
+    from ``per_layer`` contributes zeros."""
+    some = next(iter(per_layer.values()))
+    layers = sorted({u.layer for u in units})
+    where = {layer: i for i, layer in enumerate(layers)}
+    stacked = torch.stack([per_layer[layer] if layer in per_layer else torch.zeros_like(some)
+                           for layer in layers])  # [layers, B, pos or 1, width or 1]
+    li = torch.tensor([where[u.layer] for u in units])
+    pi = torch.tensor([0 if stacked.shape[2] == 1 else u.pos for u in units])
+    wi = torch.tensor([0 if stacked.shape[3] == 1 else u.index for u in units])
+    return stacked[li, :, pi, wi].T
 
 
 def _query_terms(base: dict, src: dict, grad_pattern: torch.Tensor) -> torch.Tensor:
@@ -251,8 +270,8 @@ def _key_terms(base: dict, src: dict, grad_pattern: torch.Tensor) -> torch.Tenso
 
 def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "denoising",
              metric: str = "logit_diff", layers: list[int] | None = None,
-             indices: list[int] | None = None, qk_fix: bool = True,
-             grad_drop: bool = True) -> AtPStarEstimate:
+             indices: list[int] | None = None, positions: list[int] | None = None,
+             qk_fix: bool = True, grad_drop: bool = True) -> AtPStarEstimate:
     """AtP* (or plain AtP with ``qk_fix=False, grad_drop=False``) estimates of every unit of
     ``grid`` (:data:`ATP_GRIDS`); see the module docstring for the definitions.
 
@@ -260,7 +279,9 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
     and with ``grad_drop`` about ``n_layers / 2`` more backward passes.
     """
     check_sweep(batch, direction)
-    units, axes = units_of(model, grid, batch.clean.shape[1], layers, indices)
+    units, axes = units_of(model, grid, batch.clean.shape[1], layers, indices, positions)
+    by_pos = {"heads": "heads-by-pos", "neurons": "neurons-by-pos"}
+    red = by_pos.get(grid, grid) if positions is not None else grid
     base_tokens, source_tokens = ((batch.corrupt, batch.clean) if direction == "denoising"
                                   else (batch.clean, batch.corrupt))
     n_layers = model.cfg.n_layers
@@ -304,8 +325,7 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
                 fn = _query_terms if grid == "queries" else _key_terms
                 return fn(base_rec[layer], src_rec[layer], grad)
             delta = (source[names[layer]] - acts[names[layer]].detach()).float()
-            red = "heads-by-pos" if qk else grid
-            return _reduce(red, delta * grad)
+            return _reduce("heads-by-pos" if qk else red, delta * grad)
 
         plain = _gather({L: terms(L, g) for L, g in target_grads.items()}, units)  # [B, U]
         score = plain.mean(0).abs()
@@ -321,9 +341,7 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
                                           grad_outputs=seed, retain_graph=True,
                                           allow_unused=True)
                 per_layer = {L: terms(L, g) for L, g in zip(below, out, strict=True)}
-                cols = [i for i, u in enumerate(units) if u.layer < dropped]
-                part = _gather({L: per_layer[L] for L in below}, [units[i] for i in cols])
-                total[:, cols] += part.abs()
+                total += _gather(per_layer, units).abs()  # zeros at layers >= dropped
             score = torch.maximum(score, (total / (n_layers - 1)).mean(0))
     base_m = per_prompt_metric.mean().item()
     source_m = metric_on_last(metric, source_logits[:, -1], batch).mean().item()
