@@ -9,6 +9,7 @@ from . import (  # noqa: F401 - each module registers its commands
     heuristics,
     influence,
     steering,
+    toy,
 )
 from .app import app, main
 

@@ -227,6 +227,20 @@ def _resume_point(out: Path, cfg: ToyConfig) -> tuple[Path | None, list[dict], f
     return ckpts[-1], history, float(saved.get("seconds", 0.0))
 
 
+def check_output(out: str | Path, resume: bool) -> bool:
+    """Whether ``out`` holds a run to resume; :class:`ToyError` if it is a file, or a non-empty
+    folder without ``resume``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ToyError(f"{out} is a file; --out must be a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not resume:
+            raise ToyError(f"output folder {out} is not empty; pass --resume to continue the run "
+                           "in it, or choose an empty folder")
+        return True
+    return False
+
+
 def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
               progress: Callable[[int, dict | None], None] | None = None,
               threads: int | None = None) -> ToyRun:
@@ -249,12 +263,7 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     data = cfg.validate()
     out = Path(out)
     start_ckpt, history, seconds_before = None, [], 0.0
-    if out.exists() and not out.is_dir():
-        raise ToyError(f"{out} is a file; --out must be a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not resume:
-            raise ToyError(f"output folder {out} is not empty; pass --resume to continue the run "
-                           "in it, or choose an empty folder")
+    if check_output(out, resume):
         start_ckpt, history, seconds_before = _resume_point(out, cfg)
     if threads:
         torch.set_num_threads(threads)
