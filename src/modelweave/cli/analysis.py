@@ -42,62 +42,98 @@ def patch(
     task: TaskOpt = "ioi",
     grid: Annotated[str, typer.Option(help="heads, heads-by-pos, resid, attn, mlp, neurons")]
     = "heads",
-    method: Annotated[str, typer.Option(help="exact or attribution")] = "exact",
+    method: Annotated[str, typer.Option(
+        help="exact, attribution (= atp), atp* (QK fix + GradDrop estimates) or locate "
+             "(exact top k, verified in AtP* order)")] = "exact",
     direction: Annotated[str, typer.Option(help="denoising or noising")] = "denoising",
     n: NOpt = 32,
     seed: int = 0,
     layers: Annotated[str | None, typer.Option(help="Only these layers, e.g. 0,5,10")] = None,
+    k: Annotated[int, typer.Option(help="(locate) how many components to find")] = 20,
+    budget: Annotated[int | None, typer.Option(
+        help="(locate) at most this many exact patches")] = None,
     out: OutOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     trust_remote_code: RemoteOpt = False,
 ) -> None:
-    """Activation patching over a node grid; saves the result and a heatmap."""
+    """Activation patching over a node grid; saves the result and a heatmap. Estimates
+    (attribution, atp*) and locate's unverified units are marked as estimates."""
     from ..methods import GRIDS, attribution_sweep, grid_units, patch_sweep
+    from ..methods.atp_star import atp_star
+    from ..methods.locate import locate
     from ..report.figures import patching_figure
     from ..tasks import TaskError, resolve_task
 
+    methods = ("exact", "attribution", "atp", "atp*", "locate")
     if grid not in GRIDS:
         raise TaskError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
-    if method not in ("exact", "attribution"):
-        raise TaskError(f"method must be 'exact' or 'attribution', got {method!r}")
+    if method not in methods:
+        raise TaskError(f"method must be one of {', '.join(methods)}, got {method!r}")
     resolve_task(task)
     loaded = _load(model, device, dtype, trust_remote_code)
     batch = _batch(loaded, task, n, seed)
     chosen = _layers(layers)
-    if method == "attribution":
+    mask, found = None, None
+    if method in ("attribution", "atp"):
         with console.status("Attribution patching (one forward and backward pass)"):
             result = attribution_sweep(loaded, batch, grid, direction=direction, layers=chosen)
+    elif method == "atp*":
+        with console.status("AtP* (QK fix, GradDrop)"):
+            result = atp_star(loaded, batch, grid, direction=direction,
+                              layers=chosen).to_result(loaded, batch)
+    elif method == "locate":
+        with console.status(f"locate: AtP* ranking, exact verification of the top {k}"):
+            found = locate(loaded, batch, grid, k=k, budget=budget, direction=direction,
+                           layers=chosen)
+        result, mask = found.to_result(loaded, batch)
     else:
         total = len(grid_units(loaded, grid, batch.clean.shape[1], chosen)[0])
         with Progress(console=console, transient=True) as bar:
             job = bar.add_task(f"exact patching, {total} units", total=total)
             result = patch_sweep(loaded, batch, grid, direction=direction, layers=chosen,
                                  progress=lambda k: bar.advance(job, k))
-    out = out or Path("runs") / f"patch-{result.task}-{grid}-{method}"
+    tag = method.replace("*", "-star")
+    out = out or Path("runs") / f"patch-{result.task}-{grid}-{tag}"
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "result")
     files = [out / "result.json", out / "result.safetensors", *patching_figure(result,
                                                                               out / "heatmap")]
+    if found is not None:
+        (out / "locate.json").write_text(json.dumps(
+            {**found.summary(), "exact_mask": mask.flatten().tolist()}))
+        files.append(out / "locate.json")
+
+    def is_exact(idx) -> bool:
+        return method == "exact" or (mask is not None and bool(mask[idx]))
+
     top = [{"unit": dict(zip(result.axes, [result.labels[a][i] for a, i in
                                            zip(result.axes, idx, strict=True)], strict=True)),
-            "value": value} for idx, value in result.top(10)]
+            "value": value, "exact": is_exact(idx)} for idx, value in result.top(10)]
+    summary = {"grid": grid, "method": method, "direction": direction,
+               "metric": result.metric, "n": len(batch), "clean_metric": result.clean_metric,
+               "corrupt_metric": result.corrupt_metric, "top": top,
+               "files": [str(f) for f in files]}
+    if found is not None:
+        summary.update(k=k, n_exact=found.n_exact, n_components=found.n_components,
+                       stopped=found.stopped, risk=found.risk)
     if json_out:
-        print(json.dumps({"grid": grid, "method": method, "direction": direction,
-                          "metric": result.metric, "n": len(batch),
-                          "clean_metric": result.clean_metric,
-                          "corrupt_metric": result.corrupt_metric, "top": top,
-                          "files": [str(f) for f in files]}))
+        print(json.dumps(summary))
         return
     table = Table(title=f"Top units: {method} {direction} patching of {grid} "
                         f"({len(batch)} prompts; 1 = clean, 0 = corrupt)")
     for axis in result.axes:
         table.add_column(axis)
     table.add_column("effect")
+    table.add_column("value")
     for row in top:
-        table.add_row(*row["unit"].values(), f"{row['value']:.3f}")
+        table.add_row(*row["unit"].values(), f"{row['value']:.3f}",
+                      "exact" if row["exact"] else "estimate")
     console.print(table)
+    if found is not None:
+        console.print(f"locate: {found.n_exact} of {found.n_components} units patched exactly "
+                      f"(stopped: {found.stopped}); estimated risk of a miss {found.risk:.2g}")
     console.print(f"{result.metric}: clean {result.clean_metric:.3f}, corrupt "
                   f"{result.corrupt_metric:.3f}")
     console.print(f"saved: {', '.join(str(f) for f in files)}")
