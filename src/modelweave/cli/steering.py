@@ -95,6 +95,10 @@ def fv(
                                                  "zero_shot_layer_mean", "shuffled_none",
                                                  "shuffled_fv", "shuffled_layer_mean")))
     console.print(table)
+    if not run.heads:
+        console.print(f"[yellow]no task had a query answered correctly {shots}-shot, so there "
+                      "are no head effects and no function vector[/yellow]")
+        return
     console.print("heads: " + ", ".join(f"a{L}.h{h}" for L, h in run.heads))
     console.print(f"results: {out}", highlight=False, soft_wrap=True)
 
