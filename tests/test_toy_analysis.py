@@ -126,3 +126,41 @@ def test_planted_induction_circuit_is_recovered():
     assert ev["head_roles"]["induction"] > 2 * ev["head_roles"]["induction_runner_up"]
     assert ev["k_composition"]["k_composition"] > 0.1 and ev["k_composition"]["runner_up"] == 0
     assert abs(ev["eap_ig"]["edge_into_key"]) > 5 * abs(ev["eap_ig"]["runner_up_into_key"])
+
+
+def test_fourier_spectrum_finds_planted_frequencies():
+    import math
+
+    from modelweave.toy.fourier import (
+        embedding_spectrum,
+        fourier_basis,
+        key_frequencies,
+        progress_point,
+        train_mask_of,
+    )
+
+    p, d = 13, 16
+    basis, names = fourier_basis(p)
+    assert torch.allclose(basis @ basis.T, torch.eye(p), atol=1e-5) and names[1:3] == ["cos 1",
+                                                                                        "sin 1"]
+    hf = _gpt2(d, 2, 1, p + 3, 3)
+    x = torch.arange(p, dtype=torch.float32)
+    u, v, w = torch.eye(d)[:3]
+    planted = (torch.cos(2 * math.pi * 3 * x / p)[:, None] * u
+               + torch.sin(2 * math.pi * 3 * x / p)[:, None] * v
+               + torch.cos(2 * math.pi * 5 * x / p)[:, None] * w)
+    with torch.no_grad():
+        hf.transformer.wte.weight[:p] = planted
+    hf.config.modelweave_toy = {"task": "modular_addition",
+                                "task_params": {"p": p, "frac": 0.3, "data_seed": 0}}
+    model = Model(hf)
+    spectrum = embedding_spectrum(model)
+    assert abs(float(spectrum[3]) - 2 / 3) < 1e-5 and abs(float(spectrum[5]) - 1 / 3) < 1e-5
+    assert key_frequencies(spectrum) == [3, 5]
+    # removing no frequency leaves the train loss; keeping none leaves only the mean residual
+    mask = train_mask_of(model)
+    assert int(mask.sum()) == round(0.3 * p * p)
+    none = progress_point(model, [], mask)
+    assert abs(none.excluded_loss - none.train_loss) < 1e-5
+    everything = progress_point(model, list(range(1, p // 2 + 1)), mask)
+    assert everything.key_share > 0.999

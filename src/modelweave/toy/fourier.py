@@ -70,13 +70,19 @@ def embedding_spectrum(model: Model) -> torch.Tensor:
     return out / out.sum()
 
 
-def key_frequencies(spectrum: torch.Tensor, factor: float = 3.0, most: int = 10) -> list[int]:
-    """Frequencies (>= 1) whose share of the spectrum is at least ``factor`` times the uniform
-    share, largest first (at most ``most``)."""
-    shares = spectrum[1:]
+def key_frequencies(spectrum: torch.Tensor, most: int = 10) -> list[int]:
+    """The frequencies (>= 1) above the largest drop in the sorted spectrum: sort the shares,
+    find the largest ratio between consecutive shares among the top ``most + 1``, keep those
+    before it (largest first). Only frequencies above the uniform share count."""
+    shares = spectrum[1:].double()
     uniform = float(shares.sum()) / len(shares)
-    order = shares.argsort(descending=True).tolist()
-    return [k + 1 for k in order[:most] if float(shares[k]) >= factor * uniform]
+    values, order = shares.sort(descending=True)
+    top = values[: most + 1].clamp_min(1e-12)
+    if len(top) < 2:
+        return [int(order[0]) + 1]
+    cut = int((top[:-1] / top[1:]).argmax()) + 1
+    return [int(k) + 1 for k, v in zip(order[:cut], values[:cut], strict=True)
+            if float(v) > uniform]
 
 
 def _all_pairs(p: int) -> torch.Tensor:
