@@ -15,6 +15,9 @@ from __future__ import annotations
 import importlib
 
 from .errors import ModelLoadError, ModelWeaveError, SiteError, UnsupportedArchitectureError
+from .runtime import prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads: its idle threads sleep instead of spinning
 
 __version__ = "0.1.0"
 

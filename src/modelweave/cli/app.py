@@ -20,6 +20,16 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 
+
+@app.callback()
+def _settings(threads: Annotated[int | None, typer.Option(
+        help="Torch CPU threads (default: the cores this process may use, from its CPU "
+             "affinity and cgroup quota).")] = None) -> None:
+    """Mechanistic interpretability of Hugging Face causal LMs."""
+    from ..runtime import configure_threads
+
+    configure_threads(threads)
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="smollm2-135m, a directory, a "
                                        ".gguf file or a hub id.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")]
