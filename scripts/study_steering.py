@@ -3,6 +3,7 @@
     python scripts/study_steering.py fv --out runs/steering        # function vectors
     python scripts/study_steering.py heldout --out runs/steering   # the FVs on fresh prompts
     python scripts/study_steering.py steer --out runs/steering     # sentiment steering + ablation
+    python scripts/study_steering.py bench --out runs/steering     # head effects: engine vs naive
     python scripts/study_steering.py figures --out runs/steering   # figures from saved results
 
 Every stage writes JSON (and tensors) into --out and prints the numbers docs/steering.md
@@ -192,6 +193,47 @@ def stage_heldout(model, out: Path, args) -> dict:
     return result
 
 
+def stage_bench(model, out: Path, args) -> dict:
+    """Head effects of 3 layers (27 heads) on 6 shuffled present-past prompts: through the
+    engine (suffix runs of the last token, a layer's heads in one pass) vs one full forward per
+    head, side by side; the two must agree."""
+    from modelweave.methods.steering.fv import correct_rows, head_effects, last_token_acts
+    from modelweave.tasks import make_batch
+
+    batch = make_batch(model, "icl_present_past", n=12, seed=0)
+    acts = last_token_acts(model, batch)
+    keep = correct_rows(acts, batch).nonzero()[:, 0][:6]
+    z, sub, layers = acts.select(keep).z.mean(0), batch.select(keep), [14, 18, 20]
+    start = time.time()
+    fast = head_effects(model, sub, z, layers=layers)
+    t_fast = time.time() - start
+    rows, last = torch.arange(len(sub)), sub.lengths - 1
+
+    def prob(logits: torch.Tensor) -> float:
+        return logits[rows, last].float().softmax(-1)[rows, sub.answers].mean().item()
+
+    start = time.time()
+    base = prob(model(sub.corrupt, attention_mask=sub.mask))
+    naive = torch.zeros(len(layers), model.cfg.n_heads)
+    for i, layer in enumerate(layers):
+        for h in range(model.cfg.n_heads):
+            def patch(x, _hook, layer=layer, h=h):
+                x = x.clone()
+                x[rows, last, h] = z[layer, h]
+                return x
+
+            naive[i, h] = prob(model.run_with_hooks(sub.corrupt, [(
+                f"blocks.{layer}.attn.hook_z", patch)], attention_mask=sub.mask)) - base
+    t_naive = time.time() - start
+    result = {"prompts": len(sub), "heads": len(layers) * model.cfg.n_heads,
+              "engine_s": round(t_fast, 1), "naive_s": round(t_naive, 1),
+              "ratio": round(t_naive / t_fast, 1),
+              "max_abs_diff": float((fast[layers] - naive).abs().max())}
+    (out / "bench_aie.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
 def stage_figures(out: Path) -> None:
     from modelweave.methods.steering.fv_eval import FVRun
     from modelweave.report.steering import save_fv_figures
@@ -203,7 +245,7 @@ def stage_figures(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["fv", "heldout", "steer", "figures", "all"])
+    parser.add_argument("stage", choices=["fv", "heldout", "steer", "bench", "figures", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/steering"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-clean", type=int, default=30)
@@ -229,6 +271,8 @@ def main() -> None:
         stage_heldout(model, args.out, args)
     if args.stage in ("steer", "all"):
         stage_steer(model, args.out, args)
+    if args.stage == "bench":
+        stage_bench(model, args.out, args)
     if args.stage == "all":
         stage_figures(args.out)
 
