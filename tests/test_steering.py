@@ -55,6 +55,24 @@ def test_steered_generation_with_cache_equals_uncached_pass(models, family):
     assert torch.equal(model(full), plain)
 
 
+@pytest.mark.parametrize("family", ["llama", "olmo2", "gpt_neox"])
+def test_last_position_hits_the_prompt_end_and_every_generated_token(models, family):
+    """The function-vector convention: ``positions="last"`` in cached generation steers the
+    prompt's last token and then each new token, as an uncached pass steering ``4:`` does."""
+    model = models[family]
+    prompt = random_tokens(1, 5, seed=6)
+    vector = 3.0 * _unit(model.cfg.d_model, 4)
+    with model.steer(vector, layer=2, positions="last"):
+        steered = model.generate(prompt, 6, stop_at_eos=False)
+    full = torch.cat([prompt, steered.tokens], dim=1)
+    with model.steer(vector, layer=2, positions="4:"):
+        uncached = model(full)
+    assert torch.equal(uncached[0, 4:-1].argmax(-1), steered.tokens[0])
+    with model.steer(vector, layer=2, positions="last"):  # uncached: only the very last token
+        only_last = model(full)
+    assert torch.equal(only_last[0, :-1], model(full)[0, :-1])
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "cohere2"])
 def test_left_padded_batch_generation_matches_single_rows(models, family):
     model = models[family]
