@@ -1,5 +1,6 @@
 """The command line: listing, predictions, and one-line errors."""
 
+import json
 import subprocess
 import sys
 
@@ -38,3 +39,27 @@ def test_predict_on_the_embedded_model():
     result = run("predict", "When Mary and John went to the store, John gave a drink to")
     assert result.returncode == 0, result.stderr
     assert "' Mary'" in result.stdout
+    as_json = run("predict", "--json", "--top", "3", "1 2 3 4 5 6 ")
+    data = json.loads(as_json.stdout.strip().splitlines()[-1])
+    (row,) = data["predictions"]
+    assert row["tokens"] and len(row["predictions"]) == 3
+    assert row["predictions"][0]["token"].strip() == "7"
+
+
+def test_listings_are_plain_lines_in_a_pipe_and_json_on_request():
+    """Piped (not a terminal), names are never wrapped or cut: one line per task, tab-separated,
+    so ``modelweave tasks | grep`` works; ``--json`` gives the same names."""
+    from modelweave.tasks import list_tasks
+
+    names = [t.name for t in list_tasks()]
+    plain = run("tasks")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert lines[0].split("\t")[0] == "task" and len(lines) == len(names) + 1
+    assert [line.split("\t")[0] for line in lines[1:]] == names
+    data = json.loads(run("tasks", "--json").stdout.strip().splitlines()[-1])
+    assert [t["name"] for t in data["tasks"]] == names
+    assert all({"description", "metric", "corruptions", "params"} <= set(t) for t in data["tasks"])
+    models = json.loads(run("models", "--json").stdout.strip().splitlines()[-1])
+    assert {"olmo2", "cohere2", "gpt2"} <= set(models["architectures"])
+    assert models["embedded"]["name"] == "smollm2-135m"

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -143,9 +144,11 @@ def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path, moment):
     else:
         assert list(out.glob(".manifest.json.*.tmp"))
     done = subprocess.run([sys.executable, "-c", "from modelweave.cli import main; main()",
-                           *args], capture_output=True, text=True, timeout=600)
+                           *args, "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "2 skipped" in done.stdout
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(summary["skipped"]) == sorted(finished) and len(summary["computed"]) == 2
+    assert Path(summary["report"]).exists()
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
     assert len(after) == 4
     assert all(after[u] == t for u, t in finished.items())  # nothing finished was redone

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, console
+from .app import JsonOpt, app, console, print_json
 
 
 @app.command("run")
@@ -16,6 +16,7 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: "
                                              "runs/<experiment name>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute finished units.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Run an experiment: skips finished units, so a killed run continues where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -47,6 +48,10 @@ def run_cmd(
                                   highlight=False)
 
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
+    if json_out:
+        print_json({"root": str(outcome.root), "report": str(outcome.report),
+                    "computed": list(outcome.computed), "skipped": list(outcome.skipped)})
+        return
     console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped; "
                   f"results in {outcome.root}")
     console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)
@@ -55,6 +60,7 @@ def run_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (from modelweave run).")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Re-render a run directory's report.html from its stored results (no model needed)."""
     from ..experiments import ConfigError
@@ -62,5 +68,9 @@ def report_cmd(
 
     if not (run_dir / "manifest.json").exists():
         raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)")
-    console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
+    path = build_report(run_dir)
+    if json_out:
+        print_json({"report": str(path)})
+        return
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
 

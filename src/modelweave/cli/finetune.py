@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .app import DeviceOpt, ModelOpt, _load, app, console
+from .app import DeviceOpt, JsonOpt, ModelOpt, _load, app, console, print_json
 
 
 @app.command("finetune")
@@ -34,6 +34,7 @@ def finetune_cmd(
     schedule: Annotated[str, typer.Option(help="Learning rate: 'constant' or 'linear' decay "
                                           "to zero.")] = "constant",
     device: DeviceOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result."""
     from ..models.finetune import finetune
@@ -57,6 +58,11 @@ def finetune_cmd(
                           save_every=save_every, task_params=params, schedule=schedule,
                           progress=progress)
     first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
+    if json_out:
+        print_json({"steps": steps, "seconds": result.seconds, "first_loss": first,
+                    "last_loss": last, "adapter": str(result.adapter),
+                    "merged": str(result.merged)})
+        return
     console.print(f"{steps} steps in {result.seconds:.0f} s; loss {first:.3f} -> {last:.3f} "
                   "(mean of the last 10)")
     console.print(f"adapter: {result.adapter}", highlight=False, soft_wrap=True)
