@@ -63,3 +63,39 @@ def test_listings_are_plain_lines_in_a_pipe_and_json_on_request():
     models = json.loads(run("models", "--json").stdout.strip().splitlines()[-1])
     assert {"olmo2", "cohere2", "gpt2"} <= set(models["architectures"])
     assert models["embedded"]["name"] == "smollm2-135m"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm")
+def test_test_prompt_names_mary_first(smollm, capsys):
+    """As TransformerLens's test_prompt: ' Mary' is rank 0 after the IOI prompt; a two-token
+    answer is broken down token by token (teacher-forced)."""
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    result = smollm.test_prompt(prompt, "Mary", top_k=5)
+    printed = capsys.readouterr().out
+    assert result.rank == 0 and result.answer_tokens[0].token == " Mary"
+    assert "rank 0" in printed and "' Mary'" in printed
+    top = result.answer_tokens[0].top
+    assert len(top) == 5 and top[0][0] == " Mary" and abs(top[0][1] - result.answer_tokens[0]
+                                                          .prob) < 1e-6
+    two = smollm.test_prompt("1 2 3 4 5 6 7 8", "9 10", print_details=False)
+    assert [a.token for a in two.answer_tokens][:2] == [" ", "9"]
+    assert all(a.rank >= 0 for a in two.answer_tokens)
+    assert "<table>" in two._repr_html_()
+
+
+def test_test_prompt_rejects_an_answer_that_merges_with_the_prompt():
+    from modelweave import Model
+    from modelweave.errors import ModelWeaveError
+    from tokenizers_zoo import make_tokenizer
+
+    from tiny import tiny_hf_model
+
+    tok = make_tokenizer("bytelevel")
+    model = Model(tiny_hf_model("llama", vocab_size=len(tok)), tok)
+    with pytest.raises(ModelWeaveError, match="empty"):
+        model.test_prompt("a b", "", print_details=False)
+    with pytest.raises(ModelWeaveError, match="merges with the end of the prompt"):
+        model.test_prompt("When Mary and J", "ohn", prepend_space=False, print_details=False)
+    result = model.test_prompt("When Mary and John went", "to", print_details=False)
+    assert result.answer_tokens[0].token == " to" and 0 <= result.rank < model.cfg.d_vocab

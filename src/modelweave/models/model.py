@@ -208,6 +208,19 @@ class Model:
                                      attention_mask=attention_mask, grad=grad)
         return logits, ActivationCache({n: cache[n] for n in names if n in cache})
 
+    def test_prompt(self, prompt: str, answer: str, *, top_k: int = 10,
+                    prepend_space: bool = True, print_details: bool = True):
+        """TransformerLens's ``test_prompt``: the rank, probability and logit of each answer
+        token after ``prompt``, with the top-k alternatives; prints them unless
+        ``print_details=False``, returns a ``PromptTest`` (a table in notebooks). See
+        :func:`modelweave.methods.prompt_check.test_prompt`."""
+        from ..methods.prompt_check import test_prompt
+
+        result = test_prompt(self, prompt, answer, top_k=top_k, prepend_space=prepend_space)
+        if print_details:
+            print(result)
+        return result
+
     # steering and generation (logic in modelweave.methods.steering) ---------------------
     def steer(self, vector: torch.Tensor, *, layer: int, scale: float = 1.0, positions=None,
               site: str = "hook_resid_post"):
