@@ -22,6 +22,7 @@ _REASONS = {
     "merge": "an answer merges with the end of the prompt",
     "first": "a correct and a wrong answer share their first token",
     "empty": "an answer is empty",
+    "unknown": "the tokenizer has no token for a character of the prompt",
 }
 _ADVICE = {
     "length": "pick values (names, items) that tokenize to the same number of tokens, or "
@@ -30,6 +31,7 @@ _ADVICE = {
     "merge": "answers should begin with a separator the tokenizer splits on (usually a space)",
     "first": "score whole answers (scoring='full') or choose answers whose first tokens differ",
     "empty": "an answer is empty",
+    "unknown": "use a tokenizer with byte fallback, or a task whose text it can represent",
 }
 
 
@@ -167,6 +169,9 @@ def _row(tokenizer, bos, ex: Example, scoring: str) -> dict:
     ex = _move_space(tokenizer, ex)
     clean, clean_off = _encode(tokenizer, ex.clean, bos)
     corrupt, corrupt_off = _encode(tokenizer, ex.corrupt, bos)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in clean + corrupt:
+        raise _Drop("unknown", "the prompt holds a character the tokenizer cannot represent")
     if len(clean) != len(corrupt):
         raise _Drop("length", f"clean has {len(clean)} tokens, corrupt {len(corrupt)}")
     positions = {}
