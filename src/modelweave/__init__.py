@@ -19,6 +19,19 @@ from .runtime import prefer_passive_wait
 
 prefer_passive_wait()  # before torch loads: its idle threads sleep instead of spinning
 
+
+def _display_in_notebooks() -> None:
+    """Inside an IPython kernel, result objects display with the report's figures."""
+    import sys
+
+    if "IPython" in sys.modules:
+        from .report.notebook import register
+
+        register()
+
+
+_display_in_notebooks()
+
 __version__ = "0.1.0"
 
 _LAZY = {name: "models" for name in
