@@ -32,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The quick-start experiment on the embedded model; the last line is the report's path.
 demo: install
-	$(VENV)/bin/modelweave run examples/quickstart.yaml
+	$(VENV)/bin/modelweave run examples/quickstart.yaml  # the full tour: examples/full.yaml
 
 test: install browser
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -16,16 +16,24 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: "
                                              "runs/<experiment name>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute finished units.")] = False,
+    live_report: Annotated[bool, typer.Option(help="Re-render the report after every unit, "
+                                              "so it can be opened while the run goes on.")
+                           ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Run an experiment: skips finished units, so a killed run continues where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ..experiments import get_method, load_experiment, run_experiment
+    from ..report.html import build_report
 
     spec = load_experiment(experiment)
     out = out or Path("runs") / spec.name
     units = spec.units()
+    if live_report and not json_out:
+        page = (out / "report.html").resolve()
+        console.print(f"report (filled in as units finish): {page.as_uri()}", highlight=False,
+                      soft_wrap=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console) as bar:
         job = bar.add_task(f"{spec.name}: {len(units)} units", total=len(units))
@@ -46,6 +54,8 @@ def run_cmd(
                 headline = get_method(unit.method).headline(summary)
                 bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {headline}",
                                   highlight=False)
+                if live_report:
+                    build_report(out)
 
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
     if json_out:
