@@ -14,9 +14,13 @@ largest error seen (at least 0), an unverified unit is estimated to have
 ``|x(n)| <= U(n) = s(n) + rho · (s(n) + tau)``. ``U`` grows with ``s``, so the largest ``U`` of
 all unverified units is that of the next unit in the ranking, and the stopping test is
 ``|x|_(k) > U(next)``. Assumption: no unverified unit under-estimates its effect, relative to
-``s + tau``, by more than the worst verified unit. The verified units include a uniform random
-sample of ``spot`` units from below the top ``k`` of the ranking (verified first), so that the
-errors ``rho`` is calibrated on come from the whole range of scores, not only from the top.
+``s + tau``, by more than the worst verified unit below the ranking's first ``k``. Those
+first ``k`` are verified whatever their error and are left out of the calibration (with
+``calibrate="all"`` they are kept: a larger, more conservative margin): the margin has to bound
+the units the ranking puts lower, and a head the estimate under-rates at the very top (e.g. a
+saturated one) says little about them. The verified units include a uniform random sample of
+``spot`` units from below the top ``k`` of the ranking (verified first), so that the errors
+``rho`` is calibrated on come from the whole range of scores, not only from the top.
 
 **The risk of a miss.** The spot checks' errors are an unbiased sample of the errors of the
 unverified units (both are drawn from the ranking's tail). An exponential tail is fitted to
@@ -136,7 +140,8 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
            layers: list[int] | None = None, indices: list[int] | None = None,
            positions: list[int] | None = None, step: int | None = None,
            spot: int | None = None, seed: int = 0,
-           max_rows: int = 512, estimate: AtPStarEstimate | None = None) -> LocateResult:
+           max_rows: int = 512, estimate: AtPStarEstimate | None = None,
+           calibrate: str = "tail") -> LocateResult:
     """The exact top-``k`` units of ``grid`` by |effect|, verifying units in AtP* order until
     the top ``k`` beat an upper estimate of every unverified unit (module docstring).
 
@@ -149,6 +154,8 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
         step: units verified per round (default ``max(2k, 32)``).
         spot: random calibration units (default ``min(32, grid size // 20)``).
         estimate: a ranking already computed for this batch, grid and direction.
+        calibrate: ``"tail"`` (the margin from verified units below the ranking's first
+            ``k``) or ``"all"`` (from every verified unit).
 
     Raises:
         TaskError: for a ``k`` larger than the grid, a budget below 1 or below ``k``, an
@@ -161,6 +168,8 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
                         f"got {grid!r}")
     if k < 1:
         raise TaskError(f"k must be at least 1, got {k}")
+    if calibrate not in ("tail", "all"):
+        raise TaskError(f"calibrate must be 'tail' or 'all', got {calibrate!r}")
     if budget is not None and budget < 1:
         raise TaskError(f"the budget of exact patches must be at least 1, got {budget}")
     if estimate is None:
@@ -200,6 +209,7 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
         s = float(scores[i])
         return (abs(exact[i]) - s) / (s + tau)
 
+    head = set(ranked[:k]) if calibrate == "tail" else set()
     gen = torch.Generator().manual_seed(seed)
     tail = ranked[k:]
     n_spot = min(len(tail), budget - k,
@@ -216,7 +226,7 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
             while cursor < n_units and ranked[cursor] in exact:
                 cursor += 1
         verified = sorted(exact, key=lambda i: -abs(exact[i]))
-        rho = max(0.0, *(error(i) for i in exact))
+        rho = max(0.0, *(error(i) for i in exact if i not in head))
         remaining = [i for i in ranked[cursor:] if i not in exact]
         threshold = abs(exact[verified[k - 1]]) if len(verified) >= k else 0.0
         if remaining:
