@@ -66,6 +66,25 @@ def test_every_result_type_displays_as_html_in_a_shell(results, tmp_path):
     assert "<svg" in dom  # the circuit graph
 
 
+def test_bad_input_in_a_notebook_is_one_line(results, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    register(shell)
+    shell.user_ns["batch"] = results["TaskBatch"]
+    shell.user_ns["model"] = Model(tiny_hf_model("gpt2"))
+    for cell, kind, hint in (
+            ("model.run_with_cache(batch.clean, ['blocks.0.attn.hook_zz'])", "SiteError",
+             "sites are blocks.L."),
+            ("from modelweave.tasks import make_batch; make_batch(model, 'no_such_task')",
+             "TaskError", "no_such_task")):
+        outcome = shell.run_cell(cell)
+        shown = capsys.readouterr()
+        text = shown.out + shown.err
+        assert outcome.error_in_exec is not None and type(outcome.error_in_exec).__name__ == kind
+        assert hint in text and "Traceback" not in text and "torch" not in text
+
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "examples" / "notebooks").glob("*.ipynb"))
 
 

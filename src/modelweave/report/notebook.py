@@ -7,13 +7,15 @@ object is displayed): a task batch (its first examples and what was dropped), an
 lens (answer probability per layer and position), a circuit or a discovery (the circuit graph
 and its faithfulness curve), a circuit overlap. Plotly's JavaScript is inlined into the first
 figure a kernel displays and reused by the later ones, so notebooks work without a network.
-Every text from prompts and tokens is escaped.
+Every text from prompts and tokens is escaped. A ModelWeave error (bad input) shows as its
+one-line message, without a traceback.
 """
 
 from __future__ import annotations
 
 from html import escape
 
+from ..errors import ModelWeaveError
 from .blocks import table
 
 _PLOTLY_SENT = False
@@ -140,4 +142,11 @@ def register(shell=None) -> bool:
     formatter = shell.display_formatter.formatters["text/html"]
     for (module, cls), name in DISPLAYS.items():
         formatter.for_type_by_name(module, cls, _lazy(name))
+    shell.set_custom_exc((ModelWeaveError,), _one_line)
     return True
+
+
+def _one_line(shell, etype, value, tb, tb_offset=None):
+    """A ModelWeave error (bad input: an unknown task, a wrong site name...) is shown as its
+    one-line message, which says what to do, not as a traceback into library internals."""
+    shell.showtraceback((etype, value, tb), exception_only=True)
