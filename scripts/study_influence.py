@@ -93,6 +93,11 @@ def formula(name: str, d: list[int]) -> tuple[str, str]:
     return f"{short}({' '.join(map(str, d))}) =", " " + " ".join(map(str, fn(d)))
 
 
+def _procedural(name: str, d: list[int], index: int, completion: str) -> Query:
+    prompt, answer = formula(name, d)
+    return Query(f"{name}-{index}", name, prompt, answer[:2] if completion == "first" else answer)
+
+
 def build_corpus(seed: int = 0, n_facts: int = 12, per_style: int = 5, queries_per: int = 8,
                  completion: str = "full"):
     """Documents and queries: facts (paraphrases + answer-only), procedures (prose, code,
@@ -131,15 +136,22 @@ def build_corpus(seed: int = 0, n_facts: int = 12, per_style: int = 5, queries_p
                 docs.append(Document(f"{name}-{style}{k}", text, f"procedure:{name}",
                                      {"style": style}))
         made = 0
-        while made < queries_per:
+        while made < min(queries_per, 8):  # drawn between documents: keeps the corpus fixed
             d = _digits(rng)
             if (name, tuple(d)) in used:
                 continue
             used.add((name, tuple(d)))
-            prompt, answer = formula(name, d)
-            if completion == "first":
-                answer = answer[:2]
-            queries.append(Query(f"{name}-{made}", name, prompt, answer))
+            queries.append(_procedural(name, d, made, completion))
+            made += 1
+    extra = random.Random(f"{seed}:extra")  # more queries without changing the documents
+    for name in PROCEDURES:
+        made = 8
+        while made < queries_per:
+            d = _digits(extra)
+            if (name, tuple(d)) in used:
+                continue
+            used.add((name, tuple(d)))
+            queries.append(_procedural(name, d, made, completion))
             made += 1
     for i, text in enumerate(DISTRACTORS):
         docs.append(Document(f"distractor{i}", text, "distractor"))
@@ -195,6 +207,48 @@ def _categories(result, idx, method) -> dict:
     return {k: v / len(idx) for k, v in sorted(counts.items())}
 
 
+def draw_figures(result: InfluenceScores, folder: Path, method: str = "ekfac") -> list[Path]:
+    """PNG figures for the docs: mean concentration curve per task, and the query-query
+    correlation matrix (queries ordered by task)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from modelweave.methods.influence import query_correlations
+
+    folder.mkdir(parents=True, exist_ok=True)
+    m = result.matrix(method)
+    ks = list(range(1, 31))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for task in result.tasks():
+        rows = [concentration_curve(m[i], ks) for i, q in enumerate(result.queries)
+                if q.task == task]
+        ax.plot(ks, [sum(c) / len(rows) for c in zip(*rows, strict=True)], marker=".",
+                label=f"{task} ({len(rows)})")
+    ax.set(xlabel="k", ylabel="share of positive influence in top k", ylim=(0, 1.02),
+           title=f"Concentration ({method})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [folder / f"influence_concentration_{method}.png"]
+    fig.savefig(paths[-1], dpi=110)
+    order = sorted(range(len(result.queries)), key=lambda i: (result.queries[i].task, i))
+    corr = query_correlations(m)[order][:, order]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    image = ax.imshow(corr.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    tasks = [result.queries[i].task for i in order]
+    ticks = [tasks.index(t) for t in dict.fromkeys(tasks)]
+    ax.set_xticks(ticks, list(dict.fromkeys(tasks)), rotation=45, fontsize=8)
+    ax.set_yticks(ticks, list(dict.fromkeys(tasks)), fontsize=8)
+    ax.set_title(f"Query-query correlation of influence ({method})")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    paths.append(folder / f"influence_correlation_{method}.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close("all")
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/influence/study"))
@@ -211,6 +265,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="a fine-tuned model to reuse (default: OUT/model, trained if "
                              "absent)")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="also write PNG figures into this folder (e.g. docs/img)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="factor/score cache (default: OUT/result/cache)")
     args = parser.parse_args()
@@ -277,6 +333,9 @@ def main() -> None:
               f"vs within facts {contrast['b']:.3f} (p={contrast['p_value']:.4f}); top-10 "
               f"share fact {block['fact']['top10_share']:.3f}, procedural "
               f"{block['procedural']['top10_share']:.3f}", flush=True)
+    if args.figures:
+        for method in result.methods:
+            draw_figures(result, args.figures, method)
     print(f"study.json: {args.out / 'study.json'}")
 
 

@@ -31,9 +31,12 @@ def query_correlations(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _pair_mean(corr: torch.Tensor, labels: list[str], keep) -> float:
-    values = [float(corr[i, j]) for i in range(len(labels)) for j in range(i + 1, len(labels))
-              if keep(labels[i], labels[j])]
-    return sum(values) / len(values) if values else float("nan")
+    """Mean of ``corr[i, j]`` over pairs i < j with ``keep(labels[i], labels[j])``."""
+    names = sorted(set(labels))
+    code = torch.tensor([names.index(x) for x in labels])
+    allowed = torch.tensor([[bool(keep(a, b)) for b in names] for a in names])
+    mask = allowed[code][:, code] & torch.ones_like(corr, dtype=torch.bool).triu(1)
+    return float(corr[mask].mean()) if mask.any() else float("nan")
 
 
 def _permutation_p(observed: float, statistic, labels: list[str], n_perm: int,
