@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelweave-installed
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench docs clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ lint: install
 
 bench: install
 	$(PY) bench/load.py
+
+# The API reference from the docstrings (pdoc, in the dev extra): open site/api/index.html.
+docs: install
+	$(PY) scripts/api_docs.py --out site/api
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -9,7 +9,7 @@ grokking via mechanistic interpretability").
   model puts it on a handful of *key frequencies* (:func:`key_frequencies`).
 - :func:`neuron_spectrum`: each MLP neuron's activation at ``=`` over all ``p^2`` inputs, in the
   2-D Fourier basis: the share of its variance carried by each frequency.
-- :func:`progress_measures`: over all inputs, the final residual stream at ``=`` (a function
+- :func:`progress_point`: over all inputs, the final residual stream at ``=`` (a function
   of ``(a, b)``, [p*p, d_model]) is projected onto the functions ``cos(w_k (a+b))``,
   ``sin(w_k (a+b))`` of the key frequencies. *Restricted loss*: the model's logits from the
   constant plus those components only (loss over all pairs). *Excluded loss*: from the residual

@@ -7,7 +7,7 @@ heuristics (operand ranges, residues, digit patterns...) each implements.
 - :mod:`.maps`: key and key-value maps over an operand grid.
 - :mod:`.classify`: matching maps against heuristic families (:func:`classify_map`).
 - :mod:`.knockout`: zero-ablation of one heuristic's neurons, per-prompt knockouts.
-- :mod:`.pipeline`: all of it for one model (:func:`find_heuristics`).
+- :mod:`.pipeline`: all of it for one model (:func:`.pipeline.find_heuristics`).
 """
 
 from .classify import (

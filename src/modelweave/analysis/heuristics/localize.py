@@ -2,10 +2,10 @@
 
 1. :func:`position_effects`: patch each head's ``hook_z`` and each MLP's ``mlp.hook_post``
    from the counterfactual prompt into the clean prompt at each named position (OP1,
-   OPERATOR, OP2, EQ) and measure the Eq. 1 effect (:func:`~modelweave.metrics.scores.
-   prob_change_effect`), averaged over prompts. Runs on the exact suffix-only engine; the
-   prompts must share their named positions (:func:`uniform_rows` picks the largest such
-   group).
+   OPERATOR, OP2, EQ) and measure the Eq. 1 effect
+   (:func:`~modelweave.metrics.scores.prob_change_effect`), averaged over prompts. Runs on
+   the exact suffix-only engine; the prompts must share their named positions
+   (:func:`uniform_rows` picks the largest such group).
 2. :func:`head_curve`: every MLP in the circuit, heads added in order of their effect
    averaged over positions; faithfulness (normalised logit, mean ablation) for each number of
    heads, and the smallest number reaching a target.

@@ -1,7 +1,7 @@
 """Per-stage progress and timing of a kronfluence run, without its terminal bars.
 
 kronfluence reports progress through ``tqdm`` bars inside its stage functions. While a
-:func:`stage_reporting` context is active those bars are replaced by :class:`_Bar` objects that
+:func:`stage_reporting` context is active those bars are replaced by ``_Bar`` objects that
 forward ``(stage, done, total)`` to a callback and add up the time spent in each stage, so the
 time of the query gradients and of the training pass of scoring can be told apart.
 """
