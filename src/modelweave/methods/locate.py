@@ -215,7 +215,8 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
     n_spot = min(len(tail), budget - k,
                  min(32, n_units // 20) if spot is None else spot)
     spot_idx = [tail[i] for i in torch.randperm(len(tail), generator=gen)[:max(n_spot, 0)]]
-    verify(spot_idx)
+    # the spot checks and the first round share passes (units are batched per layer)
+    verify(spot_idx + [i for i in ranked[:step] if i not in set(spot_idx)])
     rounds, cursor, stopped = [], 0, "all"
     threshold = upper = rho = 0.0
     while True:
