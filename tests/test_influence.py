@@ -22,7 +22,7 @@ from modelweave.methods.influence.train import train_on_documents
 from modelweave.models import Model
 from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import FAMILIES, tiny_hf_model
 
 DOCS = ["Mary went to the store and bought milk.", "John gave a drink to Mary.",
         "1 2 3 4 5 6 7 8", "The capital of Zorbania is Quill.", "January, February, March",
@@ -156,14 +156,27 @@ def test_duplicates_order_and_planted_fact(trained, tmp_path):
     assert first.ranking("capital", "gradient")[0] in (3, 7)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
-def test_other_families(family, tmp_path):
-    """Module names come from the adapter (GPT-2's Conv1D layers are tracked as Linear)."""
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tracked_modules_on_every_family(family):
+    """The MLP projections of every layer (2 per layer, 3 for gated MLPs), never the
+    unembedding, named through the adapter."""
     model = tiny_model(family)
     names = resolve_modules(model)
-    assert len(names) == 2 * model.cfg.n_layers
+    per_layer = 3 if hasattr(model.block(0).get_submodule(
+        model.adapter.mlp_down.rpartition(".")[0]), "gate_proj") else 2
+    assert len(names) == per_layer * model.cfg.n_layers
     assert all(".mlp." in n for n in names)
-    assert len(resolve_modules(model, "all")) == 4 * model.cfg.n_layers
+    assert not any("lm_head" in n or "embed" in n for n in resolve_modules(model, "all"))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "olmo2", "cohere2"])
+def test_other_families(family, tmp_path):
+    """Module names come from the adapter (GPT-2's Conv1D layers are tracked as Linear);
+    scores come out on post-norm (OLMo-2), parallel (GPT-NeoX) and sliding-window (Cohere2)
+    blocks too."""
+    model = tiny_model(family)
+    names = resolve_modules(model)
+    assert all(".mlp." in n for n in names)
     result = compute_influence(model, docs(), QUERIES[:2],
                                InfluenceSettings(**{**FAST, "baseline": False}),
                                cache=tmp_path)
