@@ -171,3 +171,14 @@ def test_embedded_model_heads(smollm):
     fast = patch_units(smollm, batch, base, cache, "heads", sample)
     naive = naive_patch(smollm, batch, "heads", sample)
     assert max(abs(fast[u] - naive[u]) for u in sample) <= 1e-4
+
+
+def test_neuron_labels_follow_the_requested_order():
+    """Neurons asked for out of order keep their own values under their own labels."""
+    model = tiny("llama")
+    batch = make_batch(model, "ioi", n=4, same_length=True)
+    mixed = patch_sweep(model, batch, "neurons", layers=[1], indices=[11, 0, 40])
+    assert mixed.labels["neuron"] == ["11", "0", "40"]
+    for i, neuron in enumerate((11, 0, 40)):
+        alone = patch_sweep(model, batch, "neurons", layers=[1], indices=[neuron])
+        assert torch.allclose(mixed.raw[:, i], alone.raw[:, 0], atol=1e-6)

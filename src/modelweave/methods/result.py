@@ -104,7 +104,7 @@ def _labels(model, batch, axes, units) -> dict[str, list[str]]:
     labels = {}
     for axis in axes:
         attr = {"layer": "layer", "pos": "pos", "head": "index", "neuron": "index"}[axis]
-        values = sorted({getattr(u, attr) for u in units})
+        values = list(dict.fromkeys(getattr(u, attr) for u in units))  # the units' own order
         if axis == "pos":
             labels[axis] = [f"{p}: {tokens[p]}" if tokens else str(p) for p in values]
         else:
