@@ -11,6 +11,7 @@ from modelweave.circuits import discover
 from modelweave.methods import patch_sweep
 from modelweave.methods.lens import logit_lens
 from modelweave.metrics import evaluate
+from modelweave.report.html import _ERRORS
 from modelweave.report.notebook import DISPLAYS, register
 from modelweave.tasks import make_batch
 from test_report_browser import dump_dom
@@ -18,12 +19,7 @@ from tokenizers_zoo import make_tokenizer
 
 from tiny import tiny_hf_model
 
-ERRORS = """<div id="mw-errors" hidden></div><script>
-(function(){var box=document.getElementById('mw-errors');
-function add(m){var d=document.createElement('div');d.textContent=String(m);box.appendChild(d);}
-window.addEventListener('error',function(e){add(e.message);});
-var error=console.error;console.error=function(){add([].join.call(arguments,' '));
-error.apply(console,arguments);};})();</script>"""
+ERRORS = _ERRORS  # the report's JavaScript error catcher
 
 
 @pytest.fixture(scope="module")

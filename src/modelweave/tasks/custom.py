@@ -27,6 +27,7 @@ import json
 import random
 from pathlib import Path
 
+from ..jsonl import read_jsonl
 from .base import _SLOT, Example, Task, TaskError, fill
 
 REQUIRED = ("clean", "corrupt", "answers", "wrong_answers")
@@ -69,14 +70,8 @@ def _read_records(path: Path) -> list[Example]:
             for row in reader:
                 examples.append(_record(row, f"{path}:{reader.line_num}"))
     else:
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as err:
-                raise TaskError(f"{path}:{number}: invalid JSON: {err}") from None
-            examples.append(_record(data, f"{path}:{number}"))
+        for where, data in read_jsonl(path, TaskError):
+            examples.append(_record(data, where))
     if not examples:
         raise TaskError(f"{path}: no records")
     return examples

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...errors import ModelWeaveError
+from ...jsonl import read_jsonl
 
 
 class InfluenceError(ModelWeaveError):
@@ -89,14 +90,8 @@ def load_documents(path: str | Path) -> list[Document]:
     suffix = path.suffix.lower()
     docs: list[Document] = []
     if suffix in (".jsonl", ".json"):
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as err:
-                raise InfluenceError(f"{path}:{number}: invalid JSON: {err}") from None
-            docs.append(_document(data, f"{path}:{number}", len(docs)))
+        for where, data in read_jsonl(path, InfluenceError):
+            docs.append(_document(data, where, len(docs)))
     elif suffix in (".txt", ".md", ".text"):
         block: list[str] = []
         for line in [*path.read_text().splitlines(), ""]:
