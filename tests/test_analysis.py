@@ -78,6 +78,19 @@ def test_pattern_scores_are_attention_fractions():
         assert grid.shape == (3, 4) and (grid >= 0).all() and (grid <= 1).all()
 
 
+def test_role_prompts_repeat_only_the_first_half_and_avoid_special_ids():
+    from modelweave.methods.head_roles import _random_tokens
+
+    model, _ = tiny("llama")
+    tokens = _random_tokens(model, batch=4, length=20, seed=0)
+    special = set(model.tokenizer.all_special_ids) | {model.tokenization.pad_token_id}
+    body = tokens[:, 1:] if model.tokenization.prepend_bos else tokens
+    for row in body:
+        first, second = row[:20], row[20:]
+        assert torch.equal(first, second) and len(set(first.tolist())) == 20
+        assert not set(first.tolist()) & special
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("smollm")
 def test_embedded_model_has_induction_and_previous_token_heads(smollm):
@@ -98,3 +111,17 @@ def test_attention_patterns_match_the_cache():
     _, cache = model.run_with_cache(prompt[None], ["blocks.2.attn.hook_pattern"])
     assert torch.equal(patterns[(2, 3)], cache["pattern", 2][0, 3])
     assert len(labels) == len(prompt) and patterns[(0, 1)].shape == (len(prompt),) * 2
+
+
+def test_head_roles_fit_a_short_context():
+    """A model whose context is shorter than the default role prompts (a toy model) still gets
+    every score, from prompts shortened to fit."""
+    import transformers as tf
+
+    from modelweave.methods.head_roles import head_roles
+
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=60, n_embd=32, n_layer=2, n_head=4,
+                                          n_positions=17)).eval()
+    roles = head_roles(Model(hf))
+    assert roles.scores["induction"].shape == (2, 4)
+    assert torch.isfinite(roles.scores["copying"]).all()

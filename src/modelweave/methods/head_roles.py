@@ -56,11 +56,29 @@ class HeadRoles:
         return pd.DataFrame(data)
 
 
-def _random_tokens(model: Model, batch: int, length: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def _token_pool(model: Model) -> torch.Tensor:
+    """Ids random prompts draw from: ``[min(1000, vocab/4), min(20000, vocab))`` (skipping
+    the first ids, often special or byte tokens, and rare ones), special tokens excluded."""
     vocab = model.cfg.d_vocab
-    low, high = min(1000, vocab // 4), min(20000, vocab)  # skip special and rare ids
-    first = torch.randint(low, high, (batch, length), generator=gen)
+    low, high = min(1000, vocab // 4), min(20000, vocab)
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
+    if model.tokenization is not None:
+        special |= {model.tokenization.bos_token_id, model.tokenization.pad_token_id}
+    return torch.tensor([i for i in range(low, high) if i not in special])
+
+
+def _random_tokens(model: Model, batch: int, length: int, seed: int) -> torch.Tensor:
+    """[batch, 2 * length] (+ BOS): ``length`` distinct random ids, then the same again.
+
+    Ids come from :func:`_token_pool`, without repeats inside a sequence, so only the second
+    half repeats the first (as the scores assume)."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = _token_pool(model)
+    if len(pool) >= length:
+        first = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:length]]
+                             for _ in range(batch)])
+    else:  # a vocabulary too small for distinct ids: repeats are unavoidable
+        first = pool[torch.randint(0, len(pool), (batch, length), generator=gen)]
     tokens = torch.cat([first, first], dim=1)
     if model.tokenization and model.tokenization.prepend_bos:
         bos = torch.full((batch, 1), model.tokenization.bos_token_id)
@@ -70,7 +88,13 @@ def _random_tokens(model: Model, batch: int, length: int, seed: int) -> torch.Te
 
 def pattern_scores(model: Model, batch: int = 8, length: int = 20, seed: int = 0
                    ) -> dict[str, torch.Tensor]:
-    """previous_token, duplicate_token and induction scores, each [layer, head]."""
+    """previous_token, duplicate_token and induction scores, each [layer, head] (``length``
+    is shortened to fit a model with a shorter context)."""
+    config = model.hf_model.config
+    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings",
+                                                                None)
+    if context:
+        length = max(2, min(length, (context - 1) // 2))
     tokens = _random_tokens(model, batch, length, seed)
     offset = tokens.shape[1] - 2 * length  # 1 with a BOS
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
@@ -134,7 +158,9 @@ def _single_token_ids(model: Model, words: list[str]) -> list[int] | None:
 def ov_scores(model: Model, n_tokens: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
     """copying and successor scores, each [layer, head] (successor needs a tokenizer)."""
     cfg = model.cfg
-    sample = _random_tokens(model, 1, n_tokens, seed)[0, -n_tokens:].unique().tolist()
+    pool = _token_pool(model)  # each id is its own one-token prompt: no long sequence
+    sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+                  [:n_tokens]].sort().values.tolist()
     classes = [ids for ids in (_single_token_ids(model, c) for c in ORDINALS) if ids] \
         if model.tokenizer is not None else []
     copying = torch.zeros(cfg.n_layers, cfg.n_heads)
