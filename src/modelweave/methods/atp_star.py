@@ -50,11 +50,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..metrics.scores import metric_on_last
 from ..models import Model
+from ..models.attention import captured_attention
 from ..tasks import TaskBatch, TaskError
 from .grids import SITES, Unit, check_sweep, grid_units
 from .result import PatchingResult
@@ -62,55 +61,15 @@ from .result import PatchingResult
 #: Unit kinds the QK fix applies to: (attention input, axis-2 width name).
 QK_GRIDS = ("queries", "keys")
 ATP_GRIDS = (*SITES, *QK_GRIDS)
-_ATTN_IMPL = "modelweave_atp_star"
-_CAPTURE: dict[torch.nn.Module, dict] = {}
-
-
-def _capturing_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                         softcap=None, **_):
-    """Eager attention that records, for modules in ``_CAPTURE``, the post-rotary query
-    [batch, heads, q_pos, d_head], key [batch, kv_heads, k_pos, d_head], the additive mask,
-    the scale, the softcap and the pattern [batch, heads, q_pos, k_pos] (a graph node when the
-    run keeps gradients)."""
-    groups = query.shape[1] // key.shape[1]
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    k_all, v_all = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-    scores = torch.matmul(query, k_all.transpose(-1, -2)) * scaling
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
-        scores = scores + attention_mask[..., : key.shape[-2]]
-    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    record = _CAPTURE.get(module)
-    if record is not None:
-        record.update(query=query, key=key, mask=attention_mask, scaling=scaling,
-                      softcap=softcap, pattern=pattern)
-    return torch.matmul(pattern, v_all).transpose(1, 2).contiguous(), pattern
-
-
-AttentionInterface.register(_ATTN_IMPL, _capturing_attention)
-AttentionMaskInterface.register(_ATTN_IMPL, eager_mask)
 
 
 @contextmanager
 def _capture_attention(model: Model, layers: list[int]) -> Iterator[dict[int, dict]]:
     """Within: runs record each of ``layers``' attention inputs (see
-    :func:`_capturing_attention`), by layer."""
-    records = {layer: {} for layer in layers}
-    if not layers:
-        yield records
-        return
-    modules = {layer: model.block(layer).get_submodule(model.adapter.attn) for layer in layers}
-    previous = model.hf_model.config._attn_implementation
-    model.hf_model.set_attn_implementation(_ATTN_IMPL)
-    for layer, module in modules.items():
-        _CAPTURE[module] = records[layer]
-    try:
-        yield records
-    finally:
-        for module in modules.values():
-            _CAPTURE.pop(module, None)
-        model.hf_model.set_attn_implementation(previous)
+    :func:`modelweave.models.attention.captured_attention`), by layer."""
+    modules = [model.block(layer).get_submodule(model.adapter.attn) for layer in layers]
+    with captured_attention(model.hf_model, modules) as records:
+        yield dict(zip(layers, records, strict=True))
 
 
 @dataclass

@@ -20,6 +20,8 @@ ATTN_IMPLEMENTATION = "modelweave_eager"
 PatternHook = Callable[[torch.Tensor], torch.Tensor]
 # attention module -> pattern hooks, applied in order; filled while a hooked run is active.
 _PATTERN_HOOKS: dict[torch.nn.Module, list[PatternHook]] = {}
+# attention module -> a dict receiving the attention inputs (see :func:`captured_attention`).
+_CAPTURES: dict[torch.nn.Module, dict] = {}
 
 
 def eager_attention(
@@ -42,7 +44,7 @@ def eager_attention(
     Returns:
         ([batch, q_pos, n_heads, d_head] mixed values, [batch, n_heads, q_pos, k_pos] pattern).
     """
-    groups = query.shape[1] // key.shape[1]
+    kv_key, groups = key, query.shape[1] // key.shape[1]
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
@@ -56,6 +58,10 @@ def eager_attention(
     pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     for hook in _PATTERN_HOOKS.get(module, ()):
         pattern = hook(pattern)
+    record = _CAPTURES.get(module)
+    if record is not None:
+        record.update(query=query, key=kv_key, mask=attention_mask, scaling=scaling,
+                      softcap=softcap, pattern=pattern)
     if dropout and module.training:
         pattern = torch.nn.functional.dropout(pattern, p=dropout)
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
@@ -86,4 +92,27 @@ def pattern_hooks(
             _PATTERN_HOOKS[module].remove(hook)
             if not _PATTERN_HOOKS[module]:
                 del _PATTERN_HOOKS[module]
+        hf_model.set_attn_implementation(previous)
+
+
+@contextmanager
+def captured_attention(hf_model: PreTrainedModel, modules: list[torch.nn.Module]
+                       ) -> Iterator[list[dict]]:
+    """Route attention through :func:`eager_attention` and record, per module (one dict each,
+    filled by every forward pass), its post-rotary ``query`` [batch, heads, q_pos, d_head],
+    ``key`` [batch, kv_heads, k_pos, d_head], additive ``mask``, ``scaling``, ``softcap`` and
+    ``pattern`` [batch, heads, q_pos, k_pos] (a graph node when the run keeps gradients)."""
+    records = [{} for _ in modules]
+    if not modules:
+        yield records
+        return
+    previous = hf_model.config._attn_implementation
+    hf_model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    for module, record in zip(modules, records, strict=True):
+        _CAPTURES[module] = record
+    try:
+        yield records
+    finally:
+        for module in modules:
+            _CAPTURES.pop(module, None)
         hf_model.set_attn_implementation(previous)
