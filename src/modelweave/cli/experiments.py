@@ -44,18 +44,21 @@ def run_cmd(
             inner["job"] = bar.add_task(f"  {unit.id}", total=None)
             return lambda k: bar.advance(inner["job"], k)
 
+        seen = [0]
+
         def on_unit(unit, status, summary, seconds):
             if "job" in inner:
                 bar.remove_task(inner.pop("job"))
             bar.advance(job)
+            seen[0] += 1
             if status == "skipped":
                 bar.console.print(f"[dim]skip  {unit.id} (finished earlier)[/dim]")
             else:
                 headline = get_method(unit.method).headline(summary)
                 bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {headline}",
                                   highlight=False)
-                if live_report:
-                    build_report(out)
+                if live_report and seen[0] < len(units):
+                    build_report(out)  # the last one is rendered by run_experiment
 
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
     if json_out:
