@@ -11,8 +11,9 @@ from transformers import PreTrainedModel
 from .adapters import Adapter, get_adapter
 from .cache import ActivationCache
 from .config import ModelConfig
+from .device_map import compact, execution_device, is_offloaded
 from .hooks import HookFn, installed, normalize_requests
-from .sites import all_sites
+from .sites import all_sites, parse_site
 from .tokenization import TokenizationPolicy, encode, pad_batch, policy_for
 
 Inputs = str | Sequence[str] | torch.Tensor
@@ -54,12 +55,56 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embedding (where token ids go)."""
-        return self.hf_model.get_input_embeddings().weight.device
+        """Device of the input embedding (where token ids go; its execution device when
+        accelerate offloads it)."""
+        embed = self.hf_model.get_input_embeddings()
+        return execution_device(embed, embed.weight.device)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.hf_model.get_input_embeddings().weight.dtype
+
+    # split models (see modelweave.models.device_map and docs/large_models.md) -----------
+    @property
+    def device_map(self) -> dict[str, int | str] | None:
+        """Where accelerate placed each part (HF's ``hf_device_map``: module prefix ->
+        device), or ``None`` for a model on one device."""
+        return getattr(self.hf_model, "hf_device_map", None)
+
+    def layer_device(self, layer: int) -> torch.device:
+        """The device block ``layer`` computes on (its activations live there)."""
+        return execution_device(self.block(layer), self.device)
+
+    def site_device(self, site: str) -> torch.device:
+        """The device a site's activations are computed on: the block's for per-layer sites,
+        the input device for embeddings, the final norm's or unembedding's for
+        ``ln_final.hook_normalized`` and ``logits``."""
+        parsed = parse_site(site, self.cfg)
+        if parsed.layer is not None:
+            return self.layer_device(parsed.layer)
+        if parsed.name == "logits":
+            return execution_device(self.hf_model.get_output_embeddings(), self.device)
+        if parsed.name.startswith("ln_final"):
+            return execution_device(self.hf_model.get_submodule(self.adapter.final_norm),
+                                    self.device)
+        return self.device
+
+    def run_info(self) -> dict:
+        """JSON-ready facts that decide a run's numerics: ``attn_implementation`` (HF's
+        ``config._attn_implementation``: eager, sdpa, flash_attention_2, ...), ``dtype``,
+        ``device`` (the input device), ``device_map`` (compact ``{module prefix: device}``, runs
+        of blocks merged as ``"model.layers.0-15"``; ``None`` on one device) and ``offloaded``
+        (whether some weights live off their execution device between passes)."""
+        config = self.hf_model.config
+        return {
+            "model": self.name,
+            "architecture": self.cfg.architecture,
+            "attn_implementation": getattr(config, "_attn_implementation", None),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "device_map": compact(self.device_map),
+            "offloaded": is_offloaded(self.hf_model),
+        }
 
     def block(self, layer: int) -> torch.nn.Module:
         """The HF decoder block of ``layer``."""
