@@ -67,7 +67,7 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
             x = args[0] if args else kwargs["hidden_states"]
             replaced = layer == 0 and embed is not None
             if replaced:
-                x = embed.to(x.dtype)
+                x = embed.to(x.device, x.dtype)
             layers[layer]["x"] = x
             if layer == 0 and on_output is not None:
                 on_output(slice(0, 1), x.detach()[:, :, None])
@@ -179,12 +179,15 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
         block = model.block(layer)
         norm = block.get_submodule(adapter.attn_in_norm) if adapter.attn_in_norm else None
         pullbacks.append(ProjectedPullback(norm, *_head_weights(model, layer)))
-    mlp_totals = [torch.zeros(b, t, 1, cfg.d_model, device=model.device)
-                  for _ in range(cfg.n_layers)]
-    logits_total = torch.zeros(b, t, 1, cfg.d_model, device=model.device)
+    # float32 sums, each on the device of the layer it belongs to (a split model's layers
+    # compute on different devices); results are gathered on the input device
+    devices = [model.layer_device(layer) for layer in range(cfg.n_layers)]
+    mlp_totals = [torch.zeros(b, t, 1, cfg.d_model, device=dev) for dev in devices]
+    logits_total = torch.zeros(b, t, 1, cfg.d_model,
+                               device=model.site_device("ln_final.hook_normalized"))
     # joint q/k norms: a residual-space term per q/k slot besides the projection pullback
-    corrections = [torch.zeros(b, t, 3 * cfg.n_heads, cfg.d_model, device=model.device)
-                   if adapter.qk_norm == "joint" else None for _ in range(cfg.n_layers)]
+    corrections = [torch.zeros(b, t, 3 * cfg.n_heads, cfg.d_model, device=dev)
+                   if adapter.qk_norm == "joint" else None for dev in devices]
     for step, embed in enumerate(embeds):
         layers = _run(model, tokens, objective, embed, mask, on_output if step == 0 else None)
         with torch.no_grad():
@@ -203,25 +206,28 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
                             block.get_submodule(getattr(adapter.qkv, kind)),
                             linear_weight(proj), info["pre"][kind], heads[kind])
                         i = QKV.index(kind) * cfg.n_heads
-                        corrections[layer][:, :, i: i + cfg.n_heads] += extra
+                        corrections[layer][:, :, i: i + cfg.n_heads] += extra.to(
+                            corrections[layer].device)
                 pullbacks[layer].add(info["x"], torch.cat([heads[k] for k in QKV], dim=2),
                                      torch.cat([values[k] for k in QKV], dim=2))
                 mlp_norm = block.get_submodule(adapter.mlp_in_norm) if adapter.mlp_in_norm \
                     else None
-                mlp_totals[layer] += norm_vjp(mlp_norm, info["x_mlp"], info["mlp_in"][:, :, None])
-            logits_total += layers[-1]["logits"].float()[:, :, None]
+                mlp_totals[layer] += norm_vjp(mlp_norm, info["x_mlp"],
+                                              info["mlp_in"][:, :, None]).to(devices[layer])
+            logits_total += layers[-1]["logits"].float()[:, :, None].to(logits_total.device)
             del layers
     flat = None if select is None else torch.nonzero(select.flatten().to(model.device))[:, 0]
 
-    def pick(grad: torch.Tensor) -> torch.Tensor:  # [B, T, R, d] -> [K, R, d]
+    def pick(grad: torch.Tensor) -> torch.Tensor:  # [B, T, R, d] -> [K, R, d], input device
         grad = grad.flatten(0, 1)
-        return grad if flat is None else grad[flat]
+        return (grad if flat is None else grad[flat.to(grad.device)]).to(model.device)
 
     out = []
     with torch.no_grad():
         for layer in range(cfg.n_layers):
             qkv = graph.qkv_receivers(layer)
-            qkv_grads = pullbacks[layer].total(flat).transpose(0, 1)  # [K, 3H, d]
+            here = None if flat is None else flat.to(devices[layer])
+            qkv_grads = pullbacks[layer].total(here).to(model.device).transpose(0, 1)  # [K,3H,d]
             if corrections[layer] is not None:
                 qkv_grads = qkv_grads + pick(corrections[layer])
             out.append((qkv, graph.upstream(qkv.start), qkv_grads))

@@ -14,18 +14,20 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..models.device_map import module_tensor
+
 
 def _kind(norm: nn.Module) -> tuple[str, torch.Tensor | None, float] | None:
     """("rms" | "layer", weight or None, eps) for the norms with a closed form, else None."""
     name = type(norm).__name__
     if "RMSNorm" in name:
         eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-        return None if eps is None else ("rms", norm.weight, float(eps))
+        return None if eps is None else ("rms", module_tensor(norm), float(eps))
     if isinstance(norm, nn.LayerNorm) and norm.normalized_shape and len(
             norm.normalized_shape) == 1:
-        return "layer", norm.weight, float(norm.eps)
+        return "layer", module_tensor(norm), float(norm.eps)
     if name == "CohereLayerNorm" and norm.weight.dim() == 1:
-        return "layer", norm.weight, float(norm.variance_epsilon)
+        return "layer", module_tensor(norm), float(norm.variance_epsilon)
     if name == "OlmoLayerNorm":
         return "layer", None, 1e-5
     return None
@@ -91,7 +93,7 @@ class ProjectedPullback:
                                                                         device=w.device)
         if self.kind is not None:
             name, scale, self.eps = self.kind
-            norm_bias = getattr(norm, "bias", None)
+            norm_bias = module_tensor(norm, "bias")
             if norm_bias is not None:  # the projection of the norm's bias is constant too
                 self.offset = self.offset + torch.einsum("d,dre->re", norm_bias.float(), w)
             if scale is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..models import Model
+from ..models.device_map import module_tensor
 from .graph import Graph
 
 
@@ -35,7 +36,7 @@ class PostNormHeads:
         for layer in range(model.cfg.n_layers):
             block = model.block(layer)
             first = graph.head(layer, 0)
-            bias = block.get_submodule(model.adapter.out_proj).bias
+            bias = module_tensor(block.get_submodule(model.adapter.out_proj), "bias")
             self.layers.append((slice(first, first + graph.n_heads),
                                 block.get_submodule(model.adapter.attn_out_norm), bias))
         additive = torch.ones(graph.n_senders, dtype=torch.bool)
@@ -58,7 +59,7 @@ class PostNormHeads:
         """``Y`` [..., d] of one layer from its heads' values [..., n_heads, d]."""
         _, _, bias = self.layers[layer]
         total = values.sum(-2)
-        return total if bias is None else total + bias
+        return total if bias is None else total + bias.to(total.device)
 
     def change(self, cut: torch.Tensor, diff: torch.Tensor, sums: dict[int, torch.Tensor],
                shape: tuple[int, int, int]) -> torch.Tensor | None:
@@ -87,7 +88,7 @@ class PostNormHeads:
             # .forward: the norm's own hooks (the wiring's, a user's) see only the real run
             new = norm.forward(mixed.view(g, r, *shape))
             old = norm.forward(y.view(g, 1, *shape))
-            step = (new - old).reshape(g, r, -1)
+            step = (new - old).reshape(g, r, -1).to(diff.device)
             total = step if total is None else total + step
         return total
 
@@ -106,7 +107,8 @@ class PostNormHeads:
         out = diff.clone()
         for layer, (heads, norm, _) in enumerate(self.layers):
             y = self.summed(layer, clean[:, :, heads])[:, :, None]  # [B, T, 1, d]
-            out[:, :, heads] = norm.forward(y) - norm.forward(y - diff[:, :, heads])
+            out[:, :, heads] = (norm.forward(y) - norm.forward(y - diff[:, :, heads])).to(
+                out.device)
         return out
 
 

@@ -59,7 +59,7 @@ def sender_outputs(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None
         if not store:
             n = 1 + cfg.n_layers * (cfg.n_heads + 1)
             store.append(values.new_zeros(*values.shape[:2], n, cfg.d_model))
-        store[0][:, :, senders] = values
+        store[0][:, :, senders] = values.to(store[0].device)  # layers may sit elsewhere
 
     with wired(model, on_output=keep):
         logits = model.forward(tokens, attention_mask=mask)
@@ -95,7 +95,7 @@ def patched_logits(model: Model, tokens: torch.Tensor, corrupted: torch.Tensor,
     sums: dict[int, torch.Tensor] = {}  # post-norm layers: current sum of the heads
 
     def on_output(senders: slice, values: torch.Tensor) -> None:
-        values = values.view(groups, b, t, -1, d)
+        values = values.to(diff.device).view(groups, b, t, -1, d)  # from the sender's device
         layer = None if post is None else post.layer_of(senders)
         if layer is not None:
             sums[layer] = post.summed(layer, values).reshape(groups, -1)

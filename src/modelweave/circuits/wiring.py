@@ -37,10 +37,11 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import UnsupportedArchitectureError
+from ..errors import ModelWeaveError, UnsupportedArchitectureError
 from ..models import Model
 from ..models.adapters import linear_weight, projections
 from ..models.adapters.base import SeparateQKV
+from ..models.device_map import is_offloaded, module_tensor
 from .graph import QKV, Graph
 
 #: ``delta(receivers, n_upstream) -> [batch, pos, n_receivers, d_model]`` or ``None`` (no change).
@@ -86,7 +87,8 @@ def qkv_weights(model: Model, layer: int) -> dict[str, tuple[torch.Tensor, torch
     for path, kinds in layout.modules().items():
         module = block.get_submodule(path)
         w = layout.split(linear_weight(module).T, kinds, cfg)  # [d, heads, d_head] views
-        b = layout.split(module.bias, kinds, cfg) if module.bias is not None else {}
+        bias = module_tensor(module, "bias")
+        b = layout.split(bias, kinds, cfg) if bias is not None else {}
         for kind in kinds:
             repeat = cfg.n_heads // w[kind].shape[1]
             weight = w[kind] if repeat == 1 else w[kind].repeat_interleave(repeat, dim=1)
@@ -110,8 +112,9 @@ def joint_norm_heads(model: Model, layer: int, kind: str, x: torch.Tensor) -> to
     proj = block.get_submodule(getattr(projections(model.adapter), kind))
     norm = block.get_submodule(getattr(model.adapter.qkv, kind))
     full = x @ linear_weight(proj).T  # [B, T, H, n_out * d_head]
-    if proj.bias is not None:
-        full = full + proj.bias
+    bias = module_tensor(proj, "bias")
+    if bias is not None:
+        full = full + bias
     heads = norm.forward(full)  # not norm(...): that would run this module's own hooks
     heads = heads.view(*full.shape[:-1], -1, cfg.d_head)  # [B, T, H, n_out, d_head]
     own = torch.arange(cfg.n_heads, device=x.device)
@@ -133,6 +136,10 @@ def key_value_per_query_head(model: Model) -> Iterator[None]:
     # per-head key norms (Cohere) carry one gain per key head: repeat it per query head
     norms = [model.block(layer).get_submodule(adapter.qkv.k)
              for layer in range(model.cfg.n_layers)] if adapter.qk_norm == "per_head" else []
+    if any(is_offloaded(n) for n in norms):
+        raise ModelWeaveError(
+            "circuit methods cannot run on this model with its per-head key norms offloaded "
+            "(device map 'disk', or 'cpu' beside GPUs); place every layer on a device")
     gains = [(n, name, getattr(n, name)) for n in norms for name in ("weight", "bias")
              if isinstance(getattr(n, name, None), torch.nn.Parameter)]
     for m in modules:
@@ -186,7 +193,7 @@ def _wire_logits(model: Model, graph: Graph, delta: DeltaFn):
 
     def final_pre(_module, args):
         d = delta(slice(r, r + 1), graph.n_senders)
-        return None if d is None else (args[0] + d[:, :, 0], *args[1:])
+        return None if d is None else (args[0] + d[:, :, 0].to(args[0].device), *args[1:])
 
     return model.hf_model.get_submodule(model.adapter.final_norm).register_forward_pre_hook(
         final_pre)
@@ -232,7 +239,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
         x = args[0] if positional else kwargs["hidden_states"]
         replaced = layer == 0 and embed is not None
         if replaced:
-            x = embed.to(x.dtype)
+            x = embed.to(x.device, x.dtype)
         state.clear()
         state["x"] = x
         if layer == 0 and on_output is not None:
@@ -247,8 +254,9 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
 
     def projection_hook(kinds: tuple[str, ...]):
         def hook(_module, _args, out):
-            if "delta" not in state:
-                state["delta"] = delta(qkv, graph.upstream(qkv.start)) if delta else None
+            if "delta" not in state:  # computed where the senders' outputs are: move here
+                d = delta(qkv, graph.upstream(qkv.start)) if delta else None
+                state["delta"] = None if d is None else d.to(state["x"].device)
             d = state["delta"]
             if d is None:  # everyone reads x: only ungroup keys and values if needed
                 if groups == 1 or kinds == ("q",):
@@ -297,7 +305,7 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
             if d is None:
                 return None
             x = state["x"] if cfg.parallel_attn_mlp else state["x"] + state["attn_out"]
-            new = mlp_norm(x + d[:, :, 0])
+            new = mlp_norm(x + d[:, :, 0].to(x.device))
             if args:
                 return (new, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": new}

@@ -42,14 +42,15 @@ def _patch_hook(units: list[Unit], start: int, batch: int, source: torch.Tensor
 
     def hook(tensor: torch.Tensor, _hook) -> torch.Tensor:
         out = tensor.clone()
+        src = source.to(out.device)  # the site's layer may sit on another device
         view = out.view(len(units), batch, *out.shape[1:])
         for g, unit in enumerate(units):
             pos = slice(start, None) if unit.pos is None else unit.pos
             rel = slice(None) if unit.pos is None else unit.pos - start
             if unit.index is None:
-                view[g, :, rel] = source[:, pos]
+                view[g, :, rel] = src[:, pos]
             else:  # heads and neurons are axis 2 of their sites
-                view[g, :, rel, unit.index] = source[:, pos, unit.index]
+                view[g, :, rel, unit.index] = src[:, pos, unit.index]
         return out
 
     return hook

@@ -39,8 +39,10 @@ def _device_name(value) -> str:
     return str(value)
 
 
-def _example(keys: list[str]) -> str:
-    """A complete two-device map for these parameter names, abbreviated in the middle."""
+def placement_units(keys: Iterable[str]) -> list[str]:
+    """The modules a device map places, in order, for state-dict ``keys``: each decoder block
+    (``model.layers.3``) and each other module owning parameters (``model.embed_tokens``,
+    ``lm_head``)."""
     units: list[str] = []
     for key in keys:
         parts = key.split(".")
@@ -49,8 +51,20 @@ def _example(keys: list[str]) -> str:
         unit = ".".join(parts[: idx + 1]) if idx is not None else ".".join(parts[:-1]) or key
         if unit not in units:
             units.append(unit)
+    return units
+
+
+def two_part_map(keys: Iterable[str], first, second) -> dict[str, object]:
+    """A complete device map putting the first half of :func:`placement_units` on ``first``
+    and the rest on ``second`` (e.g. ``two_part_map(model.state_dict(), 0, 1)``)."""
+    units = placement_units(keys)
     half = (len(units) + 1) // 2
-    entries = [f"{u!r}: {0 if i < half else 1}" for i, u in enumerate(units)]
+    return {u: first if i < half else second for i, u in enumerate(units)}
+
+
+def _example(keys: list[str]) -> str:
+    """A complete two-device map for these parameter names, abbreviated in the middle."""
+    entries = [f"{u!r}: {d}" for u, d in two_part_map(keys, 0, 1).items()]
     if len(entries) > 8:
         entries = [*entries[:4], "...", *entries[-3:]]
     return "{" + ", ".join(entries) + "}"

@@ -48,7 +48,9 @@ HookFn = Callable[[torch.Tensor, Hook], "torch.Tensor | None"]
 
 
 def _apply(fns: list[HookFn], value: torch.Tensor, hook: Hook) -> torch.Tensor:
-    """Run hook functions in order; each may return a replacement of the same shape."""
+    """Run hook functions in order; each may return a replacement of the same shape. A
+    replacement computed on another device (a patch from a cache kept elsewhere, on a model
+    split over devices) is moved to the hooked activation's device."""
     for fn in fns:
         out = fn(value, hook)
         if out is not None:
@@ -57,7 +59,7 @@ def _apply(fns: list[HookFn], value: torch.Tensor, hook: Hook) -> torch.Tensor:
                     f"hook on {hook.name} returned shape {tuple(out.shape)}, "
                     f"expected {tuple(value.shape)}"
                 )
-            value = out
+            value = out if out.device == value.device else out.to(value.device)
     return value
 
 

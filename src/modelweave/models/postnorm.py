@@ -12,13 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .device_map import module_tensor
+
 
 def _rms(norm: nn.Module) -> tuple[torch.Tensor, float]:
     name = type(norm).__name__
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
     if "RMSNorm" not in name or eps is None:
         raise TypeError(f"post-norms must be RMS norms; got {name}")
-    return norm.weight, float(eps)
+    return module_tensor(norm, "weight"), float(eps)
 
 
 def inverse_scale(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -34,4 +36,4 @@ def at_scale(norm: nn.Module, y: torch.Tensor, scale: torch.Tensor) -> torch.Ten
         y: [..., d_model]; scale: broadcastable to ``y`` without its last axis, plus 1.
     """
     weight, _ = _rms(norm)
-    return (weight.float() * (y.float() * scale.float())).to(y.dtype)
+    return (weight.float().to(y.device) * (y.float() * scale.float().to(y.device))).to(y.dtype)

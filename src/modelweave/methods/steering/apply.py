@@ -179,7 +179,7 @@ def steer(model: Model, vector: torch.Tensor, *, layer: int, scale: float = 1.0,
         if tracker.index is None or tracker.index.shape != x.shape[:2]:
             raise SteeringError(f"steering at {name}: no position information for a tensor "
                                 f"of shape {tuple(x.shape)}")
-        keep = position_mask(positions, tracker.index, tracker.last).to(x.dtype)
+        keep = position_mask(positions, tracker.index, tracker.last).to(x.device, x.dtype)
         delta = scale * vector.to(x.device, torch.float32)
         return (x.float() + keep[..., None] * delta).to(x.dtype)
 

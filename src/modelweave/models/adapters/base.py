@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..device_map import module_tensor
 
 QKV = ("q", "k", "v")
 
@@ -91,11 +92,12 @@ QKVLayout = SeparateQKV | ConcatQKV | InterleavedQKV
 def linear_weight(module: nn.Module) -> torch.Tensor:
     """Weight of a linear map in ``[out_features, in_features]`` layout.
 
-    Handles ``nn.Linear`` and GPT-2's ``Conv1D`` (which stores ``[in, out]``)."""
+    Handles ``nn.Linear`` and GPT-2's ``Conv1D`` (which stores ``[in, out]``). Weights that
+    accelerate keeps offloaded are read from its store (see :mod:`..device_map`)."""
     if isinstance(module, nn.Linear):
-        return module.weight
+        return module_tensor(module, "weight")
     if type(module).__name__ == "Conv1D":
-        return module.weight.T
+        return module_tensor(module, "weight").T
     raise TypeError(f"not a linear module: {type(module).__name__}")
 
 
