@@ -133,6 +133,39 @@ def test_run_info_is_json_and_names_the_attention_implementation(pair):
                                        "m.layers.2": "cuda:1", "lm_head": "cuda:1"}
 
 
+def test_meta_split_moves_replacements_to_the_hooked_device():
+    """The offloaded split above executes both halves on the CPU. Here the second half sits on
+    the meta device (a real, distinct torch device that computes shapes only; combining a CPU
+    with a meta tensor raises, as combining tensors of two GPUs does): hook replacements,
+    interventions, steering vectors and suffix runs whose tensors were made on the input
+    device must be moved to the device of the layer they are applied in."""
+    from accelerate import dispatch_model
+    from accelerate.hooks import remove_hook_from_module
+
+    hf = tiny_hf_model("llama")
+    hf = dispatch_model(hf, two_part_map(hf.state_dict(), "cpu", "meta"), main_device="cpu")
+    remove_hook_from_module(hf)  # keep outputs on meta (they cannot be copied back)
+    model = Model(hf)
+    last = model.cfg.n_layers - 1
+    assert model.layer_device(0).type == "cpu" and model.layer_device(last).type == "meta"
+    tokens = torch.arange(1, 8)[None]
+    sites = [s for s in model.sites() if s.startswith(f"blocks.{last}.")]
+    _, cache = model.run_with_cache(tokens, ["blocks.0.attn.hook_z"])
+    assert model.run_with_cache(tokens, sites)[1][sites[0]].device.type == "meta"
+    zeros = [(s, lambda t, h: torch.zeros(t.shape)) for s in sites]  # made on the CPU
+    assert model.run_with_hooks(tokens, zeros).device.type == "meta"
+    ivs = [Intervention(f"blocks.{last}.attn.hook_z", "patch", source="c", index=(1,)),
+           Intervention(f"blocks.{last}.hook_resid_post", "add",
+                        vector=tuple([0.1] * model.cfg.d_model))]
+    with intervene(model, ivs, sources={"c": {ivs[0].site: cache["blocks.0.attn.hook_z"]}}):
+        assert model(tokens).device.type == "meta"
+    with model.steer(torch.ones(model.cfg.d_model), layer=last, positions="last"):
+        assert model(tokens).device.type == "meta"
+    _, base = base_run(model, tokens)
+    with model.hooks([(f"blocks.{last}.hook_resid_mid", lambda t, h: torch.zeros(t.shape))]):
+        assert run_suffix(model, base, last, 3).device.type == "meta"
+
+
 # bad input -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):

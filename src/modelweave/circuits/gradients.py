@@ -63,11 +63,15 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
     final: dict[str, torch.Tensor] = {}
 
     def block_pre(layer):
+        device = model.layer_device(layer)
+
         def hook(_module, args, kwargs):
             x = args[0] if args else kwargs["hidden_states"]
-            replaced = layer == 0 and embed is not None
-            if replaced:
-                x = embed.to(x.device, x.dtype)
+            # the block's input arrives from the previous layer's device: on to this block's
+            replaced = (layer == 0 and embed is not None) or x.device != device
+            if layer == 0 and embed is not None:
+                x = embed
+            x = x.to(device, x.dtype)
             layers[layer]["x"] = x
             if layer == 0 and on_output is not None:
                 on_output(slice(0, 1), x.detach()[:, :, None])

@@ -234,12 +234,16 @@ def _wire_block(model: Model, graph: Graph, layer: int, delta: DeltaFn | None,
     state: dict[str, torch.Tensor | None] = {}
     handles = []
 
+    device = model.layer_device(layer)
+
     def block_pre(_module, args, kwargs):
         positional = bool(args)
         x = args[0] if positional else kwargs["hidden_states"]
-        replaced = layer == 0 and embed is not None
-        if replaced:
-            x = embed.to(x.device, x.dtype)
+        # the block's input arrives from the previous layer's device: on to this block's
+        replaced = (layer == 0 and embed is not None) or x.device != device
+        if layer == 0 and embed is not None:
+            x = embed
+        x = x.to(device, x.dtype)
         state.clear()
         state["x"] = x
         if layer == 0 and on_output is not None:

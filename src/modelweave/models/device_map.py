@@ -215,5 +215,7 @@ def module_tensor(module: torch.nn.Module, name: str = "weight") -> torch.Tensor
     weights = getattr(hook, "weights_map", None)
     if getattr(hook, "offload", False) and weights is not None:
         return weights[name].to(_device_name(hook.execution_device))
+    if hook is not None and _device_name(getattr(hook, "execution_device", "")) == "meta":
+        return value  # a module placed on the meta device on purpose (shape-only runs)
     raise ModelWeaveError(f"{type(module).__name__}.{name} is on the meta device with no "
                           "offloaded copy: the model's weights were never loaded")

@@ -127,13 +127,15 @@ class _Installer:
         pre_fns, pre_hook = self._get("hook_resid_pre", layer)
         mid_fns, mid_hook = self._get("hook_resid_mid", layer)
         if pre_fns is not None or mid_fns is not None:
+            device = self.model.layer_device(layer)
 
             def resid_pre(_module, args, kwargs):
                 positional = bool(args)
-                x = args[0] if positional else kwargs["hidden_states"]
+                raw = args[0] if positional else kwargs["hidden_states"]
+                x = raw.to(device)  # from the previous layer's device on to this block's
                 new = _apply(pre_fns, x, pre_hook) if pre_fns else x
                 state["resid_pre"] = new
-                if new is x:
+                if new is raw:
                     return None
                 if positional:
                     return (new, *args[1:]), kwargs
