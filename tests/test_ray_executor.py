@@ -122,7 +122,8 @@ def test_a_failing_unit_is_recorded_and_the_others_finish(session, model_dir, tm
     assert record["error"] == "ValueError: planted failure on ioi"
     assert "raise ValueError" in record["traceback"] and record["worker"]["host"] == HOST
     assert not store.folder(failed[0]).exists() and not list(tmp_path.glob("staging/*"))
-    assert outcome.report.exists()
+    html = outcome.report.read_text()
+    assert "Failed units (1)" in html and "planted failure on ioi" in html
 
 
 def test_workers_are_recycled_after_n_units(session, model_dir, tmp_path):

@@ -28,6 +28,9 @@ def run_cmd(
     )] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Ray workers at once (default: one per GPU, else 1).")] = None,
+    gpus_per_worker: Annotated[int | None, typer.Option(
+        "--gpus-per-worker", min=1, help="Ray: GPUs each worker holds (default 1 where there "
+        "are GPUs; more for a model split over GPUs with `device: auto`).")] = None,
     recycle_after: Annotated[int, typer.Option(
         "--recycle-after", min=0, help="Ray: replace a worker after this many units (0: never)."
     )] = 25,
@@ -84,6 +87,7 @@ def run_cmd(
                     build_report(out)  # the last one is rendered by run_experiment
 
         options = {"address": address, "workers": workers, "recycle_after": recycle_after,
+                   "gpus_per_worker": gpus_per_worker,
                    "max_worker_memory": parse_size(max_worker_memory, "--max-worker-memory")
                    if max_worker_memory else 0}
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress,

@@ -61,6 +61,19 @@ def _overview(manifest: dict, records: dict) -> str:
     return table(["", ""], rows)
 
 
+def _failures(failures: dict[str, dict]) -> str:
+    """The units whose last attempt failed: error line, worker, traceback (folded)."""
+    if not failures:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(uid)}</td><td>{escape(r['error'])}<details><summary>traceback"
+        f"</summary><pre>{escape(r['traceback'])}</pre></details></td></tr>"
+        for uid, r in failures.items())
+    return (f"<h3>Failed units ({len(failures)})</h3><p class='note'>Recorded in failed/; "
+            f"running the experiment again retries them.</p><table><tr><th>unit</th>"
+            f"<th>error</th></tr>{rows}</table>")
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Render ``RUN/report.html`` from the stored results of ``run_dir``; returns its path."""
     from plotly.offline import get_plotlyjs
@@ -68,7 +81,7 @@ def build_report(run_dir: str | Path) -> Path:
     store = RunStore(run_dir)
     manifest, records = store.manifest(), store.records()
     ctx = ReportContext(store, manifest, records)
-    bodies = {"overview": _overview(manifest, records)}
+    bodies = {"overview": _overview(manifest, records) + _failures(store.failures())}
     for kind in methods():
         units = ctx.units(kind.name)
         bodies[kind.section_id] = (kind.report_section(units, ctx) if units

@@ -157,8 +157,10 @@ def open_session(job: Job):
 def execute(units: list[Unit], job: Job) -> None:
     """Compute ``units`` on Ray actors (steps 2-5 of the module's docstring).
 
-    ``job.options``: ``workers`` (actors at once; default: the cluster's GPUs, else 1),
-    ``cpus_per_worker`` (default: the cluster's CPUs shared out), ``recycle_after`` (units;
+    ``job.options``: ``workers`` (actors at once; default: the cluster's GPUs over
+    ``gpus_per_worker``, else 1), ``cpus_per_worker`` (default: the cluster's CPUs shared
+    out), ``gpus_per_worker`` (default 1 where the cluster has GPUs; more for a model split
+    over several with ``device: auto``), ``recycle_after`` (units;
     0: never), ``max_worker_memory`` (bytes; 0: no limit), ``memory`` (model -> bytes a
     worker declares), ``retries`` (per unit, after a worker died; default 1).
     """
@@ -166,7 +168,10 @@ def execute(units: list[Unit], job: Job) -> None:
     opts = job.options
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if job.experiment.device != "cpu" else 0
-    workers = max(1, min(opts.get("workers") or max(1, gpus), len(units)))
+    per_worker = opts.get("gpus_per_worker") or (1 if gpus else 0)
+    if per_worker > max(gpus, 0) and gpus:
+        raise RayUnavailableError(f"--gpus-per-worker {per_worker}: the cluster has {gpus} GPUs")
+    workers = max(1, min(opts.get("workers") or max(1, gpus // max(per_worker, 1)), len(units)))
     cpus = opts.get("cpus_per_worker") or max(1, int(resources.get("CPU", 1)) // workers)
     recycle_after = opts.get("recycle_after") or 0
     max_memory = opts.get("max_worker_memory") or 0
@@ -176,7 +181,7 @@ def execute(units: list[Unit], job: Job) -> None:
     remote = ray.remote(_Actor)
 
     def new_actor(model: str):
-        options = {"num_cpus": cpus, "num_gpus": 1 if gpus else 0, "max_restarts": 0}
+        options = {"num_cpus": cpus, "num_gpus": per_worker, "max_restarts": 0}
         if memory.get(model):
             options["memory"] = int(memory[model])
         return remote.options(**options).remote(job.root, job.experiment, job.force, cpus,
