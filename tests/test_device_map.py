@@ -121,6 +121,44 @@ def test_eap_ig_scores_equal_one_device(pair):
     assert a.scores.abs().max() > 1e-3
 
 
+def test_node_methods_lens_dla_and_head_roles_equal_one_device(pair):
+    from modelweave.circuits import CircuitEvaluator
+    from modelweave.methods import attribution_sweep
+    from modelweave.methods.atp_star import atp_star
+    from modelweave.methods.dla import direct_logit_attribution
+    from modelweave.methods.head_roles import head_roles
+    from modelweave.methods.lens import logit_lens
+
+    single, split = pair
+    batch = make_batch(single, "ioi", n=4, same_length=True)
+    runs = {
+        "attribution": lambda m: torch.as_tensor(attribution_sweep(m, batch, "heads").raw),
+        "atp*": lambda m: atp_star(m, batch, "heads").estimate,
+        "lens": lambda m: logit_lens(m, batch).answer_prob,
+        "dla": lambda m: direct_logit_attribution(m, batch, neuron_layers=[1]).heads,
+        "evaluator": lambda m: torch.tensor([CircuitEvaluator(m, batch).full,
+                                             CircuitEvaluator(m, batch, "kl", "mean").empty]),
+        "roles": lambda m: torch.stack(list(head_roles(m).scores.values())),
+    }
+    for name, run in runs.items():
+        torch.testing.assert_close(run(split), run(single), atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_weight_edits_training_and_influence_refuse_offloaded_weights(pair, tmp_path):
+    from modelweave.errors import ModelWeaveError
+    from modelweave.methods.influence.engine import plan_influence
+    from modelweave.methods.steering.ablation import ablate_weights
+    from modelweave.models.finetune import finetune
+
+    _, split = pair
+    with pytest.raises(ModelWeaveError, match="ablate_direction"):
+        ablate_weights(split, torch.ones(split.cfg.d_model))
+    with pytest.raises(ModelWeaveError, match="one device"):
+        finetune(split, "ioi", tmp_path, steps=1)
+    with pytest.raises(ModelWeaveError, match="offloaded weights"):
+        plan_influence(split, [], [])
+
+
 def test_run_info_is_json_and_names_the_attention_implementation(pair):
     single, split = pair
     info = json.loads(json.dumps(split.run_info()))

@@ -18,6 +18,7 @@ import torch
 from ..metrics.scores import logit_diff
 from ..models import Model
 from ..models.adapters import linear_weight
+from ..models.device_map import module_tensor
 from ..models.postnorm import at_scale
 from ..tasks import TaskBatch
 
@@ -57,12 +58,13 @@ def _frozen_norm(model: Model, final: torch.Tensor):
     norm = model.hf_model.get_submodule(model.adapter.final_norm)
     rms = "rms" in type(norm).__name__.lower()
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
-    weight = getattr(norm, "weight", None)
-    weight = torch.ones(final.shape[-1], device=final.device) if weight is None else weight
+    weight = module_tensor(norm, "weight")
+    weight = torch.ones(final.shape[-1], device=final.device) if weight is None else weight.to(
+        final.device)
     centred = final if rms else final - final.mean(-1, keepdim=True)
     scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # [batch, 1]
-    bias = getattr(norm, "bias", None)
-    constant = bias if bias is not None else torch.zeros_like(weight)
+    bias = module_tensor(norm, "bias")
+    constant = bias.to(final.device) if bias is not None else torch.zeros_like(weight)
 
     def apply(v: torch.Tensor) -> torch.Tensor:
         v = v if rms else v - v.mean(-1, keepdim=True)
@@ -75,15 +77,15 @@ def _frozen_norm(model: Model, final: torch.Tensor):
 def _direction(model: Model, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """[batch, d_model] answer-minus-wrong unembedding directions and [batch] bias terms."""
     unembed = model.hf_model.get_output_embeddings()
-    w_u = unembed.weight
+    w_u = module_tensor(unembed, "weight")
     ans = batch.answers.to(w_u.device)
     wrong = batch.wrong_ids.to(w_u.device)
     mask = (wrong >= 0).float()
     wrong_mean = (w_u[wrong.clamp(min=0)] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     direction = w_u[ans] - wrong_mean
     bias = torch.zeros(len(ans), device=w_u.device)
-    if getattr(unembed, "bias", None) is not None:
-        b = unembed.bias
+    if module_tensor(unembed, "bias") is not None:
+        b = module_tensor(unembed, "bias")
         bias = b[ans] - (b[wrong.clamp(min=0)] * mask).sum(1) / mask.sum(1)
     return direction * model.logit_scale, bias * model.logit_scale
 
@@ -102,13 +104,14 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
         names += [f"blocks.{i}.mlp.hook_scale" for i in neuron_layers]
     logits, cache = model.run_with_cache(batch.clean, names, attention_mask=batch.mask)
     rows, last = torch.arange(len(batch)), batch.lengths - 1
+    with torch.no_grad():
+        direction, unembed_bias = _direction(model, batch)
 
-    def at_last(name):
-        return cache[name][rows, last].float()
+    def at_last(name):  # float32, on the unembedding's device (layers may sit elsewhere)
+        return cache[name][rows, last].float().to(direction.device)
 
     with torch.no_grad():
         apply, norm_bias = _frozen_norm(model, at_last(names[1]))
-        direction, unembed_bias = _direction(model, batch)
 
         def contrib(v):  # v [batch, ..., d_model] -> [batch, ...]
             d = direction.view(direction.shape[0], *([1] * (v.dim() - 2)), -1)
@@ -123,7 +126,8 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
                              for i in range(n)])
         neurons = {}
         for layer in neuron_layers:
-            w_out = linear_weight(model.block(layer).get_submodule(a.mlp_down)).float()
+            w_out = linear_weight(model.block(layer).get_submodule(a.mlp_down)).float().to(
+                direction.device)
             post = at_last(f"blocks.{layer}.mlp.hook_post")  # [batch, d_mlp]
             columns = w_out.T[None].expand(len(batch), -1, -1)  # [batch, d_mlp, d]
             if cfg.post_norm:  # through the MLP's post-norm at its frozen scale

@@ -25,6 +25,7 @@ import torch
 
 from ..models import Model
 from ..models.adapters import linear_weight
+from ..models.device_map import module_tensor
 from ..tasks.words import DAYS, LETTERS, MONTHS, NUMBER_WORDS
 
 ROLES = ("previous_token", "duplicate_token", "induction", "copying", "successor")
@@ -139,7 +140,7 @@ def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[
                                                                   cfg.d_head)
         out = torch.einsum("nhd,mhd->nhm", v, w_o)
         normed = model.hf_model.get_submodule(a.final_norm)(out)
-        w_u = model.hf_model.get_output_embeddings().weight[columns]
+        w_u = module_tensor(model.hf_model.get_output_embeddings())[columns].to(normed.device)
         return (normed @ w_u.T * model.logit_scale).float()
 
 

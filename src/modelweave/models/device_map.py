@@ -205,6 +205,15 @@ def resident(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield module
 
 
+def require_resident(model, what: str) -> None:
+    """Raise a one-line :class:`ModelWeaveError` if ``model`` (a ``Model`` or HF module) keeps
+    weights offloaded: ``what`` (a method that edits or trains weights) cannot run then."""
+    hf = getattr(model, "hf_model", model)
+    if is_offloaded(hf):
+        raise ModelWeaveError(f"{what} cannot run on a model with offloaded weights (device map "
+                              "'disk', or 'cpu' beside GPUs); place every module on a device")
+
+
 def module_tensor(module: torch.nn.Module, name: str = "weight") -> torch.Tensor | None:
     """``module.<name>`` with its values: read from accelerate's offload store when the module
     is offloaded (its parameter is then on the meta device outside its forward)."""

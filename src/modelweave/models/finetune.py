@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ModelWeaveError
 from .model import Model
 
 
@@ -71,6 +72,9 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         raise ValueError("save_every must be positive")
     if schedule not in ("constant", "linear"):
         raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+    if model.device_map is not None and len(set(map(str, model.device_map.values()))) > 1:
+        raise ModelWeaveError("fine-tuning runs on a model on one device; this one is split "
+                              "by a device map (load it with device= instead)")
     out = Path(out)
     batch = make_batch(model, task, n=n, seed=seed, scoring=scoring, **(task_params or {}))
     inputs, targets, mask = _training_rows(batch, scoring, model.tokenization.pad_token_id)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ...models.device_map import require_resident
 from .costs import available_gb, estimate_memory, time_one_batch
 from .data import (
     Document,
@@ -155,6 +156,7 @@ def plan_influence(model, documents: list[Document], queries: list[Query],
     settings = settings or InfluenceSettings()
     if model.tokenizer is None:
         raise InfluenceError("the model has no tokenizer; influence reads text")
+    require_resident(model, "influence (per-example gradients of every weight)")
     if not documents:
         raise InfluenceError("no documents given")
     if settings.train_batch < 1 or settings.query_batch < 1:

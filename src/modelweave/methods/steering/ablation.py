@@ -28,6 +28,7 @@ import torch
 
 from ...errors import SteeringError, WeightEditError
 from ...models.adapters import linear_weight
+from ...models.device_map import is_offloaded
 from .apply import check_vector
 
 if TYPE_CHECKING:
@@ -75,6 +76,10 @@ def ablate_direction(model: Model, direction: torch.Tensor) -> Iterator[Model]:
 
 def check_weight_edit(model: Model) -> None:
     """Raise :class:`WeightEditError` where a weight edit is not equivalent to the hooks."""
+    if is_offloaded(model.hf_model):
+        raise WeightEditError("weight edits need resident weights; this model keeps some "
+                              "offloaded (device map 'disk'): use the hook form "
+                              "(ablate_direction)")
     if model.cfg.post_norm:
         raise WeightEditError(
             f"{model.cfg.architecture}: the attention and MLP outputs pass through post-norms "

@@ -28,6 +28,7 @@ import torch
 
 from ...engine.suffix import base_run
 from ...models.adapters import linear_weight
+from ...models.device_map import module_tensor
 from ...tasks import TaskBatch
 from ..activation_patching import patch_units
 from ..grids import Unit
@@ -105,8 +106,9 @@ def project_head(model, layer: int, head: int, z: torch.Tensor,
     if a.attn_out_norm:
         if scale is None:
             raise ValueError("post-norm families need the frozen scale to map a head's output")
-        gain = block.get_submodule(a.attn_out_norm).weight.detach().float()
-        out = gain * out * torch.as_tensor(scale, dtype=torch.float32)
+        gain = module_tensor(block.get_submodule(a.attn_out_norm)).detach().float()
+        out = gain.to(out.device) * out * torch.as_tensor(scale, dtype=torch.float32,
+                                                          device=out.device)
     return out
 
 
