@@ -271,3 +271,10 @@ def test_bf16_metrics_and_eap_scores_are_float32_and_match_fp32():
     top_a, top_b = set(a.scores.flatten().topk(20).indices.tolist()), set(
         b.scores.flatten().topk(20).indices.tolist())
     assert len(top_a & top_b) >= 15
+    from modelweave.circuits.gradients import receiver_gradients
+    from modelweave.methods import attribution_sweep
+
+    grads = receiver_gradients(half, batch.clean, lambda logits: logits[:, -1].float().sum())
+    assert {g.dtype for _, _, g in grads} == {torch.float32}
+    sweeps = [torch.as_tensor(attribution_sweep(m, batch, "heads").raw) for m in (full, half)]
+    assert (sweeps[1] - sweeps[0]).abs().max() <= 0.05 * sweeps[0].abs().max()

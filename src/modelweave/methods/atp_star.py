@@ -282,14 +282,15 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
             grad = torch.zeros_like(targets[layer]) if grad is None else grad.detach().float()
             if use_pattern:
                 fn = _query_terms if grid == "queries" else _key_terms
-                return fn(base_rec[layer], src_rec[layer], grad)
+                return fn(base_rec[layer], src_rec[layer], grad).to(model.device)
             delta = (source[names[layer]] - acts[names[layer]].detach()).float()
-            return _reduce("heads-by-pos" if qk else red, delta * grad)
+            # float32, gathered on the input device (a split model's layers sit elsewhere)
+            return _reduce("heads-by-pos" if qk else red, delta * grad).to(model.device)
 
         plain = _gather({L: terms(L, g) for L, g in target_grads.items()}, units)  # [B, U]
         score = plain.mean(0).abs()
         if grad_drop:
-            layer_of = torch.tensor([u.layer for u in units])
+            layer_of = torch.tensor([u.layer for u in units], device=plain.device)
             total = plain.abs() * layer_of.float()  # drops below a unit's layer: unchanged
             for dropped in range(1, n_layers):
                 below = [layer for layer in unit_layers if layer < dropped]

@@ -62,7 +62,8 @@ def attribution_sweep(model: Model, batch: TaskBatch, grid: str, *,
     source_logits, source = model.run_with_cache(source_tokens, names)
     base_m = metric_on_last(metric, base_last, batch).mean().item()
     source_m = metric_on_last(metric, source_logits[:, -1], batch).mean().item()
-    products = {n: (source[n] - base_acts[n]) * grads[n] for n in names}
+    # float32 from bf16/fp16 activations: the differences, products and their sums
+    products = {n: (source[n].float() - base_acts[n].float()) * grads[n].float() for n in names}
     raw = {u: base_m + _unit_score(u, products[f"blocks.{u.layer}.{SITES[grid]}"])
            for u in units}
     clean_m, corrupt_m = (source_m, base_m) if direction == "denoising" else (base_m, source_m)
