@@ -11,15 +11,14 @@ afterwards. Hence two rules for code that works on split models:
 - a tensor added to an activation inside a hook goes to the activation's device
   (``value.to(activation.device)``), never to ``model.device``;
 - a weight read outside the module's own forward (e.g. ``W_O`` in a forward hook of the
-  output projection) is read through :func:`resident` (or :func:`module_tensor`), which loads
-  offloaded weights for the duration.
+  output projection, where accelerate has already put it back) is read through
+  :func:`module_tensor`, which fetches an offloaded weight from accelerate's store.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -186,23 +185,6 @@ def execution_device(module: torch.nn.Module, default: torch.device) -> torch.de
 def is_offloaded(module: torch.nn.Module) -> bool:
     """Whether some part of ``module`` keeps its weights offloaded between forward passes."""
     return any(getattr(getattr(m, "_hf_hook", None), "offload", False) for m in module.modules())
-
-
-@contextmanager
-def resident(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Context in which every offloaded weight of ``module`` (and its submodules) is loaded on
-    its execution device; restored to offloaded on exit. A no-op for a model not offloaded.
-    Tensors read inside stay valid after the context (they are not freed, only unlinked)."""
-    if not is_offloaded(module):
-        yield module
-        return
-    from accelerate.utils import align_module_device
-
-    with ExitStack() as stack:
-        for sub in module.modules():
-            if getattr(getattr(sub, "_hf_hook", None), "offload", False):
-                stack.enter_context(align_module_device(sub))
-        yield module
 
 
 def require_resident(model, what: str) -> None:

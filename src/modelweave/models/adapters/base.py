@@ -93,7 +93,7 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     """Weight of a linear map in ``[out_features, in_features]`` layout.
 
     Handles ``nn.Linear`` and GPT-2's ``Conv1D`` (which stores ``[in, out]``). Weights that
-    accelerate keeps offloaded are read from its store (see :mod:`..device_map`)."""
+    accelerate keeps offloaded are read from its store (see :mod:`modelweave.models.device_map`)."""
     if isinstance(module, nn.Linear):
         return module_tensor(module, "weight")
     if type(module).__name__ == "Conv1D":
