@@ -142,6 +142,10 @@ def test_node_methods_lens_dla_and_head_roles_equal_one_device(pair):
     }
     for name, run in runs.items():
         torch.testing.assert_close(run(split), run(single), atol=1e-5, rtol=1e-5, msg=name)
+    with split.steer(torch.ones(split.cfg.d_model), layer=split.cfg.n_layers - 1):
+        steered = split.generate("ab", max_new_tokens=4).tokens
+    with single.steer(torch.ones(single.cfg.d_model), layer=single.cfg.n_layers - 1):
+        assert torch.equal(steered, single.generate("ab", max_new_tokens=4).tokens)
 
 
 def test_weight_edits_training_and_influence_refuse_offloaded_weights(pair, tmp_path):

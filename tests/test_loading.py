@@ -103,3 +103,21 @@ def test_cache_root_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELWEAVE_CACHE", str(tmp_path))
     assert embedded.cached_dir() == tmp_path / "models" / "smollm2-135m"
     assert not embedded.is_cached()
+
+
+def test_device_auto_and_device_maps(saved_dir):
+    """``device="auto"`` and string device maps go to accelerate as before; a dict map is
+    checked against the model's modules first (see tests/test_device_map.py for splits)."""
+    path, hf = saved_dir
+    tokens = random_tokens()
+    for model in (load_model(path, device="auto"),
+                  load_model(path, device_map="auto", max_memory={"cpu": "2GiB"}),
+                  load_model(path, device_map={"": "cpu"})):
+        assert model.device == torch.device("cpu") and model.dtype == torch.float32
+        assert torch.allclose(model(tokens), load_model(hf)(tokens), atol=1e-6)
+    with pytest.raises(ModelLoadError, match="with a device_map only"):
+        load_model(path, max_memory={"cpu": "2GiB"})
+    with pytest.raises(ModelLoadError, match="device_map 'everywhere'"):
+        load_model(path, device_map="everywhere")
+    with pytest.raises(ModelLoadError, match="places no device for lm_head"):
+        load_model(path, device_map={"transformer": "cpu"})

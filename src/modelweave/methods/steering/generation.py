@@ -99,7 +99,7 @@ def generate(model: Model, inputs: str | list[str] | torch.Tensor, max_new_token
             out = model.hf_model(input_ids=step_ids, attention_mask=full_mask,
                                  position_ids=step_pos, past_key_values=cache, use_cache=True,
                                  logits_to_keep=1)
-            nxt = _pick(out.logits[:, -1], temperature, top_k, generator)
+            nxt = _pick(out.logits[:, -1], temperature, top_k, generator).to(done.device)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             out_ids.append(nxt)
             if eos is not None:
