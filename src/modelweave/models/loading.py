@@ -175,13 +175,15 @@ def _placement(device: str | torch.device | None, device_map, max_memory,
     return place, "cpu" if on_cpu else "auto"
 
 
-def _dispatch(model: PreTrainedModel, device_map, offload_folder) -> PreTrainedModel:
+def _dispatch(model: PreTrainedModel, device_map, offload_folder, max_memory=None
+              ) -> PreTrainedModel:
     """An in-memory model placed by ``device_map`` with accelerate."""
     from accelerate import dispatch_model, infer_auto_device_map
 
     if isinstance(device_map, str):
         device_map = infer_auto_device_map(
-            model, no_split_module_classes=getattr(model, "_no_split_modules", None))
+            model, max_memory=max_memory,
+            no_split_module_classes=getattr(model, "_no_split_modules", None))
     checked = check_device_map(device_map, list(model.state_dict()),
                                [name for name, _ in model.named_modules()],
                                offload_folder=offload_folder)
@@ -234,8 +236,9 @@ def load_model(
         get_adapter(spec.config)
         if dtype is not None:
             spec.to(dtype=_resolve_dtype(dtype, device_str))
-        if device_map is not None:
-            spec = _dispatch(spec, device_map, place.get("offload_folder"))
+        if device_map is not None or str(device) == "auto":
+            spec = _dispatch(spec, device_map or "auto", place.get("offload_folder"),
+                             max_memory)
         elif device is not None:  # only what was asked for explicitly
             spec.to(device=device)
         hf_model, name = spec, getattr(spec, "name_or_path", None) or spec.config.model_type
