@@ -107,10 +107,10 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         # sender-major [N, K*d] over the K active tokens: each receiver group's senders are
         # a contiguous block of rows
         # heads behind a post-norm (OLMo-2) reach the residual through it
-        # in float32 from bf16/fp16 activations: the difference and every sum after it
-        clean, corrupted = clean.float(), corrupted.float()
+        # a difference of two bf16/fp16 values is exact to the dtype's relative precision; it
+        # goes to float32 (active tokens only, to spare memory) before anything is summed
         diff = sender_differences(model, graph, clean, clean - corrupted)
-        diff = diff[active].transpose(0, 1).reshape(graph.n_senders, -1)
+        diff = diff[active].float().transpose(0, 1).reshape(graph.n_senders, -1)
         del clean, corrupted, other, recorded[:]
         for receivers, n_up, grad in grads:
             grad = grad.transpose(0, 1).reshape(grad.shape[1], -1)  # [R, K*d]
