@@ -8,6 +8,7 @@ from . import (  # noqa: F401 - each module registers its commands
     finetune,
     heuristics,
     influence,
+    plan,
     steering,
     toy,
 )

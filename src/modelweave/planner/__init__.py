@@ -1,0 +1,14 @@
+"""Memory and time planning from a model's config alone (no weights): weights, activations,
+caches and gradients per method, the largest batch that fits, FLOPs and estimated seconds.
+
+``plan_unit`` is what the experiment runner and ``modelweave plan`` call; ``docs/planner.md``
+gives the formulas and the measured check (``bench/plan.py``).
+"""
+
+from .plan import CPU_RUNTIME, CUDA_RUNTIME, DEFAULT_SEQ, KINDS, Plan, kind_of, plan_unit
+from .shape import ModelShape, PlanError, count_params, load_config, model_shape
+from .sizes import SizeError, format_size, parse_size
+
+__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "DEFAULT_SEQ", "KINDS", "ModelShape", "Plan",
+           "PlanError", "SizeError", "count_params", "format_size", "kind_of", "load_config",
+           "model_shape", "parse_size", "plan_unit"]

@@ -1,0 +1,278 @@
+"""``plan_unit``: will a unit fit, with which batch, and how long will it take.
+
+Experiment method names map onto the memory models of :mod:`.memory` (:data:`KINDS` says
+which, and :func:`kind_of` with which note). The total peak is the runtime baseline (the
+process with torch and transformers imported on CPU, :data:`CPU_RUNTIME`; the CUDA context on
+a GPU, :data:`CUDA_RUNTIME`), the weights (``n_params x`` bytes per element) and the method's
+peak. The largest batch that fits is found by bisection (every model grows with the batch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import memory as mem
+from .flops import CPU_FLOPS, GPU_FLOPS, method_flops
+from .shape import ModelShape, PlanError, dtype_bytes, dtype_name, model_shape
+from .sizes import format_size
+
+#: resident memory of a CPU process that has imported modelweave, torch and transformers,
+#: before any model (measured: ``bench/plan.py`` prints it as ``runtime``)
+CPU_RUNTIME = 0.35e9
+#: a CUDA context plus the kernels torch loads (an assumption, not measured here: 0.5 GB is
+#: typical of recent CUDA versions on an H100)
+CUDA_RUNTIME = 0.5e9
+#: positions per prompt when the caller does not say
+DEFAULT_SEQ = 32
+
+#: memory-model kind -> (the batch parameter it sizes, its default)
+BATCH = {"eval": ("batch_size", 32), "patch": ("max_rows", 512), "eap": ("batch_size", 16),
+         "eap-ig": ("batch_size", 16), "attribution": (None, None),
+         "faithfulness": ("batch_size", 16)}
+
+#: experiment method (or method/params.method) -> (memory-model kind, note)
+KINDS: dict[str, tuple[str, str]] = {
+    "eval": ("eval", ""),
+    "patch": ("patch", ""),
+    "patch/exact": ("patch", ""),
+    "patch/attribution": ("attribution", "attribution patching: one gradient pass over all "
+                          "prompts (approximate)"),
+    "patch/atp*": ("attribution", "AtP*: planned as attribution patching (its QK fix-up "
+                   "passes are not modelled)"),
+    "patch/locate": ("patch", "locate: AtP* estimates then exact patches of candidates; "
+                     "planned as the exact sweep, an upper bound in time"),
+    "discover/eap": ("eap", ""),
+    "discover/eap-ig": ("eap-ig", ""),
+    "discover/exact": ("faithfulness", "exact edge effects: patched passes like the "
+                       "faithfulness evaluator's"),
+    "discover/acdc": ("faithfulness", "ACDC: patched passes like the faithfulness "
+                      "evaluator's"),
+    "discover/prune": ("faithfulness", "node pruning: planned as patched passes"),
+    "discover/path": ("faithfulness", "path patching: planned as patched passes"),
+    "lens": ("eval", "logit lens: planned as a forward pass over the prompts"),
+    "heads": ("eval", "head roles: planned as forward passes over short prompts"),
+    "fv": ("eval", "function vectors: planned as forward passes"),
+    "steer": ("eval", "steering: planned as forward passes"),
+    "heuristics": ("eval", "arithmetic heuristics: planned as forward passes"),
+    "toy": ("eval", "toy analyses: planned as forward passes"),
+    "influence": ("attribution", "influence: planned as one gradient pass per batch; "
+                  "`modelweave influence` has its own estimate of the factors"),
+}
+#: memory-model kinds accepted directly as a method name
+_DIRECT = {"eap": "discover/eap", "eap-ig": "discover/eap-ig", "attribution": "patch/attribution",
+           "atp*": "patch/atp*", "locate": "patch/locate", "exact": "patch/exact",
+           "acdc": "discover/acdc"}
+_DEFAULT_SUB = {"patch": "exact", "discover": "eap-ig"}
+
+
+def kind_of(method: str, params: dict | None = None) -> tuple[str, str, str]:
+    """(key of :data:`KINDS`, memory-model kind, note) for an experiment method and its
+    params (``discover`` with ``method: eap``; ``patch`` with ``method: atp*``)."""
+    params = params or {}
+    key = _DIRECT.get(method, method)
+    if key in _DEFAULT_SUB:
+        key = f"{key}/{params.get('method', _DEFAULT_SUB[key])}"
+    if key not in KINDS:
+        known = sorted({k.split('/')[0] for k in KINDS} | set(_DIRECT))
+        raise PlanError(f"unknown method {method!r}"
+                        + (f" with method {params.get('method')!r}" if "/" in key else "")
+                        + f"; plannable: {', '.join(known)}")
+    return (key, *KINDS[key])
+
+
+@dataclass
+class Plan:
+    """A unit's memory and time plan. Sizes in bytes, time in seconds.
+
+    Attributes:
+        fits: some batch fits ``memory_bytes``.
+        batch_size: the largest value of ``batch_param`` that fits (capped where a larger one
+            cannot help), or None.
+        peak_bytes: total peak at the batch the unit would run with (the requested or default
+            one, lowered to ``batch_size``; batch 1 when nothing fits).
+        breakdown: ``runtime``, ``weights``, ``activations``, ``caches``, ``gradients`` at that
+            peak (they sum to ``peak_bytes``); ``phase`` names when it occurs.
+        flops, seconds: work of the whole unit and its time at ``flops_per_second``.
+        message: when it does not fit, what would (one line).
+    """
+
+    model: str
+    method: str
+    kind: str
+    note: str
+    n: int
+    seq: int
+    dtype: str
+    device: str
+    memory_bytes: int
+    fits: bool
+    batch_param: str | None
+    batch: int | None
+    batch_size: int | None
+    peak_bytes: float
+    breakdown: dict[str, float]
+    phase: str
+    flops: float
+    seconds: float
+    flops_per_second: float
+    message: str = ""
+    shape: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def method_memory(shape: ModelShape, kind: str, e: int, n: int, seq: int, batch: int | None,
+                  params: dict, device: str = "cpu") -> mem.MethodMemory:
+    """The memory model of ``kind`` at ``batch`` (see :mod:`.memory`)."""
+    if kind == "eval":
+        return mem.eval_memory(shape, e, n, seq, batch)
+    if kind == "patch":
+        layers = params.get("layers")
+        return mem.patch_memory(shape, e, n, seq, batch, params.get("grid", "heads"),
+                                len(layers) if layers else None)
+    if kind in ("eap", "eap-ig"):
+        scoring = mem.eap_memory(shape, e, n, seq, min(batch, n), int(params.get("steps", 5)),
+                                 ig=kind == "eap-ig", heap=device == "cpu")
+        if params.get("scoring_only"):
+            return scoring
+        return mem._peak(scoring, mem.faithfulness_memory(shape, e, n, seq, batch))
+    if kind == "faithfulness":
+        return mem.faithfulness_memory(shape, e, n, seq, batch)
+    return mem.attribution_memory(shape, e, n, seq)
+
+
+def _device_memory(device: str) -> int:
+    if device == "cpu":
+        try:
+            with open("/proc/meminfo") as handle:
+                for line in handle:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise PlanError("no GPU here: state its memory (--gpu-memory 80GB)")
+    return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+
+
+def _total(shape: ModelShape, kind: str, dtype: str, device: str, n: int, seq: int,
+           batch: int | None, params: dict) -> tuple[float, dict[str, float], str]:
+    e = dtype_bytes(dtype)
+    m = method_memory(shape, kind, e, n, seq, batch, params, device)
+    parts = {"runtime": CPU_RUNTIME if device == "cpu" else CUDA_RUNTIME,
+             "weights": float(shape.n_params * e), "activations": 0.0, "caches": 0.0,
+             "gradients": 0.0}
+    for key, value in m.parts.items():
+        parts[key] += float(value)
+    return sum(parts.values()), parts, m.phase
+
+
+def _largest(fits, low: int, high: int) -> int | None:
+    """Largest ``x`` in ``low..high`` with ``fits(x)`` (monotone: true then false), or None."""
+    if not fits(low):
+        return None
+    if fits(high):
+        return high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def _cap(shape: ModelShape, kind: str, n: int, seq: int, params: dict) -> int:
+    if kind == "patch":
+        return n * mem.units_per_layer(shape, params.get("grid", "heads"), seq)
+    return n
+
+
+def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int = 64,
+              seq: int | None = None, dtype: str | None = None,
+              memory_bytes: int | None = None, *, device: str | None = None,
+              flops_per_second: float | None = None) -> Plan:
+    """Plan one unit: ``method`` (an experiment method, e.g. ``discover`` with
+    ``params={"method": "eap-ig"}``, or a kind such as ``eap-ig``) on ``model_spec`` (see
+    :func:`.shape.load_config`) over ``n`` prompts of ``seq`` tokens (default
+    :data:`DEFAULT_SEQ`).
+
+    Args:
+        dtype: ``float32``/``bfloat16``/``float16`` (aliases ``fp32``, ``bf16``); default as
+            ``load_model``: float32 on CPU, the checkpoint's dtype on a GPU.
+        memory_bytes: memory to fit in (default: this machine's RAM on CPU, the GPU's memory).
+        device: ``cpu`` or ``cuda`` (default: ``cuda`` when a GPU is visible, else ``cpu``).
+        flops_per_second: throughput for ``seconds`` (default :data:`.flops.CPU_FLOPS` /
+            :data:`.flops.GPU_FLOPS`).
+
+    Raises:
+        PlanError: unknown method or dtype, unreadable config, n or seq below 1.
+    """
+    params = dict(params or {})
+    key, kind, note = kind_of(method, params)
+    if n < 1 or (seq is not None and seq < 1):
+        raise PlanError(f"n and seq must be at least 1, got n={n}, seq={seq}")
+    seq = seq or DEFAULT_SEQ
+    shape = model_shape(model_spec)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cpu" if device == "cpu" else "cuda"
+    default_dtype = "float32" if device == "cpu" else (shape.config_dtype or "float32")
+    dtype = dtype_name(dtype, default_dtype)
+    memory_bytes = int(memory_bytes or _device_memory(device))
+    param, default = BATCH[kind]
+    requested = int(params.get(param) or default) if param else None
+    cap = _cap(shape, kind, n, seq, params)
+
+    def total(batch, dt=dtype, n_=n, seq_=seq):
+        return _total(shape, kind, dt, device, n_, seq_, batch, params)
+
+    def fits_at(batch, **kw) -> bool:
+        return total(batch, **kw)[0] <= memory_bytes
+
+    largest = _largest(fits_at, 1, cap) if param else (1 if fits_at(None) else None)
+    if param is None:
+        batch = None
+    else:
+        batch = 1 if largest is None else max(1, min(requested, largest, cap))
+    peak, parts, phase = total(batch)
+    rate = flops_per_second or (CPU_FLOPS if device == "cpu" else GPU_FLOPS)
+    flops = method_flops(shape, kind, n, seq, steps=int(params.get("steps", 5)),
+                         grid=params.get("grid", "heads"), layers=params.get("layers"))
+    if kind in ("eap", "eap-ig") and not params.get("scoring_only"):
+        flops += method_flops(shape, "faithfulness", n, seq)
+    plan = Plan(model=shape.name, method=key, kind=kind, note=note, n=n, seq=seq, dtype=dtype,
+                device=device, memory_bytes=memory_bytes, fits=largest is not None,
+                batch_param=param, batch=batch, batch_size=largest, peak_bytes=peak,
+                breakdown=parts, phase=phase, flops=flops, seconds=flops / rate,
+                flops_per_second=rate, shape=shape.to_dict())
+    if not plan.fits:
+        plan.message = _advice(plan, shape, total, fits_at, memory_bytes)
+    return plan
+
+
+def _advice(plan: Plan, shape: ModelShape, total, fits_at, memory_bytes: int) -> str:
+    """One line: what the unit needs and what would fit."""
+    where = ("a GPU" if plan.device == "cuda" else "this machine") + \
+        f" with {format_size(memory_bytes)}"
+    at = f" at {plan.batch_param} 1" if plan.batch_param else ""
+    head = (f"{plan.method} on {plan.model} needs {format_size(plan.peak_bytes)}{at} "
+            f"({plan.dtype}, n={plan.n}, seq={plan.seq}; weights "
+            f"{format_size(plan.breakdown['weights'])}), more than {where}")
+    options = []
+    one = 1 if plan.batch_param else None
+    if plan.dtype == "float32" and fits_at(one, dt="bfloat16"):
+        options.append("--dtype bfloat16")
+    n_fit = _largest(lambda k: fits_at(one, n_=k), 1, plan.n - 1) if plan.n > 1 else None
+    if n_fit and n_fit < plan.n:
+        options.append(f"--n {n_fit}")
+    seq_fit = _largest(lambda k: fits_at(one, seq_=k), 1, plan.seq - 1) if plan.seq > 1 else None
+    if seq_fit and seq_fit < plan.seq:
+        options.append(f"prompts of at most {seq_fit} tokens")
+    options.append(f"{format_size(plan.peak_bytes)} of memory")
+    return f"{head}; fits with " + ", or ".join(options)
