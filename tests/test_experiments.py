@@ -250,3 +250,33 @@ def test_two_workers_racing_on_one_unit_never_mix_their_files(tmp_path):
     assert store.commit(unit, again, {"by": "forced"}, 1.0, replace=True) is not None
     assert sorted(p.name for p in folder.iterdir()) == ["c.json", "done.json"]
     assert not store.failures() and not list((tmp_path / "staging").iterdir())
+
+
+def test_a_unit_that_cannot_fit_stops_the_run_before_anything_is_written(model_dir, tmp_path):
+    """Units are planned from the model's config: too little memory is one error naming the
+    unit and what would fit; a batch size that would not fit is lowered to one that does."""
+    from modelweave.experiments.planning import UnitTooLargeError
+    from modelweave.planner import plan_unit
+
+    spec = parse_experiment({**config(model_dir), "methods": [
+        "eval", {"discover": {"method": "eap-ig", "target": 0.5}}]})
+    with pytest.raises(UnitTooLargeError, match=r"cannot fit; nothing was run") as err:
+        run_experiment(spec, tmp_path / "run", memory=10**6)
+    assert "__discover-eap-ig: " in str(err.value) and "needs" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+    def peak(batch):
+        return plan_unit(model_dir, "discover", {"method": "eap-ig", "batch_size": batch},
+                         n=6, memory_bytes=10**12, device="cpu").peak_bytes
+
+    assert peak(1) < peak(2) < peak(6)
+    spec = parse_experiment({**config(model_dir), "methods": [
+        {"discover": {"method": "eap-ig", "target": 0.5}}]})
+    run_experiment(spec, tmp_path / "small", memory=int(peak(2)) + 1, report=False)
+    records = RunStore(tmp_path / "small").records()
+    assert {r["params"].get("batch_size") for r in records.values()
+            if r["method"] == "discover"} == {2}
+    assert all(r["run"]["attn_implementation"] for r in records.values())
+    run_experiment(spec, tmp_path / "big", report=False)  # enough memory: the default batch
+    assert all("batch_size" not in r["params"]
+               for r in RunStore(tmp_path / "big").records().values())

@@ -37,6 +37,10 @@ def run_cmd(
     max_worker_memory: Annotated[str | None, typer.Option(
         "--max-worker-memory", help="Ray: replace a worker whose resident memory passes this "
         "(e.g. 20GB) after a unit.")] = None,
+    memory: Annotated[str | None, typer.Option(
+        "--memory", help="Memory each unit may use, e.g. 80GB (a GPU's; RAM on CPU); default: "
+        "what the device has. Units are planned against it: one that cannot fit stops the run "
+        "before anything is computed, saying what would fit.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run an experiment: skips finished units, so a killed run continues where it stopped.
@@ -45,8 +49,8 @@ def run_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ..experiments import get_method, load_experiment, run_experiment
+    from ..planner import parse_size
     from ..report.html import build_report
-    from ..sizes import parse_size
 
     spec = load_experiment(experiment)
     out = out or Path("runs") / spec.name
@@ -88,10 +92,11 @@ def run_cmd(
 
         options = {"address": address, "workers": workers, "recycle_after": recycle_after,
                    "gpus_per_worker": gpus_per_worker,
-                   "max_worker_memory": parse_size(max_worker_memory, "--max-worker-memory")
+                   "max_worker_memory": parse_size(max_worker_memory)
                    if max_worker_memory else 0}
         outcome = run_experiment(spec, out, force=force, on_unit=on_unit, progress=progress,
-                                 executor=executor, options=options)
+                                 executor=executor, options=options,
+                                 memory=parse_size(memory) if memory else None)
     if json_out:
         print_json({"root": str(outcome.root), "report": str(outcome.report),
                     "computed": list(outcome.computed), "skipped": list(outcome.skipped),

@@ -2,8 +2,10 @@
 (sequential in this process, or Ray), each unit by its method kind's ``run``.
 
 The driver's steps: connect the executor (a bad Ray address fails here, before anything is
-written); open the store (stale temporaries and staging folders of killed runs go); hand the
-unfinished units, model-major, to the executor; note each finished unit in the manifest as its
+written); plan the unfinished units from their models' configs (a unit that cannot fit fails
+here, before anything is written; a batch size that would not fit is lowered); open the store
+(stale temporaries and staging folders of killed runs go); hand the units, model-major, to the
+executor; note each finished unit in the manifest as its
 report arrives; render the report. A unit whose method raises is recorded in ``failed/`` with
 its traceback and the others go on; :attr:`RunOutcome.failed` lists them.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from .config import Experiment, Unit
 from .executors import Job, get_executor
+from .planning import plan_run
 from .store import RunStore, remove_stale_staging
 from .worker import UnitReport
 
@@ -36,7 +39,8 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
                    on_unit: Callable[[Unit, str, dict | None, float], None] | None = None,
                    report: bool = True,
                    progress: Callable[[Unit], Callable[[int], None]] | None = None,
-                   executor: str = "sequential", options: dict | None = None) -> RunOutcome:
+                   executor: str = "sequential", options: dict | None = None,
+                   memory: int | None = None, plan: bool = True) -> RunOutcome:
     """Run every unit of ``experiment`` under ``out``, skipping finished ones, then render
     ``report.html``.
 
@@ -51,11 +55,14 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
         executor: ``"sequential"`` (this process) or ``"ray"`` (see
             :mod:`modelweave.experiments.executors.on_ray`; needs the ``ray`` extra).
         options: the executor's options (Ray: ``address``, ``workers``, ``cpus_per_worker``,
-            ``recycle_after``, ``max_worker_memory``, ``memory``, ``retries``).
+            ``gpus_per_worker``, ``recycle_after``, ``max_worker_memory``, ``retries``).
+        memory: bytes each unit may use (a GPU's memory; RAM on CPU); default: what the
+            device has. Units are planned against it (:mod:`.planning`).
+        plan: plan units first (refuse what cannot fit, size batches, Ray memory requests).
 
     Raises:
-        ModelWeaveError: the executor cannot start (Ray missing, address unreachable); nothing
-            has been written then.
+        ModelWeaveError: the executor cannot start (Ray missing, address unreachable), or
+            ``UnitTooLargeError``: a unit cannot fit ``memory``. Nothing is written then.
     """
     store = RunStore(out)
     outcome = RunOutcome(store.root)
@@ -74,15 +81,21 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
     chosen = get_executor(executor)
     close = chosen.open_session(job)
     try:
-        store.start(experiment)
         pending = []
         for unit in experiment.units():
             if store.is_done(unit) and not force:
                 outcome.skipped.append(unit.id)
-                if on_unit:
-                    on_unit(unit, "skipped", None, 0.0)
             else:
                 pending.append(unit)
+        if plan and pending:
+            planned = plan_run(experiment, pending, memory)
+            pending = planned.units
+            job.options.setdefault("memory", planned.memory)
+        store.start(experiment)
+        if on_unit:
+            for unit in experiment.units():
+                if unit.id in outcome.skipped:
+                    on_unit(unit, "skipped", None, 0.0)
         if pending:
             chosen.execute(pending, job)
     finally:

@@ -128,10 +128,4 @@ class UnitWorker:
 
 def _run_facts(model) -> dict:
     """How the unit's model ran: attention implementation, dtype, devices (JSON-ready)."""
-    info = getattr(model, "run_info", None)
-    if callable(info):
-        return info()
-    hf = model.hf_model
-    return {"attn_implementation": getattr(hf.config, "_attn_implementation", None),
-            "dtype": str(next(hf.parameters()).dtype).removeprefix("torch."),
-            "device": str(model.device)}
+    return model.run_info()

@@ -90,7 +90,8 @@ def connect(address: str | None, cores: int) -> bool:
 
 
 class _Actor:
-    """The worker actor: one :class:`UnitWorker` (one model loaded at a time)."""
+    """The worker actor: one :class:`~modelweave.experiments.worker.UnitWorker` (one model
+    loaded at a time)."""
 
     def __init__(self, root, experiment, force: bool, threads: int, kinds: list) -> None:
         from ...runtime import configure_threads, keep_freed_memory
@@ -182,8 +183,8 @@ def execute(units: list[Unit], job: Job) -> None:
 
     def new_actor(model: str):
         options = {"num_cpus": cpus, "num_gpus": per_worker, "max_restarts": 0}
-        if memory.get(model):
-            options["memory"] = int(memory[model])
+        if memory.get(model):  # never more than a node has: Ray would wait for it forever
+            options["memory"] = int(min(memory[model], resources.get("memory", memory[model])))
         return remote.options(**options).remote(job.root, job.experiment, job.force, cpus,
                                                 kinds)
 

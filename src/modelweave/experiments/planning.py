@@ -1,0 +1,74 @@
+"""The runner's use of the planner: refuse a unit that cannot fit before anything runs, lower a
+batch size that would not fit, and tell Ray how much memory a model's workers need.
+
+Every unit is planned from its model's config alone (:func:`modelweave.planner.plan_unit`,
+no weights). A unit whose model or method the planner cannot read (a plug-in method, a model
+path only the workers see) runs unplanned, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ModelWeaveError
+from .config import Experiment, Unit
+from .methods import get_method
+
+
+class UnitTooLargeError(ModelWeaveError):
+    """A unit of the experiment cannot fit the memory it would run in (nothing was run)."""
+
+
+@dataclass
+class RunPlan:
+    """The plans of a run's pending units.
+
+    Attributes:
+        units: the units to compute, a batch parameter lowered where the default would not fit.
+        plans: unit id -> its plan (a :class:`modelweave.planner.Plan`), for planned units.
+        memory: model -> the largest peak (bytes) of its units, what a Ray worker declares.
+    """
+
+    units: list[Unit]
+    plans: dict = field(default_factory=dict)
+    memory: dict[str, int] = field(default_factory=dict)
+
+
+def plan_run(experiment: Experiment, units: list[Unit], memory_bytes: int | None = None,
+             device: str | None = None) -> RunPlan:
+    """Plan ``units`` to run in ``memory_bytes`` each (default: the device's memory).
+
+    Raises:
+        UnitTooLargeError: naming every unit that cannot fit and what would.
+    """
+    from ..planner import PlanError, plan_unit
+    from ..planner.plan import BATCH
+
+    device = device or experiment.device
+    if device not in (None, "cpu"):
+        device = "cuda"  # "cuda:1", "auto": planned as a GPU
+    out = RunPlan([])
+    refused = []
+    for unit in units:
+        n = unit.params.get("n", experiment.n)
+        try:
+            plan = plan_unit(unit.model, unit.method, unit.params, n=n, dtype=experiment.dtype,
+                             memory_bytes=memory_bytes, device=device)
+        except PlanError:
+            out.units.append(unit)
+            continue
+        if not plan.fits:
+            refused.append(f"{unit.id}: {plan.message}")
+            continue
+        out.plans[unit.id] = plan
+        out.memory[unit.model] = max(out.memory.get(unit.model, 0), int(plan.peak_bytes))
+        param, default = BATCH.get(plan.kind, (None, None))
+        if (param and param not in unit.params and param in get_method(unit.method).params
+                and plan.batch is not None and plan.batch < min(default, n)):
+            unit = Unit(unit.model, unit.task, unit.method, {**unit.params, param: plan.batch})
+        out.units.append(unit)
+    if refused:
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        raise UnitTooLargeError(f"{len(refused)} unit(s) cannot fit; nothing was run{more}:\n  "
+                                + "\n  ".join(refused[:3]))
+    return out
