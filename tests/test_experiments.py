@@ -280,3 +280,27 @@ def test_a_unit_that_cannot_fit_stops_the_run_before_anything_is_written(model_d
     run_experiment(spec, tmp_path / "big", report=False)  # enough memory: the default batch
     assert all("batch_size" not in r["params"]
                for r in RunStore(tmp_path / "big").records().values())
+
+
+def test_a_device_map_is_checked_before_anything_is_written(model_dir, tmp_path):
+    from modelweave.errors import ModelLoadError
+    from modelweave.models.device_map import meta_keys, two_part_map
+    from modelweave.planner import load_config
+
+    keys, _ = meta_keys(load_config(model_dir)[0])
+    full = two_part_map(keys, "cpu", "cpu")
+    layer = next(k for k in full if ".h.1" in k or ".layers.1" in k)
+    broken = {k: v for k, v in full.items() if k != layer}
+    spec = parse_experiment({**config(model_dir), "methods": ["lens"], "device_map": broken})
+    with pytest.raises(ModelLoadError, match=f"places no device for {layer}"):
+        run_experiment(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="either device or device_map"):
+        parse_experiment({**config(model_dir), "device": "cpu", "device_map": full})
+    with pytest.raises(ConfigError, match="device_map: expected one of auto"):
+        parse_experiment({**config(model_dir), "device_map": "everywhere"})
+    spec = parse_experiment({**config(model_dir), "methods": ["lens"], "device_map": full})
+    outcome = run_experiment(spec, tmp_path / "split", report=False)
+    assert len(outcome.computed) == 2 and not outcome.failed
+    run = next(iter(RunStore(tmp_path / "split").records().values()))["run"]
+    assert run["device"] == "cpu" and run["attn_implementation"]  # one device: no map kept

@@ -33,7 +33,8 @@ from .methods.base import ConfigError
 #: method -> allowed parameters and, where the set is closed, their allowed values (a live
 #: view of the registered method kinds' ``params``).
 METHOD_PARAMS: RegistryView[dict[str, tuple | None]] = RegistryView(lambda kind: kind.params)
-TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device", "dtype")
+TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device", "dtype",
+             "device_map")
 
 __all__ = ["METHOD_PARAMS", "TOP_LEVEL", "ConfigError", "Experiment", "Unit", "load_experiment",
            "parse_experiment"]
@@ -70,6 +71,8 @@ class Experiment:
     seed: int = 0
     device: str | None = None
     dtype: str | None = None
+    #: ``auto``/``balanced``/``sequential`` or ``{module prefix: device}`` (see ``load_model``)
+    device_map: str | dict | None = field(default=None, hash=False)
 
     def units(self) -> list[Unit]:
         """Every unit, models outermost; a per-model method (``heads``) once per model."""
@@ -96,7 +99,7 @@ class Experiment:
                    for m, p in self.methods]
         return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
                 "methods": methods, "n": self.n, "seed": self.seed,
-                "device": self.device, "dtype": self.dtype}
+                "device": self.device, "dtype": self.dtype, "device_map": self.device_map}
 
 
 def _list(data: dict, key: str) -> tuple[str, ...]:
@@ -170,9 +173,28 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
                               f" integer, got {data[key]!r}")
     experiment = Experiment(str(data.get("name", Path(source).stem)), models, tasks, methods,
                             data.get("n", 32), data.get("seed", 0), data.get("device"),
-                            data.get("dtype"))
+                            data.get("dtype"), _device_map(data))
     experiment.units()  # duplicate units are a config error
     return experiment
+
+
+def _device_map(data: dict) -> str | dict | None:
+    """The ``device_map`` field: a strategy name or a mapping of module prefixes to devices
+    (checked against each model's modules when the run starts)."""
+    from ..models.device_map import AUTO_MAPS
+
+    value = data.get("device_map")
+    if value is None:
+        return None
+    if data.get("device") is not None:
+        raise ConfigError("device_map: give either device or device_map, not both")
+    if isinstance(value, str) and value in AUTO_MAPS:
+        return value
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, (str, int)) for k, v in value.items()):
+        raise ConfigError(f"device_map: expected one of {', '.join(AUTO_MAPS)} or a mapping of "
+                          "module names to devices, e.g. {model.layers.0: 0, lm_head: 1}")
+    return dict(value)
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -34,6 +34,24 @@ class RunPlan:
     memory: dict[str, int] = field(default_factory=dict)
 
 
+def check_device_map(experiment: Experiment) -> None:
+    """Check a dict ``device_map`` against every model's modules (built on the meta device
+    from its config): a module left unplaced is one ``ModelLoadError`` before anything runs."""
+    if not isinstance(experiment.device_map, dict):
+        return
+    from ..models.device_map import check_device_map as check
+    from ..models.device_map import meta_keys
+    from ..planner import PlanError, load_config
+
+    for model in experiment.models:
+        try:
+            config, _ = load_config(model)
+        except PlanError:
+            continue  # a model only the workers can read: checked when they load it
+        keys, modules = meta_keys(config)
+        check(experiment.device_map, keys, modules, source=model)
+
+
 def plan_run(experiment: Experiment, units: list[Unit], memory_bytes: int | None = None,
              device: str | None = None) -> RunPlan:
     """Plan ``units`` to run in ``memory_bytes`` each (default: the device's memory).

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import Experiment, Unit
 from .executors import Job, get_executor
-from .planning import plan_run
+from .planning import check_device_map, plan_run
 from .store import RunStore, remove_stale_staging
 from .worker import UnitReport
 
@@ -87,6 +87,7 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
                 outcome.skipped.append(unit.id)
             else:
                 pending.append(unit)
+        check_device_map(experiment)
         if plan and pending:
             planned = plan_run(experiment, pending, memory)
             pending = planned.units

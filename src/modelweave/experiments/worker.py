@@ -75,7 +75,8 @@ class UnitWorker:
             from ..models import load_model
 
             self.model = load_model(name, device=self.experiment.device,
-                                    dtype=self.experiment.dtype)
+                                    dtype=self.experiment.dtype,
+                                    device_map=self.experiment.device_map)
             self.model_name = name
         return self.model
 
