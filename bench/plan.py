@@ -14,8 +14,8 @@ just before the method runs. Columns:
 - ``pred_total`` / ``meas_total``: runtime + weights + method against ``VmHWM`` itself;
 - ``pred_s`` / ``meas_s``: seconds at the default CPU throughput against the run's.
 
-    .venv/bin/python bench/plan.py            # ~4 minutes on 2 cores
-    .venv/bin/python bench/plan.py --full     # larger n and seq
+    .venv/bin/python bench/plan.py            # 4 prompts x 32 tokens, ~5 minutes on 2 cores
+    .venv/bin/python bench/plan.py --full     # 8 prompts x 32 tokens, ~10 minutes
 
 Last line: ``worst_method_ratio=<r> worst_total_ratio=<r> within_20pct=<k>/<rows>
 runtime_rss=<bytes>``; a ratio is predicted / measured.
@@ -116,7 +116,7 @@ def predict(size: str, dtype: str, method: str, n: int, seq: int, batch_size: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="larger n and seq")
+    parser.add_argument("--full", action="store_true", help="8 prompts, EAP-IG batch 8 (default 4)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -126,7 +126,7 @@ def main() -> None:
         size, dtype, method, *numbers = args.one
         print(json.dumps(measure(size, dtype, method, *map(int, numbers))))
         return
-    n, seq, batch_size, steps = (32, 64, 16, 5) if args.full else (8, 32, 8, 3)
+    n, seq, batch_size, steps = (8, 32, 8, 3) if args.full else (4, 32, 4, 3)
     header = ("model", "dtype", "method", "n", "seq", "pred_method", "meas_method", "ratio",
               "pred_total", "meas_total", "ratio", "pred_s", "meas_s")
     print("\t".join(header), flush=True)
