@@ -1,7 +1,8 @@
 """The planner's predicted peak memory against the measured peak RSS, per model size.
 
 Random-weight Llama-shaped models are built from the planner's presets (SmolLM2-135M,
-SmolLM2-360M and Llama-3.2-1B shapes; no download) in float32 and bfloat16. Each row runs one
+SmolLM2-360M and, with ``--full``, Llama-3.2-1B shapes; no download) in float32 and bfloat16,
+8 prompts of 32 tokens (EAP-IG: batch 8, 3 steps). Each row runs one
 method in a fresh process: exact head patching (``patch_sweep``, grid ``heads``, layer 0
 only: the deepest suffix passes, so the sweep's memory peak at a fraction of its time) or EAP-IG
 scoring (``edge_attribution``) on random prompts whose clean and corrupted versions differ
@@ -14,8 +15,8 @@ just before the method runs. Columns:
 - ``pred_total`` / ``meas_total``: runtime + weights + method against ``VmHWM`` itself;
 - ``pred_s`` / ``meas_s``: seconds at the default CPU throughput against the run's.
 
-    .venv/bin/python bench/plan.py            # 4 prompts x 32 tokens, ~5 minutes on 2 cores
-    .venv/bin/python bench/plan.py --full     # 8 prompts x 32 tokens, ~10 minutes
+    .venv/bin/python bench/plan.py            # 135M and 360M shapes, ~5 minutes on 2 cores
+    .venv/bin/python bench/plan.py --full     # and the 1B shape, ~10 minutes
 
 Last line: ``worst_method_ratio=<r> worst_total_ratio=<r> within_20pct=<k>/<rows>
 runtime_rss=<bytes>``; a ratio is predicted / measured.
@@ -116,8 +117,8 @@ def predict(size: str, dtype: str, method: str, n: int, seq: int, batch_size: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="8 prompts, EAP-IG batch 8 (default 4)")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--full", action="store_true", help="add the Llama-3.2-1B shape")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES[:2]))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--one", nargs=7, help=argparse.SUPPRESS)
@@ -126,7 +127,9 @@ def main() -> None:
         size, dtype, method, *numbers = args.one
         print(json.dumps(measure(size, dtype, method, *map(int, numbers))))
         return
-    n, seq, batch_size, steps = (8, 32, 8, 3) if args.full else (4, 32, 4, 3)
+    n, seq, batch_size, steps = 8, 32, 8, 3
+    if args.full and args.sizes == list(SIZES[:2]):
+        args.sizes = list(SIZES)
     header = ("model", "dtype", "method", "n", "seq", "pred_method", "meas_method", "ratio",
               "pred_total", "meas_total", "ratio", "pred_s", "meas_s")
     print("\t".join(header), flush=True)

@@ -91,8 +91,10 @@ def eap_memory(s: ModelShape, e: int, n: int, seq: int, b: int, steps: int = 5,
     ``t = b T`` tokens, ``N`` senders, ``R`` receivers, ``S`` gradient runs (EAP: 1).
 
     Kept through the chunk: two sender-output tensors (``2 t N d e``; the docstring's
-    ``2 * batch_size * pos * n_senders * d_model``), EAP-IG's clean logits (``t V e``) and its
-    ``S`` interpolated embeddings. Three phases compete for the peak:
+    ``2 * batch_size * pos * n_senders * d_model``), EAP-IG's clean logits (``t V e``), its
+    ``S`` interpolated embeddings, and the pullbacks' q/k/v weights per query-head slot,
+    float32 and scaled by the norm (``4 L d 3H d_head``, independent of the batch).
+    Three phases compete for the peak:
 
     - gradient pass: autograd's saved tensors (:func:`.eap_saved_per_token`) plus the logits'
       gradient (``t V e``), plus the float32 accumulators of ``receiver_gradients``: per layer
@@ -114,7 +116,8 @@ def eap_memory(s: ModelShape, e: int, n: int, seq: int, b: int, steps: int = 5,
     runs = steps if ig else 1
     t, L, d, h = b * seq, s.n_layers, s.d_model, s.n_heads
     senders = 2 * t * s.n_senders * d * e
-    kept = senders + (t * s.d_vocab * e + runs * t * d * e if ig else 0)
+    pullback_weights = 4 * L * d * 3 * h * s.d_head
+    kept = senders + (t * s.d_vocab * e + runs * t * d * e if ig else 0) + pullback_weights
     acc = t * (L * (12 * h * s.d_head + 4 * d) + 4 * d + runs * L * (12 * h + 4 * d))
     grads = 4 * t * s.n_receivers * d
     backward = MethodMemory("gradient pass", {
