@@ -263,8 +263,9 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
 
 def _advice(plan: Plan, fits_at, memory_bytes: int, headroom: float) -> str:
     """One line: what the unit needs and what would fit."""
-    where = ("a GPU" if plan.device == "cuda" else "this machine") + \
-        f" with {format_size(memory_bytes)}"
+    where = (f"the {format_size((1 - headroom) * memory_bytes)} usable ("
+             f"{headroom:.0%} headroom) of {'a GPU' if plan.device == 'cuda' else 'a machine'} "
+             f"with {format_size(memory_bytes)}")
     at = f" at {plan.batch_param} 1" if plan.batch_param else ""
     head = (f"{plan.method} on {plan.model} needs {format_size(plan.peak_bytes)}{at} "
             f"({plan.dtype}, n={plan.n}, seq={plan.seq}; weights "
