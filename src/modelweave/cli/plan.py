@@ -46,6 +46,9 @@ def plan_cmd(
     flops: Annotated[float | None, typer.Option(
         help="Throughput in FLOP/s for the time estimate (default: 5e10 on CPU, 4e14 on a "
              "GPU).")] = None,
+    headroom: Annotated[float, typer.Option(
+        min=0.0, max=0.9, help="Share of the memory to leave free (measured CPU peaks ran up "
+        "to 14% above the prediction).")] = 0.15,
     json_out: JsonOpt = False,
 ) -> None:
     """Peak memory (weights, activations, caches, gradients), the largest batch that fits and
@@ -56,7 +59,7 @@ def plan_cmd(
     device = "cuda" if gpu_memory else "cpu"
     size = parse_size(gpu_memory or memory) if (gpu_memory or memory) else None
     plan = plan_unit(model, method, _params(param or []), n, seq, dtype, size, device=device,
-                     flops_per_second=flops)
+                     flops_per_second=flops, headroom=headroom)
     if json_out:
         print_json(plan.to_dict())
     else:

@@ -26,8 +26,8 @@ CPU_RUNTIME = 0.35e9
 CUDA_RUNTIME = 0.5e9
 #: positions per prompt when the caller does not say
 DEFAULT_SEQ = 32
-#: share of the memory left free: on CPU the measured total peaks ran up to 14% above the
-#: prediction (docs/planner.md), so a plan fits only within 85% of the memory
+#: recommended share of the memory to leave free (``headroom=``; the CLI's default): on CPU
+#: the measured total peaks ran up to 14% above the prediction (docs/planner.md)
 HEADROOM = 0.15
 
 #: memory-model kind -> (the batch parameter it sizes, its default)
@@ -90,7 +90,7 @@ class Plan:
     """A unit's memory and time plan. Sizes in bytes, time in seconds.
 
     Attributes:
-        fits: some batch fits ``memory_bytes`` (less the headroom, :data:`HEADROOM`).
+        fits: some batch fits ``memory_bytes`` (less the ``headroom`` asked for).
         batch_size: the largest value of ``batch_param`` that fits (capped where a larger one
             cannot help), or None.
         peak_bytes: total peak at the batch the unit would run with (the requested or default
@@ -197,7 +197,7 @@ def _cap(shape: ModelShape, kind: str, n: int, seq: int, params: dict) -> int:
 def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int = 64,
               seq: int | None = None, dtype: str | None = None,
               memory_bytes: int | None = None, *, device: str | None = None,
-              flops_per_second: float | None = None, headroom: float = HEADROOM) -> Plan:
+              flops_per_second: float | None = None, headroom: float = 0.0) -> Plan:
     """Plan one unit: ``method`` (an experiment method, e.g. ``discover`` with
     ``params={"method": "eap-ig"}``, or a kind such as ``eap-ig``) on ``model_spec`` (see
     :func:`.shape.load_config`) over ``n`` prompts of ``seq`` tokens (default
@@ -211,7 +211,7 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
         flops_per_second: throughput for ``seconds`` (default :data:`.flops.CPU_FLOPS` /
             :data:`.flops.GPU_FLOPS`).
         headroom: share of ``memory_bytes`` kept free (a plan fits when its peak is at most
-            ``(1 - headroom) * memory_bytes``).
+            ``(1 - headroom) * memory_bytes``); default 0, :data:`HEADROOM` recommended.
 
     Raises:
         PlanError: unknown method or dtype, unreadable config, n or seq below 1.
@@ -263,9 +263,11 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
 
 def _advice(plan: Plan, fits_at, memory_bytes: int, headroom: float) -> str:
     """One line: what the unit needs and what would fit."""
-    where = (f"the {format_size((1 - headroom) * memory_bytes)} usable ("
-             f"{headroom:.0%} headroom) of {'a GPU' if plan.device == 'cuda' else 'a machine'} "
-             f"with {format_size(memory_bytes)}")
+    where = f"{'a GPU' if plan.device == 'cuda' else 'a machine'} with " \
+        f"{format_size(memory_bytes)}"
+    if headroom:
+        where = f"the {format_size((1 - headroom) * memory_bytes)} usable ({headroom:.0%} " \
+            f"headroom) of {where}"
     at = f" at {plan.batch_param} 1" if plan.batch_param else ""
     head = (f"{plan.method} on {plan.model} needs {format_size(plan.peak_bytes)}{at} "
             f"({plan.dtype}, n={plan.n}, seq={plan.seq}; weights "
@@ -280,6 +282,6 @@ def _advice(plan: Plan, fits_at, memory_bytes: int, headroom: float) -> str:
     seq_fit = _largest(lambda k: fits_at(one, seq_=k), 1, plan.seq - 1) if plan.seq > 1 else None
     if seq_fit and seq_fit < plan.seq:
         options.append(f"prompts of at most {seq_fit} tokens")
-    options.append(f"{format_size(plan.peak_bytes / (1 - headroom))} of memory "
-                   f"({headroom:.0%} headroom)")
+    options.append(f"{format_size(plan.peak_bytes / (1 - headroom))} of memory"
+                   + (f" ({headroom:.0%} headroom)" if headroom else ""))
     return f"{head}; fits with " + ", or ".join(options)
