@@ -256,7 +256,7 @@ def test_a_unit_that_cannot_fit_stops_the_run_before_anything_is_written(model_d
     """Units are planned from the model's config: too little memory is one error naming the
     unit and what would fit; a batch size that would not fit is lowered to one that does."""
     from modelweave.experiments.planning import UnitTooLargeError
-    from modelweave.planner import plan_unit
+    from modelweave.planner import HEADROOM, plan_unit
 
     spec = parse_experiment({**config(model_dir), "methods": [
         "eval", {"discover": {"method": "eap-ig", "target": 0.5}}]})
@@ -272,7 +272,8 @@ def test_a_unit_that_cannot_fit_stops_the_run_before_anything_is_written(model_d
     assert peak(1) < peak(2) < peak(6)
     spec = parse_experiment({**config(model_dir), "methods": [
         {"discover": {"method": "eap-ig", "target": 0.5}}]})
-    run_experiment(spec, tmp_path / "small", memory=int(peak(2)) + 1, report=False)
+    run_experiment(spec, tmp_path / "small", memory=int(peak(2) / (1 - HEADROOM)) + 1,
+                   report=False)
     records = RunStore(tmp_path / "small").records()
     assert {r["params"].get("batch_size") for r in records.values()
             if r["method"] == "discover"} == {2}

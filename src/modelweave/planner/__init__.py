@@ -5,10 +5,19 @@ caches and gradients per method, the largest batch that fits, FLOPs and estimate
 gives the formulas and the measured check (``bench/plan.py``).
 """
 
-from .plan import CPU_RUNTIME, CUDA_RUNTIME, DEFAULT_SEQ, KINDS, Plan, kind_of, plan_unit
+from .plan import (
+    CPU_RUNTIME,
+    CUDA_RUNTIME,
+    DEFAULT_SEQ,
+    HEADROOM,
+    KINDS,
+    Plan,
+    kind_of,
+    plan_unit,
+)
 from .shape import ModelShape, PlanError, count_params, load_config, model_shape
 from .sizes import SizeError, format_size, parse_size
 
-__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "DEFAULT_SEQ", "KINDS", "ModelShape", "Plan",
+__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "DEFAULT_SEQ", "HEADROOM", "KINDS", "ModelShape", "Plan",
            "PlanError", "SizeError", "count_params", "format_size", "kind_of", "load_config",
            "model_shape", "parse_size", "plan_unit"]
