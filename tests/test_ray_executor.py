@@ -180,3 +180,34 @@ def test_an_unreachable_address_fails_before_anything_is_written(model_dir, tmp_
     with pytest.raises(ModelWeaveError, match="unknown executor 'dask'"):
         run_experiment(spec, tmp_path / "run", executor="dask")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_worker_that_dies_has_its_unit_retried_then_recorded(session, model_dir, tmp_path):
+    """A worker killed under a unit (out of memory, a lost node): the unit is retried once on
+    a fresh worker; a unit that kills every worker is recorded as failed, the others finish."""
+    marker = tmp_path / "died-once"
+
+    class Mortal(MethodKind):
+        name = "mortal"
+
+        def run(self, model, unit, experiment, folder, progress=None):
+            if unit.task == "ioi" or not marker.exists():
+                marker.touch()
+                os._exit(1)  # the process dies as an out-of-memory kill would end it
+            (folder / "pid.json").write_text(json.dumps(os.getpid()))
+            return {"pid": os.getpid()}
+
+        def load(self, folder, record):
+            return json.loads((folder / "pid.json").read_text())
+
+    register(Mortal)
+    try:
+        spec = parse_experiment({**quickstart(model_dir), "methods": ["mortal"]})
+        ioi, seq = (u.id for u in spec.units())
+        outcome = run_experiment(spec, tmp_path / "run", executor="ray", report=False)
+    finally:
+        unregister("mortal")
+    assert outcome.failed == [ioi] and outcome.computed == [seq]
+    failure = RunStore(tmp_path / "run").failures()[ioi]
+    assert failure["error"].startswith("RuntimeError: the Ray worker died while computing")
+    assert not list((tmp_path / "run").glob("staging/*"))

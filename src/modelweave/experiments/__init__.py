@@ -1,8 +1,10 @@
 """Experiments as files: validated configs, units, a resumable results store, a runner.
 
 - :func:`load_experiment` / :func:`parse_experiment`: YAML -> :class:`Experiment` -> units.
-- :func:`run_experiment`: compute every unfinished unit into a :class:`RunStore`.
-- :class:`RunStore`: manifest, atomic unit folders, records and a dataframe of results.
+- :func:`run_experiment`: plan, then compute every unfinished unit into a :class:`RunStore`,
+  by an executor (:mod:`.executors`: sequential, or Ray workers on this machine or a cluster).
+- :class:`RunStore`: manifest, units staged and committed atomically, failures, records and a
+  dataframe of results.
 - :class:`MethodKind` + :func:`register`: what a method (``eval``, ``patch``, ...) is; one
   module per method under :mod:`.methods` (the contract is in :mod:`.methods.base`).
 """
