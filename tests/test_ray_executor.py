@@ -127,16 +127,16 @@ def test_a_failing_unit_is_recorded_and_the_others_finish(session, model_dir, tm
 
 
 def test_workers_are_recycled_after_n_units(session, model_dir, tmp_path):
-    spec = parse_experiment({**quickstart(model_dir), "methods": ["lens", {"eval": {"n": 4}}]})
-    run_experiment(spec, tmp_path / "a", executor="ray", report=False,
-                   options={"recycle_after": 1})
-    pids = [r["worker"]["pid"] for r in RunStore(tmp_path / "a").records().values()]
-    assert len(set(pids)) == 4  # a fresh worker for each unit
-    run_experiment(spec, tmp_path / "b", executor="ray", report=False,
-                   options={"max_worker_memory": 1})  # every worker is over a 1-byte mark
-    assert len({r["worker"]["pid"] for r in RunStore(tmp_path / "b").records().values()}) == 4
-    run_experiment(spec, tmp_path / "c", executor="ray", report=False)
-    assert len({r["worker"]["pid"] for r in RunStore(tmp_path / "c").records().values()}) == 1
+    spec = parse_experiment({**quickstart(model_dir), "tasks": ["ioi"],
+                             "methods": ["lens", {"eval": {"n": 4}}]})
+
+    def pids(out, **options):
+        run_experiment(spec, tmp_path / out, executor="ray", report=False, options=options)
+        return [r["worker"]["pid"] for r in RunStore(tmp_path / out).records().values()]
+
+    assert len(set(pids("a", recycle_after=1))) == 2  # a fresh worker for each unit
+    assert len(set(pids("b", max_worker_memory=1))) == 2  # every worker passes a 1-byte mark
+    assert len(set(pids("c"))) == 1
 
 
 def test_a_killed_sweep_resumes_with_every_unit_once(session, model_dir, tmp_path):
