@@ -82,13 +82,18 @@ class ModelShape:
 
     @property
     def n_senders(self) -> int:
-        """Nodes of the EAP-IG graph that write to the residual: input, every head, every MLP."""
-        return 1 + self.n_layers * (self.n_heads + 1)
+        """Nodes of the EAP-IG graph that write to the residual: input, every head, every MLP
+        (counted by :class:`~modelweave.circuits.graph.Graph`)."""
+        from ..circuits.graph import Graph
+
+        return Graph(self.n_layers, self.n_heads).n_senders
 
     @property
     def n_receivers(self) -> int:
         """Nodes that read it: q, k, v of every head, every MLP, the logits."""
-        return self.n_layers * (3 * self.n_heads + 1) + 1
+        from ..circuits.graph import Graph
+
+        return Graph(self.n_layers, self.n_heads).n_receivers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
