@@ -81,22 +81,18 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
     chosen = get_executor(executor)
     close = chosen.open_session(job)
     try:
-        pending = []
+        pending, skipped = [], []
         for unit in experiment.units():
-            if store.is_done(unit) and not force:
-                outcome.skipped.append(unit.id)
-            else:
-                pending.append(unit)
+            (skipped if store.is_done(unit) and not force else pending).append(unit)
+        outcome.skipped = [unit.id for unit in skipped]
         check_device_map(experiment)
         if plan and pending:
             planned = plan_run(experiment, pending, memory)
             pending = planned.units
             job.options.setdefault("memory", planned.memory)
         store.start(experiment)
-        if on_unit:
-            for unit in experiment.units():
-                if unit.id in outcome.skipped:
-                    on_unit(unit, "skipped", None, 0.0)
+        for unit in skipped if on_unit else ():
+            on_unit(unit, "skipped", None, 0.0)
         if pending:
             chosen.execute(pending, job)
     finally:

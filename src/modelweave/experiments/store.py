@@ -87,6 +87,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _about(unit: Unit, seconds: float) -> dict:
+    """The fields every unit record starts with (finished or failed)."""
+    return {"model": unit.model, "task": unit.task, "method": unit.method,
+            "params": unit.params, "seconds": round(seconds, 3)}
+
+
 def _git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -163,8 +169,7 @@ class RunStore:
             The record written, or None when another worker had already finished the unit
             (its copy stays, ``staged`` is deleted): a unit is never written twice.
         """
-        record = {"model": unit.model, "task": unit.task, "method": unit.method,
-                  "params": unit.params, "seconds": round(seconds, 3), "summary": summary,
+        record = {**_about(unit, seconds), "summary": summary,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
         atomic_write(staged / DONE, json.dumps(record, indent=1))
         final = self.unit_dir(unit)
@@ -193,8 +198,7 @@ class RunStore:
              extra: dict | None = None) -> dict:
         """Record that ``unit`` raised ``error`` (type, message, traceback) in
         ``failed/<unit id>.json``; returns the record. A later success removes it."""
-        record = {"model": unit.model, "task": unit.task, "method": unit.method,
-                  "params": unit.params, "seconds": round(seconds, 3),
+        record = {**_about(unit, seconds),
                   "error": f"{type(error).__name__}: {error}",
                   "traceback": "".join(traceback.format_exception(error)),
                   "failed": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}

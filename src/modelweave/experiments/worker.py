@@ -104,18 +104,17 @@ class UnitWorker:
         folder is cleared when the run restarts)."""
         start = time.perf_counter()
         staged = None
+        self.units_run += 1
         try:
             model = self._model(unit.model)
             start = time.perf_counter()  # the unit's time, not its model's loading
             staged = self.store.stage(unit)
             summary = get_method(unit.method).run(model, unit, self.experiment, staged, progress)
             seconds = time.perf_counter() - start
-            self.units_run += 1
             extra = {"run": _run_facts(model), "worker": self.facts()}
             record = self.store.commit(unit, staged, summary, seconds, extra, replace=self.force)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, the run goes on
             seconds = time.perf_counter() - start
-            self.units_run += 1
             if staged is not None:
                 import shutil
 

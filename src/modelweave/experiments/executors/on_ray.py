@@ -111,11 +111,11 @@ class _Actor:
 
 @dataclass(eq=False)
 class _Slot:
-    """One worker place: its actor (None until needed), the model it holds, units run."""
+    """One worker place: its actor (None until needed), the model it holds, the unit it is
+    computing (None: idle)."""
 
     actor: object = None
     model: str | None = None
-    units: int = 0
     unit: Unit | None = None
 
 
@@ -170,7 +170,7 @@ def execute(units: list[Unit], job: Job) -> None:
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if job.experiment.device != "cpu" else 0
     per_worker = opts.get("gpus_per_worker") or (1 if gpus else 0)
-    if per_worker > max(gpus, 0) and gpus:
+    if gpus and per_worker > gpus:
         raise RayUnavailableError(f"--gpus-per-worker {per_worker}: the cluster has {gpus} GPUs")
     workers = max(1, min(opts.get("workers") or max(1, gpus // max(per_worker, 1)), len(units)))
     cpus = opts.get("cpus_per_worker") or max(1, int(resources.get("CPU", 1)) // workers)
@@ -194,16 +194,16 @@ def execute(units: list[Unit], job: Job) -> None:
     try:
         while pending or in_flight:
             for slot in slots:
-                if pending and all(slot is not busy for busy in in_flight.values()):
+                if pending and slot.unit is None:
                     held = {s.model for s in slots if s is not slot and s.model}
                     unit = _next_unit(pending, slot.model, held)
                     if slot.actor is None:
-                        slot.actor, slot.units = new_actor(unit.model), 0
+                        slot.actor = new_actor(unit.model)
                     slot.model, slot.unit = unit.model, unit
                     in_flight[slot.actor.run.remote(unit)] = slot
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             slot = in_flight.pop(ref)
-            unit = slot.unit
+            unit, slot.unit = slot.unit, None
             try:
                 report = ray.get(ref)
             except ray.exceptions.RayActorError as err:  # the worker died under the unit
@@ -214,10 +214,8 @@ def execute(units: list[Unit], job: Job) -> None:
                     continue
                 report = _died(job, unit, err)
             else:
-                slot.units += 1
-                rss = report.worker.get("rss_bytes", 0)
-                if (recycle_after and slot.units >= recycle_after) or (max_memory and
-                                                                       rss >= max_memory):
+                done, rss = report.worker["units_run"], report.worker["rss_bytes"]
+                if (recycle_after and done >= recycle_after) or (max_memory and rss >= max_memory):
                     ray.kill(slot.actor)
                     slot.actor, slot.model = None, None
             job.report(unit, report)
