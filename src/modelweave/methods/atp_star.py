@@ -1,5 +1,7 @@
 """AtP*: attribution patching with the QK fix and GradDrop (Kramár et al. 2024, "AtP*: An
 efficient and scalable method for localizing LLM behaviour to components", arXiv 2403.00745).
+With both fixes off it is plain attribution patching, the one implementation of it
+(:func:`~modelweave.methods.attribution_patching.attribution_sweep` reports it).
 
 Plain AtP (Nanda 2022) estimates the effect of patching a node ``n`` from the source run into
 the base run as ``I_AtP(n) = (n_src - n_base) · ∂m/∂n`` at the base run. AtP* changes two
@@ -104,9 +106,11 @@ class AtPStarEstimate:
         """Units by decreasing score."""
         return [self.units[i] for i in self.score.argsort(descending=True, stable=True)]
 
-    def to_result(self, model: Model, batch: TaskBatch) -> PatchingResult:
-        """The estimates as a :class:`PatchingResult` (``method`` ``atp*``/``atp``):
-        base metric + estimate, normalised like exact patching."""
+    def to_result(self, model: Model, batch: TaskBatch,
+                  method: str | None = None) -> PatchingResult:
+        """The estimates as a :class:`PatchingResult` (``method``: by default this
+        estimate's, ``atp*``/``atp``): base metric + estimate, normalised like exact
+        patching."""
         raw = {u: self.base_metric + float(e) for u, e in zip(self.units, self.estimate,
                                                                strict=True)}
         clean, corrupt = ((self.source_metric, self.base_metric)
@@ -114,7 +118,7 @@ class AtPStarEstimate:
                           else (self.base_metric, self.source_metric))
         return PatchingResult.from_units(model, batch, self.grid, self.direction, self.metric,
                                          self.axes, self.units, raw, clean, corrupt,
-                                         method=self.method)
+                                         method=method or self.method)
 
 
 def qk_units(model: Model, grid: str, length: int, layers: list[int] | None = None,
@@ -283,8 +287,9 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
             if use_pattern:
                 fn = _query_terms if grid == "queries" else _key_terms
                 return fn(base_rec[layer], src_rec[layer], grad).to(model.device)
-            delta = (source[names[layer]] - acts[names[layer]].detach()).float()
-            # float32, gathered on the input device (a split model's layers sit elsewhere)
+            # float32 differences of bf16/fp16 activations, products and sums, gathered on
+            # the input device (a split model's layers sit elsewhere)
+            delta = source[names[layer]].float() - acts[names[layer]].detach().float()
             return _reduce("heads-by-pos" if qk else red, delta * grad).to(model.device)
 
         plain = _gather({L: terms(L, g) for L, g in target_grads.items()}, units)  # [B, U]
