@@ -11,7 +11,7 @@ Writes ``OUT/adapter/`` (peft's adapter files), ``OUT/merged/`` (the merged mode
 safetensors with its tokenizer, loadable with ``load_model(OUT/merged)``) and
 ``OUT/finetune.json`` (settings, loss curve, timings). With ``save_every=N`` the merged model
 is also saved every N steps as ``OUT/checkpoints/step-N/`` (and the last step), for studies of
-how a mechanism appears during training.
+how a mechanism appears during training. The steps are those of :mod:`.training`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 
 from ..errors import ModelWeaveError
 from .model import Model
+from .training import SCHEDULES, Batch, adamw, train_steps
 
 
 @dataclass
@@ -70,7 +71,7 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         raise ValueError("steps and lora_r must be positive")
     if save_every is not None and save_every < 1:
         raise ValueError("save_every must be positive")
-    if schedule not in ("constant", "linear"):
+    if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     if model.device_map is not None and len(set(map(str, model.device_map.values()))) > 1:
         raise ModelWeaveError("fine-tuning runs on a model on one device; this one is split "
@@ -83,34 +84,25 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                         target_modules="all-linear", task_type="CAUSAL_LM")
     peft_model = get_peft_model(base, config)
-    peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr)
-    decay = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: 1.0 if schedule == "constant" else 1 - i / steps)
-    losses = []
+    optimizer, decay = adamw(trainable, lr=lr, steps=steps, schedule=schedule)
     start = time.perf_counter()
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
-    for step in range(steps):
+
+    def rows_of(step: int) -> Batch:
         rows = order[(torch.arange(batch_size) + step * batch_size) % len(batch)]
-        logits = peft_model(input_ids=inputs[rows].to(model.device),
-                            attention_mask=mask[rows].to(model.device), use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
-                                                 targets[rows].flatten().to(model.device),
-                                                 ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        decay.step()
-        losses.append(float(loss.detach()))
-        if save_every and ((step + 1) % save_every == 0 or step + 1 == steps):
-            peft_model.eval()
-            _save_merged(peft_model, model, out / "checkpoints" / f"step-{step + 1}")
-            peft_model.train()
-        if progress:
-            progress(step + 1, losses[-1])
+        return inputs[rows], targets[rows], mask[rows]
+
+    def save(done: int) -> None:
+        _save_merged(peft_model, model, out / "checkpoints" / f"step-{done}")
+
+    def report(done: int, loss: float, _record: None) -> None:
+        progress(done, loss)
+
+    losses = train_steps(peft_model, rows_of, optimizer, decay, steps=steps,
+                         device=model.device, save=save if save_every else None,
+                         save_every=save_every, on_step=report if progress else None)
     seconds = time.perf_counter() - start
-    peft_model.eval()
     peft_model.save_pretrained(out / "adapter")
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(out / "merged")

@@ -1,7 +1,8 @@
 """Train a small transformer on a toy task on the CPU, as an ordinary HF checkpoint series.
 
 ``train_toy(ToyConfig(...), OUT)`` builds an HF config of the GPT-2 or Llama family, trains with
-AdamW (decoupled weight decay, linear warm-up), evaluates train and test loss and accuracy every
+AdamW (decoupled weight decay, linear warm-up; the steps of :mod:`modelweave.models.training`,
+evaluation and checkpoints being its hooks), evaluates train and test loss and accuracy every
 ``eval_every`` steps and saves ``OUT/checkpoints/step-N/`` every ``save_every`` steps (and the
 last step): ``config.json`` + ``model.safetensors`` + the word-level tokenizer, which
 ``load_model`` reads like any HF directory. ``OUT/final/`` is the last step's model;
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.training import Batch, adamw, train_steps
 from .datasets import ToyDataset, ToyError, make_dataset
 from .vocab import build_tokenizer
 
@@ -271,10 +273,8 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     tokenizer = tokenizer_for(data)
     model = build_model(cfg, data)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=tuple(cfg.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0)
+    opt, sched = adamw(trainable, lr=cfg.lr, steps=cfg.steps, weight_decay=cfg.weight_decay,
+                       betas=tuple(cfg.betas), warmup=cfg.warmup)
     start = 0
     if start_ckpt is not None:
         from safetensors.torch import load_file
@@ -295,40 +295,33 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
 
     if start == 0:
         write_meta(0.0)
-    model.train()
-    for step in range(start, cfg.steps):
-        inputs, targets = data.batch(step, cfg.seed, cfg.batch_size)
-        logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                                 ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        done = step + 1
-        record = None
-        if done % cfg.eval_every == 0 or done == cfg.steps or done == 1:
-            model.eval()
-            tr_loss, tr_acc = evaluate(model, *train_eval)
-            te_loss, te_acc = evaluate(model, *test_eval)
-            model.train()
-            record = {"step": done, "train_loss": tr_loss, "train_acc": tr_acc,
-                      "test_loss": te_loss, "test_acc": te_acc,
-                      "seconds": seconds_before + time.perf_counter() - began}
-            history.append(record)
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "step": done}
-            for old in list_checkpoints(out):  # only the latest keeps optimiser state
-                (old / "trainer_state.pt").unlink(missing_ok=True)
-            model.eval()
-            _save(model, tokenizer, out / "checkpoints" / f"step-{done}", state)
-            model.train()
-            write_meta(seconds_before + time.perf_counter() - began)
-        if progress:
-            progress(done, record)
+
+    def batch(step: int) -> Batch:
+        return (*data.batch(step, cfg.seed, cfg.batch_size), None)
+
+    def evaluation(done: int) -> dict:
+        tr_loss, tr_acc = evaluate(model, *train_eval)
+        te_loss, te_acc = evaluate(model, *test_eval)
+        record = {"step": done, "train_loss": tr_loss, "train_acc": tr_acc,
+                  "test_loss": te_loss, "test_acc": te_acc,
+                  "seconds": seconds_before + time.perf_counter() - began}
+        history.append(record)
+        return record
+
+    def save(done: int) -> None:
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done}
+        for old in list_checkpoints(out):  # only the latest keeps optimiser state
+            (old / "trainer_state.pt").unlink(missing_ok=True)
+        _save(model, tokenizer, out / "checkpoints" / f"step-{done}", state)
+        write_meta(seconds_before + time.perf_counter() - began)
+
+    def report(done: int, _loss: float, record: dict | None) -> None:
+        progress(done, record)
+
+    train_steps(model, batch, opt, sched, steps=cfg.steps, start=start, evaluate=evaluation,
+                eval_every=cfg.eval_every, save=save, save_every=cfg.save_every,
+                on_step=report if progress else None)
     seconds = seconds_before + time.perf_counter() - began
-    model.eval()
     _save(model, tokenizer, out / "final", None)
     write_meta(seconds)
     return ToyRun(out, cfg, history, seconds, resumed_from=start or None, model=model)

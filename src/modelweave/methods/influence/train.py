@@ -1,9 +1,10 @@
 """Fine-tuning on a document corpus (next-token loss on every token), for influence studies.
 
 Only the chosen linear modules are trained (by default those influence tracks), in full, with
-AdamW; everything else stays frozen, so the backward pass stops at the first trained layer. The
-result is a new :class:`~modelweave.models.Model` (the input model is left unchanged) that can
-be saved as an HF directory ``load_model`` reads.
+AdamW (the steps of :mod:`modelweave.models.training`); everything else stays frozen, so the
+backward pass stops at the first trained layer. The result is a new
+:class:`~modelweave.models.Model` (the input model is left unchanged) that can be saved as an
+HF directory ``load_model`` reads.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from ...models.training import Batch, adamw, train_steps
 from .data import Document, encode_documents
 from .modules import resolve_modules
 
@@ -42,7 +43,7 @@ def train_on_documents(model, documents: list[Document], *, modules: str | list[
 
     names = resolve_modules(model, modules, layers)
     ids = encode_documents(model, documents, max_tokens)
-    hf = copy.deepcopy(model.hf_model).float().train()
+    hf = copy.deepcopy(model.hf_model).float()
     for p in hf.parameters():
         p.requires_grad_(False)
     trained = []
@@ -50,37 +51,27 @@ def train_on_documents(model, documents: list[Document], *, modules: str | list[
         for p in hf.get_submodule(name).parameters():
             p.requires_grad_(True)
             trained.append(p)
-    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=weight_decay)
+    per_epoch = -(-len(ids) // batch_size)
+    steps = epochs * per_epoch
+    optimizer, schedule = adamw(trained, lr=lr, steps=steps, weight_decay=weight_decay)
     pad = model.tokenization.pad_token_id
     rng = random.Random(seed)
-    torch.manual_seed(seed)
-    steps = epochs * -(-len(ids) // batch_size)
-    losses, step, start = [], 0, time.perf_counter()
+    orders = []  # one shuffle per epoch
     for _ in range(epochs):
-        order = list(range(len(ids)))
-        rng.shuffle(order)
-        for b in range(0, len(order), batch_size):
-            rows = [ids[j] for j in order[b:b + batch_size]]
-            width = max(map(len, rows))
-            x = torch.full((len(rows), width), pad, dtype=torch.long)
-            y = torch.full((len(rows), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, row in enumerate(rows):
-                x[r, :len(row)] = torch.tensor(row)
-                y[r, :len(row) - 1] = torch.tensor(row[1:])
-                mask[r, :len(row)] = 1
-            logits = hf(input_ids=x.to(model.device), attention_mask=mask.to(model.device),
-                        use_cache=False).logits
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(model.device),
-                                   ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress:
-                progress(step, steps, losses[-1])
-    hf.eval()
+        orders.append(list(range(len(ids))))
+        rng.shuffle(orders[-1])
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+
+    def rows_of(step: int) -> Batch:
+        b = step % per_epoch * batch_size
+        return _padded([ids[j] for j in orders[step // per_epoch][b:b + batch_size]], pad)
+
+    def report(done: int, loss: float, _record: None) -> None:
+        progress(done, steps, loss)
+
+    losses = train_steps(hf, rows_of, optimizer, schedule, steps=steps, device=model.device,
+                         on_step=report if progress else None)
     for p in hf.parameters():
         p.requires_grad_(False)
     if out is not None:
@@ -88,3 +79,17 @@ def train_on_documents(model, documents: list[Document], *, modules: str | list[
         model.tokenizer.save_pretrained(out)
     tuned = Model(hf, model.tokenizer, name=f"{model.name}+docs")
     return TrainResult(tuned, losses, time.perf_counter() - start)
+
+
+def _padded(rows: list[list[int]], pad: int) -> Batch:
+    """Inputs [B, T] (``pad`` after each row), next-token targets [B, T] (``-100`` past each
+    row's last token) and attention mask [B, T] of token-id rows, T the longest row."""
+    width = max(map(len, rows))
+    x = torch.full((len(rows), width), pad, dtype=torch.long)
+    y = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        x[r, :len(row)] = torch.tensor(row)
+        y[r, :len(row) - 1] = torch.tensor(row[1:])
+        mask[r, :len(row)] = 1
+    return x, y, mask
