@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..toy import tasks as _toy_tasks  # noqa: F401 - register the toy tasks
-from . import arith, entities, icl, ioi, numeric, sequences  # noqa: F401 - register built-ins
+from . import arith, entities, icl, ioi, numeric, sequences, toy  # noqa: F401 - register them
 from .base import TASKS, Example, Task, TaskError, fill, get_task, register, splits_digits
 from .batch import TaskBatch, materialize
 from .custom import load_task_file
