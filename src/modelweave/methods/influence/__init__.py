@@ -30,7 +30,6 @@ from .data import (
     InfluenceError,
     Query,
     load_documents,
-    load_query_file,
     resolve_queries,
 )
 from .engine import (
@@ -45,7 +44,7 @@ from .settings import InfluenceSettings
 
 __all__ = ["Document", "InfluenceError", "InfluenceScores", "InfluenceSettings", "Plan", "Query",
            "TopDocument", "answer_in_top", "category_counts", "compute_influence",
-           "concentration_curve", "load_documents", "load_query_file", "pair_contrast_test",
+           "concentration_curve", "load_documents", "pair_contrast_test",
            "plan_influence", "power_law_slope", "query_correlations", "resolve_modules",
            "resolve_queries", "run_influence", "source_hit_rate", "task_correlation_test",
            "top_share"]
