@@ -19,9 +19,9 @@ from modelweave.methods.steering.ablation import (
     residual_writes,
     save_ablated,
 )
-from modelweave.methods.steering.apply import position_mask
 from modelweave.methods.steering.vectors import contrastive_vectors, direction, load_pairs_file
 from modelweave.models import Model
+from modelweave.models.steering import position_mask
 
 from tiny import FAMILIES, random_tokens, tiny_hf_model
 

@@ -8,8 +8,8 @@ import torch
 
 from modelweave.models import load_model
 from modelweave.tasks import TaskError, get_task, make_batch
+from modelweave.tasks.toy_data import balanced
 from modelweave.toy import ToyError, make_dataset
-from modelweave.toy.datasets import balanced
 from modelweave.toy.train import ToyConfig, list_checkpoints, load_run, train_toy
 
 SMALL = dict(task="modular_addition", task_params={"p": 17, "frac": 0.5}, d_model=32, heads=4,

@@ -9,7 +9,7 @@
 """
 
 from .acdc import acdc
-from .circuit import Circuit, prune, top_edges
+from .circuit import Circuit, prune
 from .discovery import METHODS, Discovery, discover
 from .eap import edge_attribution
 from .evaluation import (
@@ -31,5 +31,4 @@ __all__ = [
     "MinimalCircuit", "acdc", "area", "discover", "edge_attribution", "exact_edge_scores",
     "faithfulness_curve", "from_mib", "minimal_circuit", "patched_logits", "path_patching",
     "path_search", "prune", "prune_nodes", "receiver_gradients", "sender_outputs", "to_mib",
-    "top_edges",
 ]

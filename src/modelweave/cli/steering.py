@@ -127,8 +127,8 @@ def steer(
     """Contrastive activation addition: the mean difference (or PCA direction) of the pairs'
     block outputs at --layer, added with --scale while generating; prints unsteered and
     steered continuations."""
-    from ..methods.steering.apply import parse_positions
     from ..methods.steering.vectors import contrastive_vectors, load_pairs_file
+    from ..models.steering import parse_positions
 
     positives, negatives = load_pairs_file(pairs)
     spec = parse_positions(positions)

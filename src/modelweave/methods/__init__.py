@@ -1,11 +1,13 @@
-"""Methods: activation and attribution patching over node grids, (more to come: lenses,
-circuit discovery)."""
+"""Methods on nodes: activation and attribution patching over node grids (exported here), and,
+by module, AtP* (:mod:`.atp_star`), locating (:mod:`.locate`), the logit lens (:mod:`.lens`),
+direct logit attribution (:mod:`.dla`), head roles (:mod:`.head_roles`); steering and function
+vectors (:mod:`.steering`), influence functions (:mod:`.influence`)."""
 
 from .activation_patching import patch_sweep, patch_units
 from .attribution_patching import attribution_sweep
 from .grids import GRIDS, SITES, Unit, grid_units
 from .naive_patching import naive_patch
-from .result import PatchingResult, normalize
+from .result import PatchingResult
 
 __all__ = ["GRIDS", "SITES", "PatchingResult", "Unit", "attribution_sweep", "grid_units",
-           "naive_patch", "normalize", "patch_sweep", "patch_units"]
+           "naive_patch", "patch_sweep", "patch_units"]

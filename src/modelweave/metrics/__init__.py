@@ -1,11 +1,11 @@
 """Metrics on task batches: per-example scores, bootstrap aggregates, faithfulness, and
 ``evaluate``."""
 
-from .evaluate import EvalResult, evaluate, run_batched
+from .evaluate import EvalResult, evaluate
 from .full import answer_logprobs
 from .scores import METRICS, accuracy, final_logits, kl, logit_diff, logprob, metric_fn, prob_diff
-from .stats import Aggregate, bootstrap, faithfulness, normalized, per_prompt_faithfulness
+from .stats import Aggregate, bootstrap, faithfulness, per_prompt_faithfulness
 
 __all__ = ["METRICS", "Aggregate", "EvalResult", "accuracy", "answer_logprobs", "bootstrap",
            "evaluate", "faithfulness", "final_logits", "kl", "logit_diff", "logprob",
-           "metric_fn", "normalized", "per_prompt_faithfulness", "prob_diff", "run_batched"]
+           "metric_fn", "per_prompt_faithfulness", "prob_diff"]

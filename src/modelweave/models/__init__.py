@@ -5,7 +5,6 @@ from .config import ModelConfig
 from .hooks import Hook
 from .loading import load_model
 from .model import Model
-from .sites import act_name, all_sites
+from .sites import act_name
 
-__all__ = ["ActivationCache", "Hook", "Model", "ModelConfig", "act_name", "all_sites",
-           "load_model"]
+__all__ = ["ActivationCache", "Hook", "Model", "ModelConfig", "act_name", "load_model"]

@@ -258,27 +258,27 @@ class Model:
         """TransformerLens's ``test_prompt``: the rank, probability and logit of each answer
         token after ``prompt``, with the top-k alternatives; prints them unless
         ``print_details=False``, returns a ``PromptTest`` (a table in notebooks). See
-        :func:`modelweave.methods.prompt_check.test_prompt`."""
-        from ..methods.prompt_check import test_prompt
+        :func:`modelweave.models.prompt_check.test_prompt`."""
+        from .prompt_check import test_prompt
 
         result = test_prompt(self, prompt, answer, top_k=top_k, prepend_space=prepend_space)
         if print_details:
             print(result)
         return result
 
-    # steering and generation (logic in modelweave.methods.steering) ---------------------
+    # steering and generation (logic in .steering and .generation) ----------------------
     def steer(self, vector: torch.Tensor, *, layer: int, scale: float = 1.0, positions=None,
               site: str = "hook_resid_post"):
         """Context adding ``scale * vector`` [d_model] at ``blocks.{layer}.{site}`` on the
         absolute ``positions`` in every forward pass and generation step inside it (see
-        :func:`modelweave.methods.steering.apply.steer`)."""
-        from ..methods.steering.apply import steer
+        :func:`modelweave.models.steering.steer`)."""
+        from .steering import steer
 
         return steer(self, vector, layer=layer, scale=scale, positions=positions, site=site)
 
     def generate(self, inputs: Inputs, max_new_tokens: int = 20, **kwargs):
         """Continue prompts with a KV cache under the active hooks; a ``Generation`` (see
-        :func:`modelweave.methods.steering.generation.generate`)."""
-        from ..methods.steering.generation import generate
+        :func:`modelweave.models.generation.generate`)."""
+        from .generation import generate
 
         return generate(self, inputs, max_new_tokens, **kwargs)

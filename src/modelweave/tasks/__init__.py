@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..toy import tasks as _toy_tasks  # noqa: F401 - register the toy tasks
-from . import arith, entities, icl, ioi, numeric, sequences  # noqa: F401 - register built-ins
-from .base import TASKS, Example, Task, TaskError, fill, get_task, register, splits_digits
+from . import arith, entities, icl, ioi, numeric, sequences, toy  # noqa: F401 - register them
+from .base import TASKS, Example, Task, TaskError, fill, get_task, register
 from .batch import TaskBatch, materialize
 from .custom import load_task_file
 
@@ -65,6 +64,6 @@ def make_batch(model, task: str | Task, n: int = 32, seed: int = 0, *,
                        policy.pad_token_id, scoring=scoring, same_length=same_length)
 
 
-__all__ = ["TASKS", "Example", "Task", "TaskBatch", "TaskError", "fill", "get_task",
+__all__ = ["Example", "Task", "TaskBatch", "TaskError", "fill", "get_task",
            "list_tasks", "load_task_file", "make_batch", "materialize", "parse_params", "register",
-           "resolve_task", "splits_digits"]
+           "resolve_task"]

@@ -3,12 +3,12 @@ ordinary Hugging Face checkpoints, and analyses that need ground truth or a trai
 (Fourier basis and progress measures of grokking, composition scores, the induction circuit,
 any method over a checkpoint series).
 
-Modules: :mod:`.datasets` (token tensors and splits), :mod:`.vocab` (the word-level tokenizer),
-:mod:`.tasks` (clean/corrupt task definitions, registered with :mod:`modelweave.tasks`),
-:mod:`.train` (``train_toy``), :mod:`.composition`, :mod:`.fourier`, :mod:`.induction`,
-:mod:`.series`.
+Modules: :mod:`.vocab` (the word-level tokenizer), :mod:`.train` (``train_toy``),
+:mod:`.composition`, :mod:`.fourier`, :mod:`.induction`, :mod:`.series`. The datasets (token
+tensors and splits) and their clean/corrupt task definitions are prompt families like any other:
+:mod:`modelweave.tasks.toy_data` and :mod:`modelweave.tasks.toy`.
 """
 
-from .datasets import DATASETS, ToyError, make_dataset
+from ..tasks.toy_data import DATASETS, ToyError, make_dataset
 
 __all__ = ["DATASETS", "ToyError", "make_dataset"]

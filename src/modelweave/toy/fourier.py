@@ -186,7 +186,7 @@ def progress_point(model: Model, key_freqs: list[int], train_mask: torch.Tensor,
 
 def train_mask_of(model: Model) -> torch.Tensor:
     """[p*p] bool in ``a``-major order: the checkpoint's training pairs."""
-    from .datasets import make_dataset
+    from ..tasks.toy_data import make_dataset
 
     meta = model.hf_model.config.modelweave_toy
     data = make_dataset("modular_addition", **meta["task_params"])

@@ -42,7 +42,7 @@ def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
 def _eval(model, task: str | None, n: int, seed: int) -> dict:
     from ..metrics import evaluate
     from ..tasks import resolve_task
-    from .tasks import task_for_model
+    from ..tasks.toy import task_for_model
 
     resolved = resolve_task(task) if task else task_for_model(model)
     result = evaluate(model, resolved, n=n, seed=seed)

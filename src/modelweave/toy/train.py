@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..models.training import Batch, adamw, train_steps
-from .datasets import ToyDataset, ToyError, make_dataset
+from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
 from .vocab import build_tokenizer
 
 FAMILIES = ("gpt2", "llama")
@@ -45,7 +45,7 @@ class ToyConfig:
     """Everything that determines a toy run.
 
     Attributes:
-        task, task_params: the dataset (:data:`modelweave.toy.datasets.DATASETS`).
+        task, task_params: the dataset (:data:`modelweave.tasks.toy_data.DATASETS`).
         family: ``"gpt2"`` (learned positions, LayerNorm) or ``"llama"`` (rotary, RMSNorm,
             gated MLP).
         layers, heads, d_model: shape; ``d_mlp`` defaults to ``4 * d_model``.

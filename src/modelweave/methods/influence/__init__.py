@@ -4,7 +4,8 @@
 - :mod:`.data`: documents (JSONL, text, parquet) and queries (tasks, task files, JSONL);
 - :mod:`.modules`: the tracked linear modules, named through the model's adapter;
 - :mod:`.kron`: the causal-LM task (summed losses; the completion's log-probability);
-- :mod:`.engine`: settings, plan (keys, memory and time estimates), the staged run;
+- :mod:`.settings`: how a run is computed; :mod:`.costs`: its memory and time estimates;
+- :mod:`.engine`: the plan (keys, estimates) and the staged run;
 - :mod:`.scores`: the [queries x documents] result, ``top``, aggregates, save/load;
 - :mod:`.analysis`: the study's analyses (correlations with permutation tests,
   concentration, answers and categories in top documents, source retrieval);
@@ -23,29 +24,27 @@ from .analysis import (
     query_correlations,
     source_hit_rate,
     task_correlation_test,
-    top_share,
 )
 from .data import (
     Document,
     InfluenceError,
     Query,
     load_documents,
-    load_query_file,
     resolve_queries,
 )
 from .engine import (
-    InfluenceSettings,
     Plan,
     compute_influence,
     plan_influence,
     run_influence,
 )
 from .modules import resolve_modules
-from .scores import InfluenceScores, TopDocument
+from .scores import InfluenceScores, TopDocument, top_share
+from .settings import InfluenceSettings
 
 __all__ = ["Document", "InfluenceError", "InfluenceScores", "InfluenceSettings", "Plan", "Query",
            "TopDocument", "answer_in_top", "category_counts", "compute_influence",
-           "concentration_curve", "load_documents", "load_query_file", "pair_contrast_test",
+           "concentration_curve", "load_documents", "pair_contrast_test",
            "plan_influence", "power_law_slope", "query_correlations", "resolve_modules",
            "resolve_queries", "run_influence", "source_hit_rate", "task_correlation_test",
            "top_share"]

@@ -4,7 +4,7 @@
   :func:`task_correlation_test`: same-task vs different-task pairs, with a permutation test over
   the queries' task labels; :func:`pair_contrast_test`: within-task pairs of one group of tasks
   against another (e.g. procedural vs factual), likewise.
-- :func:`top_share` / :func:`concentration_curve`: the share of a query's total positive
+- :func:`~.scores.top_share` / :func:`concentration_curve`: the share of a query's total positive
   influence that its top-k documents carry; :func:`power_law_slope`: the slope of log score
   against log rank over the top documents (more negative = more concentrated).
 - :func:`answer_in_top`: how many top-k documents contain the answer text;
@@ -94,17 +94,8 @@ def pair_contrast_test(scores: torch.Tensor, tasks: list[str], group_a: set[str]
             "n_perm": n_perm}
 
 
-def top_share(row: torch.Tensor, k: int) -> float:
-    """Share of the total positive influence carried by the ``k`` most positive documents."""
-    positive = row.double().clamp_min(0)
-    total = float(positive.sum())
-    if total <= 0:
-        return float("nan")
-    return float(positive.sort(descending=True).values[:k].sum()) / total
-
-
 def concentration_curve(row: torch.Tensor, ks: list[int] | None = None) -> list[float]:
-    """:func:`top_share` at each ``k`` (default 1..D)."""
+    """:func:`~.scores.top_share` at each ``k`` (default 1..D)."""
     positive = row.double().clamp_min(0).sort(descending=True).values
     total = float(positive.sum())
     cumulative = positive.cumsum(0) / total if total > 0 else positive * float("nan")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from .engine import InfluenceSettings
+from .settings import InfluenceSettings
 
 
 def available_gb() -> float:

@@ -127,8 +127,6 @@ class InfluenceScores:
     def per_query(self, method: str = "ekfac", k: int = 10) -> list[dict]:
         """One summary row per query: top document, share of positive influence in the top
         ``k``, whether the answer occurs in the top ``k``, the source's rank."""
-        from .analysis import top_share
-
         m = self.matrix(method)
         out = []
         for i, q in enumerate(self.queries):
@@ -172,3 +170,12 @@ class InfluenceScores:
                    [Document(**d) for d in meta["documents"]], meta.get("settings", {}),
                    meta.get("keys", {}), meta.get("seconds", {}), meta.get("peak_memory_gb"),
                    meta.get("model", ""))
+
+
+def top_share(row: torch.Tensor, k: int) -> float:
+    """Share of the total positive influence carried by the ``k`` most positive documents."""
+    positive = row.double().clamp_min(0)
+    total = float(positive.sum())
+    if total <= 0:
+        return float("nan")
+    return float(positive.sort(descending=True).values[:k].sum()) / total

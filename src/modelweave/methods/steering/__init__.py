@@ -1,13 +1,20 @@
 """Vectors that steer: function vectors (Todd et al. 2023), contrastive steering vectors
 (Rimsky et al. 2023) and directional ablation (Arditi et al. 2024).
 
-Modules: :mod:`.apply` (adding vectors at absolute positions), :mod:`.generation` (KV-cached
-generation under hooks), :mod:`.vectors` (contrastive directions), :mod:`.ablation`
-(directional ablation by hooks and by weight edits), :mod:`.fv` (function vectors: head means,
-indirect effects, the vector) and :mod:`.fv_eval` (its evaluation).
+Modules: :mod:`.vectors` (contrastive directions), :mod:`.ablation` (directional ablation by
+hooks and by weight edits), :mod:`.fv` (function vectors: head means, indirect effects, the
+vector) and :mod:`.fv_eval` (its evaluation). Adding a vector at absolute positions and
+KV-cached generation are the model's own (``model.steer``, ``model.generate``:
+:mod:`modelweave.models.steering`, :mod:`modelweave.models.generation`); ``steer``,
+``generate`` and ``Generation`` are re-exported here.
 """
 
-from .apply import steer
-from .generation import Generation, generate
+from ...models.generation import Generation, generate
+from ...models.steering import steer
+from .ablation import ablate_direction, ablate_weights, save_ablated
+from .fv_eval import FVRun, run_function_vectors
+from .vectors import SteeringVectors, contrastive_vectors, load_pairs_file
 
-__all__ = ["Generation", "generate", "steer"]
+__all__ = ["FVRun", "Generation", "SteeringVectors", "ablate_direction", "ablate_weights",
+           "contrastive_vectors", "generate", "load_pairs_file", "run_function_vectors",
+           "save_ablated", "steer"]

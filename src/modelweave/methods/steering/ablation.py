@@ -29,7 +29,7 @@ import torch
 from ...errors import SteeringError, WeightEditError
 from ...models.adapters import linear_weight
 from ...models.device_map import is_offloaded
-from .apply import check_vector
+from ...models.steering import check_vector
 
 if TYPE_CHECKING:
     from ...models import Model

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from ...engine.suffix import base_run, run_suffix
+from ...models.steering import check_layer
 from ...tasks import TaskBatch, make_batch
 from ...tasks.icl import dataset_of, icl_task_name
-from .apply import check_layer
 from .fv import (
     correct_rows,
     function_vector,

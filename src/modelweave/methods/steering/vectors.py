@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...errors import PairCountError, SteeringError
-from .apply import check_layer, site_name
+from ...models.steering import check_layer, site_name
 
 if TYPE_CHECKING:
     from ...models import Model

@@ -1,8 +1,8 @@
 """Algorithmic datasets with held-out splits, as token tensors for training.
 
 Each dataset has a word vocabulary (token id = index in ``words``; then ``<pad>``, ``<bos>``;
-see :mod:`.vocab`), a training stream and a fixed held-out test set. Targets are ``-100``
-where no loss is taken, so one cross-entropy serves every task.
+see :mod:`modelweave.toy.vocab`), a training stream and a fixed held-out test set. Targets are
+``-100`` where no loss is taken, so one cross-entropy serves every task.
 
 - ``modular_addition``: ``a b =`` -> ``(a + b) mod p`` (Nanda et al. 2023). The ``p**2`` pairs
   are split once by ``data_seed``: a fraction ``frac`` trains (full batch), the rest is the test

@@ -4,7 +4,7 @@
 ``model.hooks(...)``/``model.steer(...)`` context in force applies to the prompt and to every
 generated token. Prompts of different lengths are left-padded; position ids and the attention
 mask are passed explicitly, so a row's tokens sit at the same positions as in an uncached pass
-over that row alone (and :mod:`.apply`'s absolute positions line up).
+over that row alone (and :mod:`.steering`'s absolute positions line up).
 
 Greedy decoding (``temperature=0``) is deterministic; sampling draws from a seeded generator.
 """
@@ -18,7 +18,7 @@ import torch
 from transformers import DynamicCache
 
 if TYPE_CHECKING:
-    from ...models import Model
+    from .model import Model
 
 
 @dataclass

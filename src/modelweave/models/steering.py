@@ -3,7 +3,7 @@
 ``with steer(model, vector, layer=6, scale=4.0, positions=slice(5, None)):`` adds
 ``scale * vector`` to ``blocks.6.hook_resid_post`` (the decoder block's output) at every token
 whose index in its own sequence is 5 or more, in every forward pass inside the context:
-plain forwards, :func:`~modelweave.methods.steering.generation.generate` with a KV cache, and
+plain forwards, :func:`~modelweave.models.generation.generate` with a KV cache, and
 the engine's suffix runs.
 
 Positions are resolved per forward pass from what the HF model is called with (a forward
@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...errors import LayerRangeError, SteeringError, VectorWidthError
-from ...models.sites import act_name, parse_site
+from ..errors import LayerRangeError, SteeringError, VectorWidthError
+from .sites import act_name, parse_site
 
 if TYPE_CHECKING:
-    from ...models import Model
+    from .model import Model
 
 Positions = None | str | int | Sequence[int] | slice
 

@@ -24,8 +24,8 @@ import random
 
 import torch
 
-from ..tasks.base import Example, Task, TaskError, fill, register
-from .datasets import ToyError, balanced, make_dataset, random_balanced
+from .base import Example, Task, TaskError, fill, get_task, register
+from .toy_data import ToyError, balanced, make_dataset, random_balanced
 
 
 def _words(tokens: list[int] | list[str]) -> list[str]:
@@ -192,8 +192,6 @@ class ToyParentheses(_ToyTask):
 def task_for_model(model) -> Task:
     """The toy task (with the checkpoint's own parameters) of a model trained by
     :func:`modelweave.toy.train.train_toy`, read from ``config.modelweave_toy``."""
-    from ..tasks import get_task
-
     meta = getattr(model.hf_model.config, "modelweave_toy", None)
     if not meta:
         raise TaskError(f"{model.name} is not a toy checkpoint (no modelweave_toy in its config)")
