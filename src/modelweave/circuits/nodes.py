@@ -14,7 +14,8 @@ position, per position:
 The means (:func:`position_means`) are taken per position over reference prompts *of the same
 token length* (digit-splitting tokenizers give ``"5+3="`` and ``"12+34="`` different lengths, and
 position 3 means different things in them). A length absent from the reference falls back to
-the per-position mean over every reference prompt long enough to have that position.
+the per-position mean over every reference prompt long enough to have that position. This is
+:mod:`modelweave.engine.ablation`'s ``kind="mean", per="length"``, summed in float64.
 
 Names follow MIB/EAP-IG: heads ``aL.hH``, MLPs ``mL``, neurons ``mL.nI``. The full circuit is the
 model itself (no hook is installed where nothing is ablated, so it is bit-exact); the empty
