@@ -102,3 +102,25 @@ def test_full_answer_scoring_is_teacher_forced(model, batch):
     logp = model(torch.tensor([prompt + answer]))[0].log_softmax(-1)
     expected = sum(logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(answer))
     assert scores[i][j] == pytest.approx(expected, rel=1e-5)
+
+
+def test_plain_metric_functions_match_their_definitions():
+    from modelweave.metrics.functional import (
+        kl_divergence,
+        normalizable,
+        normalize,
+        top1_accuracy,
+    )
+
+    ref, run = torch.randn(3, 7), torch.randn(2, 3, 7)
+    p, q = ref.softmax(-1), run.softmax(-1)
+    want = (p * (p.log() - q.log())).sum(-1)
+    assert torch.allclose(kl_divergence(ref, run), want, atol=1e-6)  # [3] against [2, 3]
+    assert torch.allclose(kl_divergence(ref, ref), torch.zeros(3), atol=1e-6)
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    assert top1_accuracy(logits, torch.tensor([1, 2])).tolist() == [1.0, 0.0]
+    assert top1_accuracy(logits, torch.tensor([[2, 1], [2, -1]])).tolist() == [1.0, 0.0]
+    assert normalize(torch.tensor([1.0, 3.0]), 3.0, 1.0).tolist() == [0.0, 1.0]
+    assert normalize(2.0, 3.0, 1.0) == 0.5
+    assert normalizable(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0])).tolist() == [False,
+                                                                                          True]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine.ablation import MeanAccumulator, replacement
+from ..metrics.functional import normalize
 from ..models import Model
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
@@ -65,18 +67,14 @@ class CircuitEvaluator:
         self._cache: dict[bytes, float] = {}
 
     def _use_means(self) -> None:
-        """Replace corrupted outputs by their mean over prompts at each position."""
-        longest = max(part.clean.shape[1] for part, _, _ in self.parts)
-        _, first, _ = self.parts[0]
-        total = first.new_zeros(longest, *first.shape[2:])
-        count = first.new_zeros(longest, 1, 1)
+        """Replace corrupted outputs by their mean over the corrupted prompts at each position
+        (:mod:`modelweave.engine.ablation`, ``per="position"``)."""
+        acc = MeanAccumulator("position")
         for part, corrupted, _ in self.parts:
-            t = corrupted.shape[1]
-            weight = part.mask[:, :, None, None].to(corrupted.dtype)
-            total[:t] += (corrupted * weight).sum(0)
-            count[:t] += weight.sum(0)
-        mean = total / count.clamp(min=1)
-        self.parts = [(p, mean[None, : p.clean.shape[1]], r) for p, _, r in self.parts]
+            acc.add(corrupted, part.mask)
+        means = acc.means()
+        self.parts = [(p, replacement("mean", c, reference=means), r)
+                      for p, c, r in self.parts]
 
     def score(self, in_graph: torch.Tensor, pruned: bool = True) -> torch.Tensor:
         """Mean metric of circuits: ``in_graph`` [N, R] or [G, N, R] bool -> [G].
@@ -96,7 +94,7 @@ class CircuitEvaluator:
         key = prune(self.graph, in_graph).numpy().tobytes()
         if key not in self._cache:
             value = float(self.score(in_graph)[0])
-            self._cache[key] = (value - self.empty) / (self.full - self.empty)
+            self._cache[key] = normalize(value, self.full, self.empty)
         return self._cache[key]
 
 

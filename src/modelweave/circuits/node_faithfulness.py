@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from ..metrics import faithfulness
+from ..metrics.functional import normalizable, top1_accuracy
 from ..metrics.scores import final_logits, metric_fn
 from ..models import Model
 from ..tasks import TaskBatch
@@ -72,7 +73,7 @@ class NodeEvaluator:
 
     @property
     def _defined(self) -> torch.Tensor:
-        return (self.full - self.empty).abs() > 1e-9
+        return normalizable(self.full, self.empty)
 
     def faithfulness(self, circuit: NodeCircuit) -> float:
         """F(circuit) in this evaluator's averaging order."""
@@ -87,8 +88,7 @@ class NodeEvaluator:
     def accuracy(self, circuit: NodeCircuit,
                  extra: list[tuple[str, Callable]] | None = None) -> torch.Tensor:
         """[N] 1.0 where the circuit's top-1 next token is the answer's first token."""
-        last = self.last_logits(circuit, extra)
-        return (last.argmax(-1).cpu() == self.batch.answers.cpu()).float()
+        return top1_accuracy(self.last_logits(circuit, extra), self.batch.answers).cpu()
 
 
 def _last_view(batch: TaskBatch) -> TaskBatch:

@@ -14,7 +14,8 @@ position, per position:
 The means (:func:`position_means`) are taken per position over reference prompts *of the same
 token length* (digit-splitting tokenizers give ``"5+3="`` and ``"12+34="`` different lengths, and
 position 3 means different things in them). A length absent from the reference falls back to
-the per-position mean over every reference prompt long enough to have that position.
+the per-position mean over every reference prompt long enough to have that position. This is
+:mod:`modelweave.engine.ablation`'s ``kind="mean", per="length"``, summed in float64.
 
 Names follow MIB/EAP-IG: heads ``aL.hH``, MLPs ``mL``, neurons ``mL.nI``. The full circuit is the
 model itself (no hook is installed where nothing is ablated, so it is bit-exact); the empty
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.ablation import AblationError, MeanAccumulator, Means, ablation_hook, units_mask
 from ..models import Model
 from .graph import CircuitError
 
@@ -142,19 +144,18 @@ class PositionMeans:
     overall: dict[str, torch.Tensor]
     counts: dict[int, int]
 
+    def site_means(self, site: str) -> Means:
+        """The per-length :class:`~modelweave.engine.ablation.Means` of one site."""
+        return Means("length", self.overall[site],
+                     {T: d[site] for T, d in self.by_length.items()}, dict(self.counts))
+
     def for_batch(self, site: str, lengths: torch.Tensor, width: int) -> torch.Tensor:
         """[B, width, ...] the mean of ``site`` for each prompt of a batch with ``lengths``
         (positions past a prompt's length are padding and get zeros)."""
-        ref = self.overall[site]
-        out = ref.new_zeros(len(lengths), width, *ref.shape[1:])
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero()[:, 0]
-            mean = self.by_length[length][site] if length in self.by_length else ref[:length]
-            if mean.shape[0] < length:
-                raise CircuitError(f"no reference prompt reaches position {mean.shape[0]}; "
-                                   "use reference prompts at least as long as the evaluated ones")
-            out[rows, :length] = mean[:width].to(out.dtype)
-        return out
+        try:
+            return self.site_means(site).for_batch(lengths, width)
+        except AblationError as e:
+            raise CircuitError(str(e)) from None
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -197,49 +198,21 @@ def position_means(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None
         mask = torch.ones_like(tokens)
     lengths = mask.sum(1)
     sites = _sites(model)
-    sums: dict[int, dict[str, torch.Tensor]] = {}
-    counts: dict[int, int] = {}
+    accs = {site: MeanAccumulator("length", torch.float64, "cpu") for site in sites}
     for start in range(0, len(tokens), batch_size):
         rows = slice(start, start + batch_size)
         part_len = lengths[rows]
         width = int(part_len.max())
         _, cache = model.run_with_cache(tokens[rows, :width], sites,
                                         attention_mask=mask[rows, :width])
-        for length in part_len.unique().tolist():
-            sel = (part_len == length).nonzero()[:, 0]
-            acc = sums.setdefault(length, {})
-            for site in sites:
-                value = cache[site][sel, :length].double().sum(0).cpu()
-                acc[site] = acc[site] + value if site in acc else value
-            counts[length] = counts.get(length, 0) + len(sel)
+        for site in sites:
+            accs[site].add(cache[site], mask[rows, :width])
         if progress:
             progress(len(part_len))
-    by_length = {T: {s: (v / counts[T]).float() for s, v in d.items()} for T, d in sums.items()}
-    longest = max(counts)
-    overall = {}
-    for site in sites:
-        total = torch.zeros_like(sums[longest][site])
-        reach = torch.zeros(longest, dtype=torch.float64)
-        for T, d in sums.items():
-            total[:T] += d[site]
-            reach[:T] += counts[T]
-        shape = (longest,) + (1,) * (total.dim() - 1)
-        overall[site] = (total / reach.view(shape)).float()
-    return PositionMeans(by_length, overall, counts)
-
-
-def _ablation_hook(keep: torch.Tensor | None, mean: torch.Tensor) -> Callable:
-    """Replace the site by ``mean`` [B, T, units, ...] except the units where ``keep`` [units]
-    is True (``None``: nothing kept)."""
-
-    def hook(tensor: torch.Tensor, _hook) -> torch.Tensor:
-        ref = mean.to(tensor.device, tensor.dtype)
-        if keep is None:
-            return ref.clone()
-        k = keep.to(tensor.device).view(1, 1, -1, *([1] * (tensor.dim() - 3)))
-        return torch.where(k, tensor, ref)
-
-    return hook
+    means = {site: acc.means() for site, acc in accs.items()}
+    counts = means[sites[0]].counts
+    by_length = {T: {s: m.by_length[T].float() for s, m in means.items()} for T in counts}
+    return PositionMeans(by_length, {s: m.overall.float() for s, m in means.items()}, counts)
 
 
 @contextmanager
@@ -255,20 +228,15 @@ def ablated(model: Model, circuit: NodeCircuit, means: PositionMeans,
     for layer in range(c.n_layers):
         kept = [h for at, h in circuit.heads if at == layer]
         if len(kept) < c.n_heads:
-            keep = torch.zeros(c.n_heads, dtype=torch.bool)
-            keep[kept] = True
             site = f"blocks.{layer}.{Z}"
-            hooks.append((site, _ablation_hook(keep if kept else None,
-                                               means.for_batch(site, lengths, width))))
+            hooks.append((site, ablation_hook(means.for_batch(site, lengths, width),
+                                              units_mask(c.n_heads, kept) if kept else None)))
         if layer in circuit.mlps:
             continue
         site = f"blocks.{layer}.{POST}"
         neurons = circuit.neurons.get(layer, ())
-        keep = None
-        if neurons:
-            keep = torch.zeros(c.d_mlp, dtype=torch.bool)
-            keep[list(neurons)] = True
-        hooks.append((site, _ablation_hook(keep, means.for_batch(site, lengths, width))))
+        keep = units_mask(c.d_mlp, neurons) if neurons else None
+        hooks.append((site, ablation_hook(means.for_batch(site, lengths, width), keep)))
     with model.hooks(hooks):
         yield model
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..metrics.functional import kl_divergence
 from ..metrics.scores import METRICS, metric_on_last
 from ..tasks import TaskBatch, TaskError
 
@@ -45,6 +46,4 @@ def per_example(name: str, logits: torch.Tensor, batch: TaskBatch,
     if reference is None:
         raise ValueError("the kl metric needs the clean model's logits as reference")
     groups = last.shape[0] // len(batch)
-    ref = reference.float().log_softmax(-1).repeat(groups, 1)
-    kl = (ref.exp() * (ref - last.log_softmax(-1))).sum(-1)
-    return -kl.view(groups, len(batch))
+    return -kl_divergence(reference.float(), last.view(groups, len(batch), -1))

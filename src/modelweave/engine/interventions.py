@@ -7,10 +7,11 @@
         logits = model(batch.clean)
 
 Kinds: ``patch`` (values from a cached reference run), ``zero``, ``mean`` (the reference run's
-mean over its prompts), ``resample`` (the reference run's values from a shuffled prompt
-order), ``add`` (a vector on the last axis), ``scale`` (multiply by ``factor``). ``index``
-selects heads (per-head sites) or neurons (``mlp.hook_post``): axis 2 of the site.
-``positions`` is a tuple of token indices or a task's named position (resolved per prompt).
+mean over its prompts, per position), ``resample`` (the reference run's values from a shuffled
+prompt order), the last three computed by :mod:`modelweave.engine.ablation`; ``add`` (a vector
+on the last axis), ``scale`` (multiply by ``factor``). ``index`` selects heads (per-head sites)
+or neurons (``mlp.hook_post``): axis 2 of the site. ``positions`` is a tuple of token indices
+or a task's named position (resolved per prompt).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from ..models import Model
 from ..tasks import TaskError
+from .ablation import replacement
 
 KINDS = ("patch", "zero", "mean", "resample", "add", "scale")
 
@@ -111,21 +113,14 @@ def _hook(iv: Intervention, sources: Mapping, positions: Mapping | None):
     def hook(tensor: torch.Tensor, _hook) -> torch.Tensor:
         out = tensor.clone()
         key = _region(out, pos, iv.index)
-        if iv.kind == "zero":
-            out[key] = 0
-        elif iv.kind == "scale":
+        if iv.kind == "scale":
             out[key] = out[key] * iv.factor
         elif iv.kind == "add":
             out[key] = out[key] + torch.tensor(iv.vector, dtype=out.dtype, device=out.device)
-        else:
-            ref = reference.to(out.device, out.dtype)
-            if iv.kind == "mean":
-                ref = ref.mean(dim=0, keepdim=True).expand_as(out)
-            elif iv.kind == "resample":
-                order = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(
-                    iv.seed))
-                ref = ref[order.to(ref.device)]
-            out[key] = ref[key]
+        elif iv.kind == "patch":
+            out[key] = reference.to(out.device, out.dtype)[key]
+        else:  # zero, mean, resample: the ablation helper's value
+            out[key] = replacement(iv.kind, out, reference=reference, seed=iv.seed)[key]
         return out
 
     return hook

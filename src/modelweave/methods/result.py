@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..metrics.functional import normalize
+
 
 @dataclass
 class PatchingResult:
@@ -92,11 +94,6 @@ class PatchingResult:
         tensors = load_file(str(path.with_suffix(".safetensors")))
         meta["axes"] = tuple(meta["axes"])
         return cls(values=tensors["values"], raw=tensors["raw"], **meta)
-
-
-def normalize(raw: torch.Tensor, clean: float, corrupt: float) -> torch.Tensor:
-    """(raw - corrupt) / (clean - corrupt): 1 = clean behaviour, 0 = corrupted."""
-    return (raw - corrupt) / (clean - corrupt)
 
 
 def _labels(model, batch, axes, units) -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..tasks.batch import TaskBatch
+from .functional import kl_divergence, top1_accuracy
 
 
 def final_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -74,10 +75,9 @@ def logprob(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 
 
 def accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
-    """[N] 1.0 where the top-1 next token is a correct first token, else 0.0."""
-    last = final_logits(logits, batch)
-    member = _set_mask(batch.answer_ids, last.shape[1], last.device)
-    return member.gather(1, last.argmax(-1, keepdim=True))[:, 0].float()
+    """[N] 1.0 where the top-1 next token is a correct first token, else 0.0
+    (:func:`~modelweave.metrics.functional.top1_accuracy`)."""
+    return top1_accuracy(final_logits(logits, batch), batch.answer_ids)
 
 
 def normalized_logit(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -116,10 +116,8 @@ def prob_change_effect(base: torch.Tensor, patched: torch.Tensor, answer: torch.
 
 def kl(logits: torch.Tensor, batch: TaskBatch, reference: torch.Tensor) -> torch.Tensor:
     """[N] KL(reference || run) between next-token distributions (reference: [N, pos, vocab]
-    logits of e.g. the unpatched model)."""
-    logp = final_logits(logits, batch).log_softmax(-1)
-    ref = final_logits(reference, batch).log_softmax(-1)
-    return (ref.exp() * (ref - logp)).sum(-1)
+    logits of e.g. the unpatched model; :func:`~modelweave.metrics.functional.kl_divergence`)."""
+    return kl_divergence(final_logits(reference, batch), final_logits(logits, batch))
 
 
 METRICS = {"logit_diff": logit_diff, "prob_diff": prob_diff, "logprob": logprob,

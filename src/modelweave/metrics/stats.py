@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .functional import normalize
+
 
 @dataclass(frozen=True)
 class Aggregate:
@@ -55,7 +57,7 @@ def faithfulness(circuit, model, empty, order: str = "mean_then_ratio") -> float
     """
     c, m, e = _array(circuit), _array(model), _array(empty)
     if order == "mean_then_ratio":
-        return float((c.mean() - e.mean()) / (m.mean() - e.mean()))
+        return float(normalize(c.mean(), m.mean(), e.mean()))
     if order == "per_prompt":
         return float(per_prompt_faithfulness(c, m, e).mean())
     raise ValueError(f"order must be 'mean_then_ratio' or 'per_prompt', got {order!r}")
@@ -63,8 +65,7 @@ def faithfulness(circuit, model, empty, order: str = "mean_then_ratio") -> float
 
 def per_prompt_faithfulness(circuit, model, empty) -> np.ndarray:
     """[N] per-example (m_i(C) - m_i(∅)) / (m_i(M) - m_i(∅))."""
-    c, m, e = _array(circuit), _array(model), _array(empty)
-    return (c - e) / (m - e)
+    return normalize(_array(circuit), _array(model), _array(empty))
 
 
 normalized = faithfulness

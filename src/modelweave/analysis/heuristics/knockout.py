@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ...engine.ablation import ablation_hook, units_mask
+from ...metrics.functional import top1_accuracy
 from ...models import Model
 from ...tasks import TaskBatch, TaskError
 from ...tasks.arith import OPS
@@ -55,29 +57,20 @@ def holds(name: str, op1: torch.Tensor, op2: torch.Tensor, operator: str) -> tor
     raise TaskError(f"unknown heuristic name {name!r}")
 
 
-def _zero_hooks(neurons: list[tuple[int, int]]) -> list:
+def _zero_hooks(neurons: list[tuple[int, int]], d_mlp: int) -> list:
+    """Hooks zero-ablating ``neurons`` ((layer, index) pairs) of ``mlp.hook_post`` at every
+    position."""
     by_layer: dict[int, list[int]] = {}
     for L, n in neurons:
         by_layer.setdefault(L, []).append(n)
-
-    def make(index):
-        def hook(tensor, _hook):
-            out = tensor.clone()
-            out[..., index] = 0
-            return out
-        return hook
-
-    return [(f"blocks.{L}.mlp.hook_post", make(idx)) for L, idx in by_layer.items()]
+    return [(f"blocks.{L}.mlp.hook_post", ablation_hook(keep=units_mask(d_mlp, idx, kept=False)))
+            for L, idx in by_layer.items()]
 
 
 def _row_mask_hooks(masks: dict[int, torch.Tensor]) -> list:
-    """Hooks multiplying ``mlp.hook_post`` of layer L by ``masks[L]`` [B, d_mlp] (per prompt,
-    at every position)."""
-    def make(mask):
-        def hook(tensor, _hook):
-            return tensor * mask.to(tensor.device, tensor.dtype)[:, None]
-        return hook
-    return [(f"blocks.{L}.mlp.hook_post", make(m)) for L, m in masks.items()]
+    """Hooks zero-ablating ``mlp.hook_post`` of layer L where ``masks[L]`` [B, d_mlp] is 0 (per
+    prompt, at every position)."""
+    return [(f"blocks.{L}.mlp.hook_post", ablation_hook(keep=m.bool())) for L, m in masks.items()]
 
 
 def accuracy(model: Model, batch: TaskBatch, hooks=(), masks: dict | None = None,
@@ -90,7 +83,7 @@ def accuracy(model: Model, batch: TaskBatch, hooks=(), masks: dict | None = None
             extra += _row_mask_hooks({L: m[start:start + len(part)] for L, m in masks.items()})
         logits = model.run_with_hooks(part.clean, extra, attention_mask=part.mask)
         last = logits[torch.arange(len(part)), part.lengths - 1]
-        out.append((last.argmax(-1).cpu() == part.answers.cpu()).float())
+        out.append(top1_accuracy(last, part.answers).cpu())
     return torch.cat(out)
 
 
@@ -145,7 +138,7 @@ def heuristic_knockout(model: Model, batch: TaskBatch, heuristic: str,
     rel, unrel = batch.select(related), batch.select(unrelated)
 
     def acc(part, ablate):
-        return float(accuracy(model, part, _zero_hooks(ablate)).mean())
+        return float(accuracy(model, part, _zero_hooks(ablate, model.cfg.d_mlp)).mean())
 
     return Knockout(heuristic, len(neurons), len(related), len(unrelated),
                     acc(rel, neurons), acc(unrel, neurons), acc(rel, control),

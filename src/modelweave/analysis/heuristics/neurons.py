@@ -27,6 +27,7 @@ from ...circuits.nodes import NodeCircuit
 from ...engine.suffix import base_run
 from ...methods.activation_patching import patch_units
 from ...methods.grids import Unit
+from ...metrics.functional import top1_accuracy
 from ...metrics.scores import final_logits
 from ...models import Model
 from ...tasks import TaskBatch, TaskError
@@ -137,7 +138,7 @@ def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
-        return float(((z[test] @ weight + bias).argmax(-1) == target[test]).float().mean())
+        return float(top1_accuracy(z[test] @ weight + bias, target[test]).mean())
 
 
 def decodability(model: Model, batch: TaskBatch, method: str = "probe") -> list[float]:
@@ -151,8 +152,8 @@ def decodability(model: Model, batch: TaskBatch, method: str = "probe") -> list[
     if method == "probe":
         return [_probe_accuracy(r, answers) for r in resid]
     with torch.no_grad():
-        return [float((model.unembed(r.to(model.device, model.dtype)).argmax(-1).cpu()
-                       == answers).float().mean()) for r in resid]
+        return [float(top1_accuracy(model.unembed(r.to(model.device, model.dtype)),
+                                    answers).mean()) for r in resid]
 
 
 def first_decodable_layer(scores: list[float], threshold: float) -> int:
