@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -188,37 +189,42 @@ def eval_cmd(
     corruption: Annotated[str | None, typer.Option(help="Corruption scheme.")] = None,
     scoring: Annotated[str, typer.Option(help="first (first answer token) or full "
                                          "(teacher-forced whole answer).")] = "first",
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for eval.json (default: "
+                                             "runs/eval-<task>).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     trust_remote_code: RemoteOpt = False,
 ) -> None:
     """Evaluate a model on a task: accuracy and logit difference with 95% bootstrap CIs."""
-    import json
+    from .method_run import default_out, run_method, task_name
 
-    from ..metrics import evaluate
-    from ..tasks import resolve_task
+    def show(done) -> None:
+        from ..metrics.stats import Aggregate
 
-    resolved = resolve_task(task, corruption)  # fail on a bad task before loading the model
-    loaded = _load(model, device, dtype, trust_remote_code)
-    with console.status(f"Evaluating {loaded.name} on {resolved.name}"):
-        result = evaluate(loaded, resolved, n=n, seed=seed, scoring=scoring)
-    if json_out:
-        print(json.dumps(result.to_dict()))
-        return
-    table = Table(title=f"{result.task} on {result.model} (seed {seed}, scoring {scoring})")
-    table.add_column("measure")
-    table.add_column("value (95% CI)")
-    table.add_row("accuracy", str(result.accuracy))
-    table.add_row("logit diff (clean)", str(result.logit_diff))
-    table.add_row("logit diff (corrupt)", str(result.logit_diff_corrupt))
-    if result.metric != "logit_diff":
-        table.add_row(result.metric, str(result.metric_value))
-    table.add_row("examples kept", str(result.n))
-    dropped = "; ".join(f"{k}: {v}" for k, v in result.dropped.items())
-    table.add_row("examples dropped", f"{sum(result.dropped.values())}"
-                  + (f" ({dropped})" if dropped else ""))
-    console.print(table)
+        saved = done.load()
+        agg = {k: str(Aggregate(**v)) for k, v in saved["aggregates"].items()}
+        table = Table(title=f"{saved['task']} on {saved['model']} (seed {seed}, scoring "
+                            f"{scoring})")
+        table.add_column("measure")
+        table.add_column("value (95% CI)")
+        table.add_row("accuracy", agg["accuracy"])
+        table.add_row("logit diff (clean)", agg["logit_diff"])
+        table.add_row("logit diff (corrupt)", agg["logit_diff_corrupt"])
+        if saved["metric"] != "logit_diff":
+            table.add_row(saved["metric"], agg["metric_value"])
+        table.add_row("examples kept", str(saved["n"]))
+        reasons = saved["dropped_reasons"]
+        dropped = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        table.add_row("examples dropped", f"{sum(reasons.values())}"
+                      + (f" ({dropped})" if dropped else ""))
+        console.print(table)
+
+    out = out or default_out("eval", task_name(task, corruption))
+    run_method("eval", model=model, task=task, n=n, seed=seed,
+               params={"scoring": scoring, "corruption": corruption}, out=out,
+               json_out=json_out, device=device, dtype=dtype,
+               trust_remote_code=trust_remote_code, show=show)
 
 
 def main() -> None:

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import MethodKind, Progress, ReportContext, register, unit_batch
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
     from ...circuits import Circuit
     from ...models import Model
+    from ...planner import PlanSpec
     from ...tasks import TaskBatch
-    from ..config import Experiment, Unit
 
 
 @register
@@ -28,7 +28,7 @@ class Discover(MethodKind):
     id_params = ("method",)
     title, section, noun, order = "Circuits", "circuits", "circuit", 30
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...circuits import discover, to_mib
         from ...report.circuit_graph import save_circuit_graph
@@ -46,6 +46,19 @@ class Discover(MethodKind):
         save_faithfulness_curve(circuit.curve, f"{method} on {unit.task}", folder / "faithfulness")
         heads = save_top_patterns(model, batch, circuit, folder)
         return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
+
+    def plan(self, params: dict) -> PlanSpec:
+        """EAP and EAP-IG as their gradient passes then the faithfulness curve; the other
+        methods as the faithfulness evaluator's patched passes."""
+        from ...planner import PlanError, PlanSpec
+
+        method = params.get("method", "eap-ig")
+        if method in ("eap", "eap-ig"):
+            return PlanSpec.of(method, label=f"{self.name}/{method}")
+        if method not in _NOTES:
+            raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
+                            f"eap, eap-ig, {', '.join(_NOTES)}")
+        return PlanSpec.of("faithfulness", _NOTES[method], f"{self.name}/{method}")
 
     def load(self, folder: Path, record: dict) -> Circuit:
         from ...circuits import Circuit
@@ -100,6 +113,13 @@ class Discover(MethodKind):
                                                        "key", f"attention pattern of {head}",
                                                        center=False), f"pattern-{i}-{j}"))
         return "".join(parts)
+
+
+#: discovery method planned as patched passes -> the plan's note
+_NOTES = {"exact": "exact edge effects: patched passes like the faithfulness evaluator's",
+          "acdc": "ACDC: patched passes like the faithfulness evaluator's",
+          "prune": "node pruning: planned as patched passes",
+          "path": "path patching: planned as patched passes"}
 
 
 def _roles(ctx: ReportContext) -> dict | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import MethodKind, Progress, ReportContext, register
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 @register
@@ -23,7 +23,7 @@ class Heads(MethodKind):
     per_model = True
     title, section, noun, order = "Head roles", "heads", "head-role", 50
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.head_roles import head_roles
 
@@ -31,6 +31,12 @@ class Heads(MethodKind):
         roles.to_dataframe().to_csv(folder / "head_roles.csv", index=False)
         return {role: [{"head": f"{layer}.{head}", "score": score}
                        for layer, head, score in roles.top(role, 5)] for role in roles.scores}
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="head roles: planned as forward passes over short prompts")
 
     def load(self, folder: Path, record: dict) -> pd.DataFrame:
         """The role scores as a DataFrame: layer, head, one column per role."""

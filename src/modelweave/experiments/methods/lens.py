@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import MethodKind, Progress, ReportContext, register, unit_batch
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
     from ...methods.lens import LensResult
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 @register
@@ -22,7 +22,7 @@ class Lens(MethodKind):
     params = {"k": None}
     title, section, noun, order = "Logit lens", "lens", "logit-lens", 40
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.lens import logit_lens
         from ...report.figures import save_heatmap
@@ -33,6 +33,12 @@ class Lens(MethodKind):
         save_heatmap(result.answer_prob, result.layers, result.positions, "layer", "pos",
                      f"Logit lens: P(answer) on {unit.task}", folder / "answer_prob", center=False)
         return {"n": len(batch), "answer_prob_end": result.answer_prob[:, -1].tolist()}
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="logit lens: planned as a forward pass over the prompts")
 
     def load(self, folder: Path, record: dict) -> LensResult:
         from ...methods.lens import LensResult

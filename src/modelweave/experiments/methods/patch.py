@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file, save_file
 
-from .base import MethodKind, Progress, ReportContext, register, unit_batch
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
     from ...methods.result import PatchingResult
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 @register
@@ -31,7 +31,7 @@ class Patch(MethodKind):
     id_params = ("grid", "method", "direction")
     title, section, noun, order = "Activation patching", "patching", "patching", 20
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods import attribution_sweep, patch_sweep
         from ...methods.atp_star import atp_star
@@ -65,6 +65,18 @@ class Patch(MethodKind):
                 "clean_metric": result.clean_metric, "corrupt_metric": result.corrupt_metric,
                 "top": top, **extra}
 
+    def plan(self, params: dict) -> PlanSpec:
+        """Exact sweeps and ``locate`` as exact suffix patching (locate: an upper bound in
+        time), attribution and AtP* as one gradient pass."""
+        from ...planner import PlanError, PlanSpec
+
+        method = params.get("method", "exact")
+        if method not in _PLANS:
+            raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
+                            f"{', '.join(_PLANS)}")
+        kind, note = _PLANS[method]
+        return PlanSpec.of(kind, note, f"{self.name}/{method}")
+
     def load(self, folder: Path, record: dict) -> PatchingResult:
         from ...methods.result import PatchingResult
 
@@ -94,6 +106,18 @@ class Patch(MethodKind):
             if mask_file.exists():
                 parts.append(exact_table(result, load_file(str(mask_file))["exact"]))
         return "".join(parts)
+
+
+#: patch method -> (memory kind, note)
+_PLANS = {
+    "exact": ("patch", ""),
+    "attribution": ("attribution", "attribution patching: one gradient pass over all prompts "
+                    "(approximate)"),
+    "atp*": ("attribution", "AtP*: planned as attribution patching (its QK fix-up passes are "
+             "not modelled)"),
+    "locate": ("patch", "locate: AtP* estimates then exact patches of candidates; planned as "
+               "the exact sweep, an upper bound in time"),
+}
 
 
 def exactness(method: str, located: dict | None) -> str:
