@@ -49,18 +49,24 @@ class Heads(MethodKind):
         from ._patterns import draw_patterns
 
         frame = self.load(folder, record)
-        n_layers, n_heads = int(frame.layer.max()) + 1, int(frame.head.max()) + 1
+        n_layers, n_heads = int(frame["layer"].max()) + 1, int(frame["head"].max()) + 1
         grids = {role: _grid(frame[role], n_layers, n_heads) for role in frame.columns
                  if role not in ("layer", "head")}
-        if (folder / "dla.safetensors").exists():
+        files = []
+        if "dla_logit_diff" in record["summary"] and (folder / "dla.safetensors").exists():
             grids["dla"] = load_file(str(folder / "dla.safetensors"))["heads"]
-        files = draw_patterns(folder, lambda name: "pattern_" + name[1:].replace(".h", "_"))
+            files = draw_patterns(folder, lambda name: "pattern_" + name[1:].replace(".h", "_"))
         layers, heads = [str(i) for i in range(n_layers)], [str(h) for h in range(n_heads)]
         for role, values in grids.items():
             files += save_heatmap(values, layers, heads, "layer", "head",
                                   f"{role} score per head, {record['model']}", folder / role,
                                   center=role == "dla")
         return files
+
+    def headline(self, summary: dict) -> str:
+        tops = [f"{role} {rows[0]['head']}" for role, rows in summary.items()
+                if isinstance(rows, list) and rows]
+        return "top heads: " + ", ".join(tops) if tops else super().headline(summary)
 
     def command_output(self, record: dict, files: list[Path]) -> dict:
         """``top``: role -> its top heads as ``{"layer", "head", "score"}``; with a task

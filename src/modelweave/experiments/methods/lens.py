@@ -51,6 +51,15 @@ class Lens(MethodKind):
         return PlanSpec.of("eval", label=self.name,
                            note="logit lens: planned as a forward pass over the prompts")
 
+    def headline(self, summary: dict) -> str:
+        end = summary.get("answer_prob_end")
+        if not end:
+            return super().headline(summary)
+        first = summary.get("first_top1_layer")
+        return (f"P(answer) {end[-1]:.3f} after the last layer; answer first ranked top-1 "
+                f"after layer {first}" if first is not None else
+                f"P(answer) {end[-1]:.3f} after the last layer; never ranked top-1")
+
     def load(self, folder: Path, record: dict) -> LensResult:
         from ...methods.lens import LensResult
 
