@@ -34,7 +34,8 @@ class Patch(MethodKind):
         from ...methods.grids import GRIDS
         from ...methods.patching import ALIASES, METHODS
 
-        return {"grid": tuple(GRIDS), "method": (*METHODS, *ALIASES),
+        grids = tuple(sorted(GRIDS, key=lambda g: not g.startswith("heads")))  # default first
+        return {"grid": grids, "method": (*METHODS, *ALIASES),
                 "direction": ("denoising", "noising"), "layers": None, "k": None,
                 "budget": None}
 
