@@ -73,7 +73,8 @@ def run_method(method: str, *, model: str, task: str | None, params: dict, n: in
         params: the method's parameters from the flags (None values are left out, so the
             kind's defaults apply); checked by the kind's ``check_params`` before the model
             is loaded (an error is one line naming the flag's value).
-        n, seed: prompts and seed (:class:`RunSettings`); ``task`` None for a per-model unit.
+        n, seed: prompts and seed (:class:`~modelweave.experiments.methods.RunSettings`);
+            ``task`` None for a per-model unit.
         out: the folder the unit writes into (created; earlier files of the same names are
             replaced).
         prepare: called with the loaded model before the unit runs (a family check).

@@ -25,11 +25,10 @@ class Eval(MethodKind):
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...metrics import evaluate
-        from ...tasks import resolve_task
 
-        task = resolve_task(unit.task, unit.params.get("corruption"))
-        result = evaluate(model, task, n=unit.params.get("n", experiment.n),
-                          seed=experiment.seed, scoring=unit.params.get("scoring", "first"))
+        result = evaluate(model, unit.task, n=unit.params.get("n", experiment.n),
+                          seed=experiment.seed, scoring=unit.params.get("scoring", "first"),
+                          corruption=unit.params.get("corruption"))
         aggregates = {name: getattr(result, name).to_dict() for name in _AGGREGATES}
         (folder / "eval.json").write_text(json.dumps({**result.to_dict(per_example=True),
                                                       "aggregates": aggregates}))
