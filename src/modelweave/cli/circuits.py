@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..circuits.discovery import METHODS, SCORING, SELECTING
 from .analysis import JsonOpt, NOpt, OutOpt, TaskOpt
 from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 
@@ -14,17 +15,15 @@ from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 def discover(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "ioi",
-    method: Annotated[str, typer.Option(help="A circuit discovery method of "
-                                        "modelweave.circuits.METHODS (error messages list "
-                                        "them).")] = "eap-ig",
+    method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "eap-ig",
     target: Annotated[float, typer.Option(help="Faithfulness the smallest circuit must reach "
-                                          "(scoring methods).")] = 0.9,
+                                          f"({', '.join(SCORING)}).")] = 0.9,
     metric: Annotated[str, typer.Option(help="logit_diff, prob_diff, logprob or kl")]
     = "logit_diff",
     steps: Annotated[int, typer.Option(min=1, help="EAP-IG integration steps.")] = 5,
     threshold: Annotated[float | None, typer.Option(
-        help="The selection methods' threshold: ACDC's tau (0.01), pruning's kept fraction "
-             "(0.8), path search's minimal effect (0.02).")] = None,
+        help=f"The threshold of {', '.join(SELECTING)}: ACDC's tau (0.01), pruning's kept "
+             "fraction (0.8), path search's minimal effect (0.02).")] = None,
     intervention: Annotated[str, typer.Option(help="patching (corrupted run) or mean")]
     = "patching",
     n: NOpt = 32,
@@ -38,7 +37,6 @@ def discover(
 ) -> None:
     """Find the circuit of a task, measure its faithfulness curve (CPR, CMD), save it."""
     from ..circuits import CircuitError
-    from ..circuits.discovery import SCORING
     from ..circuits.wiring import check_model
     from .method_run import default_out, run_method, task_name
 
