@@ -256,7 +256,8 @@ def test_a_unit_that_cannot_fit_stops_the_run_before_anything_is_written(model_d
     """Units are planned from the model's config: too little memory is one error naming the
     unit and what would fit; a batch size that would not fit is lowered to one that does."""
     from modelweave.experiments.planning import UnitTooLargeError
-    from modelweave.planner import HEADROOM, plan_unit
+    from modelweave.experiments.planning import plan_method as plan_unit
+    from modelweave.planner import HEADROOM
 
     spec = parse_experiment({**config(model_dir), "methods": [
         "eval", {"discover": {"method": "eap-ig", "target": 0.5}}]})

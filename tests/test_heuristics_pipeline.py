@@ -187,8 +187,13 @@ def test_cli_json_files_and_errors(trained, tmp_path):
 def test_experiment_unit_loads_and_reports(trained, tmp_path):
     import yaml
 
-    from modelweave.experiments import ConfigError, RunStore, load_experiment, run_experiment
-    from modelweave.report.html import build_report
+    from modelweave.experiments import (
+        ConfigError,
+        RunStore,
+        build_report,
+        load_experiment,
+        run_experiment,
+    )
 
     out, _ = trained
     path = tmp_path / "e.yaml"

@@ -9,9 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelweave.cli import app
-from modelweave.experiments import RunStore, parse_experiment, run_experiment
+from modelweave.experiments import RunStore, build_report, parse_experiment, run_experiment
 from modelweave.methods import PatchingResult
-from modelweave.report.html import build_report
 
 from tiny import save_tiny_model
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 import transformers as tf
 
+from modelweave.experiments.planning import plan_method as plan_unit
 from modelweave.planner import (
     PlanError,
     SizeError,
     count_params,
     model_shape,
     parse_size,
-    plan_unit,
 )
 from modelweave.planner.activations import eap_saved_per_token, saved_per_token
 from modelweave.planner.shape import shape_from_config

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from modelweave.experiments import RunStore, parse_experiment, run_experiment
-from modelweave.report.html import SECTIONS, build_report
+from modelweave.experiments.page import SECTIONS, build_report
 
 from tiny import save_tiny_model
 

@@ -69,8 +69,7 @@ def test_bad_input_is_one_clear_error(tiny_run, tmp_path):
 
 
 def test_toy_experiment_method_and_report(tiny_run, tmp_path):
-    from modelweave.experiments import load_experiment, run_experiment
-    from modelweave.report.html import build_report
+    from modelweave.experiments import build_report, load_experiment, run_experiment
 
     out, _ = tiny_run
     path = tmp_path / "toy.yaml"

@@ -179,48 +179,6 @@ def tasks_cmd(json_out: JsonOpt = False) -> None:
                       "--task.")
 
 
-@app.command("eval")
-def eval_cmd(
-    model: ModelOpt = "smollm2-135m",
-    task: Annotated[str, typer.Option("--task", "-t", help="Built-in task or task file.")] = "ioi",
-    n: Annotated[int, typer.Option(min=1, help="Examples to generate.")] = 64,
-    seed: int = 0,
-    corruption: Annotated[str | None, typer.Option(help="Corruption scheme.")] = None,
-    scoring: Annotated[str, typer.Option(help="first (first answer token) or full "
-                                         "(teacher-forced whole answer).")] = "first",
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    trust_remote_code: RemoteOpt = False,
-) -> None:
-    """Evaluate a model on a task: accuracy and logit difference with 95% bootstrap CIs."""
-    import json
-
-    from ..metrics import evaluate
-    from ..tasks import resolve_task
-
-    resolved = resolve_task(task, corruption)  # fail on a bad task before loading the model
-    loaded = _load(model, device, dtype, trust_remote_code)
-    with console.status(f"Evaluating {loaded.name} on {resolved.name}"):
-        result = evaluate(loaded, resolved, n=n, seed=seed, scoring=scoring)
-    if json_out:
-        print(json.dumps(result.to_dict()))
-        return
-    table = Table(title=f"{result.task} on {result.model} (seed {seed}, scoring {scoring})")
-    table.add_column("measure")
-    table.add_column("value (95% CI)")
-    table.add_row("accuracy", str(result.accuracy))
-    table.add_row("logit diff (clean)", str(result.logit_diff))
-    table.add_row("logit diff (corrupt)", str(result.logit_diff_corrupt))
-    if result.metric != "logit_diff":
-        table.add_row(result.metric, str(result.metric_value))
-    table.add_row("examples kept", str(result.n))
-    dropped = "; ".join(f"{k}: {v}" for k, v in result.dropped.items())
-    table.add_row("examples dropped", f"{sum(result.dropped.values())}"
-                  + (f" ({dropped})" if dropped else ""))
-    console.print(table)
-
-
 def main() -> None:
     """Console-script entry point: user errors become one line, not a traceback."""
     from transformers.utils import logging as hf_logging

@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .analysis import JsonOpt, NOpt, OutOpt, TaskOpt, _batch
-from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, _load, app, console
-
-
-def _save(found, model, out: Path) -> list[Path]:
-    from ..circuits import to_mib
-    from ..report.circuit_graph import save_circuit_graph
-    from ..report.curves import save_faithfulness_curve
-
-    circuit = found.circuit
-    out.mkdir(parents=True, exist_ok=True)
-    files = [circuit.save(out / "circuit.json")]
-    mib = out / "circuit.mib.json"
-    mib.write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
-    files.append(mib)
-    files.append(save_circuit_graph(circuit, out / "circuit.html"))
-    files.append(save_circuit_graph(circuit, out / "circuit.svg"))
-    title = (f"{circuit.method} on {circuit.task}, {circuit.model}: CPR "
-             f"{circuit.curve['cpr']:.3f}, CMD {circuit.curve['cmd']:.3f}")
-    files += save_faithfulness_curve(circuit.curve, title, out / "faithfulness")
-    (out / "summary.json").write_text(json.dumps(found.summary(), indent=1))
-    return [*files, out / "summary.json"]
+from ..circuits.discovery import METHODS, SCORING, SELECTING
+from .analysis import JsonOpt, NOpt, OutOpt, TaskOpt
+from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 
 
 @app.command()
 def discover(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "ioi",
-    method: Annotated[str, typer.Option(help="eap, eap-ig, exact, acdc, prune or path")]
-    = "eap-ig",
+    method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "eap-ig",
     target: Annotated[float, typer.Option(help="Faithfulness the smallest circuit must reach "
-                                          "(eap, eap-ig, exact).")] = 0.9,
+                                          f"({', '.join(SCORING)}).")] = 0.9,
     metric: Annotated[str, typer.Option(help="logit_diff, prob_diff, logprob or kl")]
     = "logit_diff",
     steps: Annotated[int, typer.Option(min=1, help="EAP-IG integration steps.")] = 5,
     threshold: Annotated[float | None, typer.Option(
-        help="ACDC tau (0.01), pruning's kept fraction (0.8), path search's minimal effect "
-             "(0.02).")] = None,
+        help=f"The threshold of {', '.join(SELECTING)}: ACDC's tau (0.01), pruning's kept "
+             "fraction (0.8), path search's minimal effect (0.02).")] = None,
     intervention: Annotated[str, typer.Option(help="patching (corrupted run) or mean")]
     = "patching",
     n: NOpt = 32,
@@ -59,44 +36,24 @@ def discover(
     trust_remote_code: RemoteOpt = False,
 ) -> None:
     """Find the circuit of a task, measure its faithfulness curve (CPR, CMD), save it."""
-    from ..circuits import METHODS, CircuitError
-    from ..circuits import discover as run_discover
-    from ..circuits.objective import check_metric
+    from ..circuits import CircuitError
     from ..circuits.wiring import check_model
-    from ..tasks import resolve_task
+    from .method_run import default_out, run_method, task_name
 
-    if method not in METHODS:
-        raise CircuitError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
-    check_metric(metric)
-    resolve_task(task)
-    loaded = _load(model, device, dtype, trust_remote_code)
-    check_model(loaded)
-    batch = _batch(loaded, task, n, seed)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        jobs: dict[str, int] = {}
+    def show(done) -> None:
+        s = done.summary
+        console.print(f"{method} on {done.unit.task} ({s['n']} prompts): {s['n_edges']} of "
+                      f"{s['n_edges_total']} edges, {s['n_nodes']} nodes, faithfulness "
+                      f"{s['faithfulness']:.3f}; CPR {s['cpr']:.3f}, CMD {s['cmd']:.3f}")
 
-        def progress(phase: str, k: int) -> None:
-            if phase not in jobs:
-                jobs[phase] = bar.add_task(f"{method}: {phase}", total=None)
-            bar.advance(jobs[phase], k)
-
-        found = run_discover(loaded, batch, method, target=target, metric=metric, steps=steps,
-                             threshold=threshold, intervention=intervention,
-                             batch_size=batch_size, progress=progress)
-    out = out or Path("runs") / f"discover-{batch.task}-{method}"
-    files = _save(found, loaded, out)
-    summary = {**found.summary(), "task": batch.task, "model": loaded.name, "n": len(batch),
-               "files": [str(f) for f in files]}
-    if json_out:
-        print(json.dumps(summary))
-    else:
-        console.print(f"{method} on {batch.task} ({len(batch)} prompts): {summary['n_edges']} of "
-                      f"{summary['n_edges_total']} edges, {summary['n_nodes']} nodes, "
-                      f"faithfulness {summary['faithfulness']:.3f}; CPR {summary['cpr']:.3f}, "
-                      f"CMD {summary['cmd']:.3f}")
-        console.print(f"saved: {out}")
-    if not found.reached and method in ("eap", "eap-ig", "exact"):
+    params = {"method": method, "target": target, "metric": metric, "steps": steps,
+              "threshold": threshold, "intervention": intervention, "batch_size": batch_size}
+    out = out or default_out("discover", task_name(task), method)
+    done = run_method("discover", model=model, task=task, params=params, n=n, seed=seed,
+                      out=out, json_out=json_out, device=device, dtype=dtype,
+                      trust_remote_code=trust_remote_code, prepare=check_model, show=show)
+    if not done.summary["reached"] and method in SCORING:
         raise CircuitError(
             f"target faithfulness {target} not reached; the best circuit tried has faithfulness "
-            f"{found.faithfulness:.3f} with {found.circuit.n_edges} edges (saved in {out})")
+            f"{done.summary['faithfulness']:.3f} with {done.summary['n_edges']} edges (saved in "
+            f"{out})")

@@ -49,8 +49,8 @@ def run_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ..experiments import get_method, load_experiment, run_experiment
+    from ..experiments.page import build_report
     from ..planner import parse_size
-    from ..report.html import build_report
 
     spec = load_experiment(experiment)
     out = out or Path("runs") / spec.name
@@ -121,7 +121,7 @@ def report_cmd(
 ) -> None:
     """Re-render a run directory's report.html from its stored results (no model needed)."""
     from ..experiments import ConfigError
-    from ..report.html import build_report
+    from ..experiments.page import build_report
 
     if not (run_dir / "manifest.json").exists():
         raise ConfigError(f"{run_dir}: not a run directory (no manifest.json)")

@@ -54,12 +54,13 @@ def plan_cmd(
     """Peak memory (weights, activations, caches, gradients), the largest batch that fits and
     the estimated time of a method on a model, reading only its config (no weights). Exit
     status 1 when it does not fit."""
-    from ..planner import format_size, parse_size, plan_unit
+    from ..experiments.planning import plan_method
+    from ..planner import format_size, parse_size
 
     device = "cuda" if gpu_memory else "cpu"
     size = parse_size(gpu_memory or memory) if (gpu_memory or memory) else None
-    plan = plan_unit(model, method, _params(param or []), n, seq, dtype, size, device=device,
-                     flops_per_second=flops, headroom=headroom)
+    plan = plan_method(model, method, _params(param or []), n, seq, dtype, size, device=device,
+                       flops_per_second=flops, headroom=headroom)
     if json_out:
         print_json(plan.to_dict())
     else:

@@ -21,14 +21,13 @@ names none of them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .methods import METHODS, RegistryView
-from .methods.base import ConfigError
+from .methods.base import ConfigError, Unit
 
 #: method -> allowed parameters and, where the set is closed, their allowed values (a live
 #: view of the registered method kinds' ``params``).
@@ -38,25 +37,6 @@ TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device
 
 __all__ = ["METHOD_PARAMS", "TOP_LEVEL", "ConfigError", "Experiment", "Unit", "load_experiment",
            "parse_experiment"]
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of work: a method with its parameters on one model and (usually) one task."""
-
-    model: str
-    task: str | None
-    method: str
-    params: dict = field(default_factory=dict, hash=False)
-
-    @property
-    def id(self) -> str:
-        """A file-system-safe name, unique within an experiment: model, task (``all`` for a
-        per-model method) and the method with its kind's naming parameters."""
-        kind = METHODS.get(self.method)
-        label = kind.label(self.params) if kind else ""
-        parts = [self.model, self.task or "all", self.method + (f"-{label}" if label else "")]
-        return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
         close()
     remove_stale_staging(store.root / "staging")  # workers of a killed driver, gone by now
     if report:
-        from ..report.html import build_report
+        from .page import build_report
 
         outcome.report = build_report(store.root)
     return outcome

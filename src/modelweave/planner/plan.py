@@ -1,7 +1,8 @@
 """``plan_unit``: will a unit fit, with which batch, and how long will it take.
 
-Experiment method names map onto the memory models of :mod:`.memory` (:data:`KINDS` says
-which, and :func:`kind_of` with which note). The total peak is the runtime baseline (the
+A unit is planned from a :class:`PlanSpec` (a memory model of :mod:`.memory`, its batch knob
+and a note); the experiment method kinds say which spec each of their units follows, so this
+module knows memory kinds only. The total peak is the runtime baseline (the
 process with torch and transformers imported on CPU, :data:`CPU_RUNTIME`; the CUDA context on
 a GPU, :data:`CUDA_RUNTIME`), the weights (``n_params x`` bytes per element) and the method's
 peak. The largest batch that fits is found by bisection (every model grows with the batch).
@@ -31,58 +32,39 @@ DEFAULT_SEQ = 32
 HEADROOM = 0.15
 
 #: memory-model kind -> (the batch parameter it sizes, its default)
-BATCH = {"eval": ("batch_size", 32), "patch": ("max_rows", 512), "eap": ("batch_size", 16),
-         "eap-ig": ("batch_size", 16), "attribution": (None, None),
-         "faithfulness": ("batch_size", 16)}
-
-#: experiment method (or method/params.method) -> (memory-model kind, note)
-KINDS: dict[str, tuple[str, str]] = {
-    "eval": ("eval", ""),
-    "patch": ("patch", ""),
-    "patch/exact": ("patch", ""),
-    "patch/attribution": ("attribution", "attribution patching: one gradient pass over all "
-                          "prompts (approximate)"),
-    "patch/atp*": ("attribution", "AtP*: planned as attribution patching (its QK fix-up "
-                   "passes are not modelled)"),
-    "patch/locate": ("patch", "locate: AtP* estimates then exact patches of candidates; "
-                     "planned as the exact sweep, an upper bound in time"),
-    "discover/eap": ("eap", ""),
-    "discover/eap-ig": ("eap-ig", ""),
-    "discover/exact": ("faithfulness", "exact edge effects: patched passes like the "
-                       "faithfulness evaluator's"),
-    "discover/acdc": ("faithfulness", "ACDC: patched passes like the faithfulness "
-                      "evaluator's"),
-    "discover/prune": ("faithfulness", "node pruning: planned as patched passes"),
-    "discover/path": ("faithfulness", "path patching: planned as patched passes"),
-    "lens": ("eval", "logit lens: planned as a forward pass over the prompts"),
-    "heads": ("eval", "head roles: planned as forward passes over short prompts"),
-    "fv": ("eval", "function vectors: planned as forward passes"),
-    "steer": ("eval", "steering: planned as forward passes"),
-    "heuristics": ("eval", "arithmetic heuristics: planned as forward passes"),
-    "toy": ("eval", "toy analyses: planned as forward passes"),
-    "influence": ("attribution", "influence: planned as one gradient pass per batch; "
-                  "`modelweave influence` has its own estimate of the factors"),
-}
-#: memory-model kinds accepted directly as a method name
-_DIRECT = {"eap": "discover/eap", "eap-ig": "discover/eap-ig", "attribution": "patch/attribution",
-           "atp*": "patch/atp*", "locate": "patch/locate", "exact": "patch/exact",
-           "acdc": "discover/acdc"}
-_DEFAULT_SUB = {"patch": "exact", "discover": "eap-ig"}
+BATCH: dict[str, tuple[str | None, int | None]] = {
+    "eval": ("batch_size", 32), "patch": ("max_rows", 512), "eap": ("batch_size", 16),
+    "eap-ig": ("batch_size", 16), "attribution": (None, None), "faithfulness": ("batch_size", 16)}
 
 
-def kind_of(method: str, params: dict | None = None) -> tuple[str, str, str]:
-    """(key of :data:`KINDS`, memory-model kind, note) for an experiment method and its
-    params (``discover`` with ``method: eap``; ``patch`` with ``method: atp*``)."""
-    params = params or {}
-    key = _DIRECT.get(method, method)
-    if key in _DEFAULT_SUB:
-        key = f"{key}/{params.get('method', _DEFAULT_SUB[key])}"
-    if key not in KINDS:
-        known = sorted({k.split('/')[0] for k in KINDS} | set(_DIRECT))
-        raise PlanError(f"unknown method {method!r}"
-                        + (f" with method {params.get('method')!r}" if "/" in key else "")
-                        + f"; plannable: {', '.join(known)}")
-    return (key, *KINDS[key])
+@dataclass(frozen=True)
+class PlanSpec:
+    """How to plan a unit: which memory model of :mod:`.memory` it follows and which of its
+    parameters is the batch knob. A method kind returns one from ``plan(params)``; the planner
+    knows memory kinds only, never a method name.
+
+    Attributes:
+        kind: a memory-model kind (a key of :data:`BATCH`: ``eval``, ``patch``, ``eap``,
+            ``eap-ig``, ``attribution``, ``faithfulness``).
+        batch_param: the unit parameter that sets the batch (None: nothing to size).
+        batch_default: its value when the unit does not set it.
+        note: how the unit is approximated (empty when the model is exact), shown with the plan.
+        label: the plan's name for the unit (``Plan.method``: ``discover/eap-ig``).
+    """
+
+    kind: str
+    batch_param: str | None = None
+    batch_default: int | None = None
+    note: str = ""
+    label: str = ""
+
+    @classmethod
+    def of(cls, kind: str, note: str = "", label: str = "") -> PlanSpec:
+        """The spec of memory kind ``kind`` with its own batch knob (:data:`BATCH`)."""
+        if kind not in BATCH:
+            raise PlanError(f"unknown memory kind {kind!r}; kinds: {', '.join(BATCH)}")
+        param, default = BATCH[kind]
+        return cls(kind, param, default, note, label or kind)
 
 
 @dataclass
@@ -122,6 +104,8 @@ class Plan:
     flops_per_second: float
     message: str = ""
     shape: dict[str, Any] = field(default_factory=dict)
+    #: the batch parameter's value when the unit does not set it
+    batch_default: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,14 +178,14 @@ def _cap(shape: ModelShape, kind: str, n: int, seq: int, params: dict) -> int:
     return n
 
 
-def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int = 64,
+def plan_unit(model_spec: Any, spec: PlanSpec | str, params: dict | None = None, n: int = 64,
               seq: int | None = None, dtype: str | None = None,
               memory_bytes: int | None = None, *, device: str | None = None,
               flops_per_second: float | None = None, headroom: float = 0.0) -> Plan:
-    """Plan one unit: ``method`` (an experiment method, e.g. ``discover`` with
-    ``params={"method": "eap-ig"}``, or a kind such as ``eap-ig``) on ``model_spec`` (see
+    """Plan one unit that follows ``spec`` (a :class:`PlanSpec`, or a memory kind's name
+    such as ``eap-ig``) with parameters ``params`` on ``model_spec`` (see
     :func:`.shape.load_config`) over ``n`` prompts of ``seq`` tokens (default
-    :data:`DEFAULT_SEQ`).
+    :data:`DEFAULT_SEQ`). An experiment method by name: :func:`modelweave.experiments.plan_method`.
 
     Args:
         dtype: ``float32``/``bfloat16``/``float16`` (aliases ``fp32``, ``bf16``); default as
@@ -214,10 +198,14 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
             ``(1 - headroom) * memory_bytes``); default 0, :data:`HEADROOM` recommended.
 
     Raises:
-        PlanError: unknown method or dtype, unreadable config, n or seq below 1.
+        PlanError: unknown memory kind or dtype, unreadable config, n or seq below 1.
     """
     params = dict(params or {})
-    key, kind, note = kind_of(method, params)
+    if isinstance(spec, str):
+        spec = PlanSpec.of(spec)
+    elif spec.kind not in BATCH:
+        raise PlanError(f"unknown memory kind {spec.kind!r}; kinds: {', '.join(BATCH)}")
+    kind, key, note = spec.kind, spec.label or spec.kind, spec.note
     if n < 1 or (seq is not None and seq < 1):
         raise PlanError(f"n and seq must be at least 1, got n={n}, seq={seq}")
     seq = seq or DEFAULT_SEQ
@@ -230,7 +218,7 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
     default_dtype = "float32" if device == "cpu" else (shape.config_dtype or "float32")
     dtype = dtype_name(dtype, default_dtype)
     memory_bytes = int(memory_bytes or _device_memory(device))
-    param, default = BATCH[kind]
+    param, default = spec.batch_param, spec.batch_default
     requested = int(params.get(param) or default) if param else None
     cap = _cap(shape, kind, n, seq, params)
 
@@ -255,7 +243,7 @@ def plan_unit(model_spec: Any, method: str, params: dict | None = None, n: int =
                 device=device, memory_bytes=memory_bytes, fits=largest is not None,
                 batch_param=param, batch=batch, batch_size=largest, peak_bytes=peak,
                 breakdown=parts, phase=phase, flops=flops, seconds=flops / rate,
-                flops_per_second=rate, shape=shape.to_dict())
+                flops_per_second=rate, shape=shape.to_dict(), batch_default=default)
     if not plan.fits:
         plan.message = _advice(plan, fits_at, memory_bytes, headroom)
     return plan

@@ -17,8 +17,12 @@ from .base import (
     Progress,
     RegistryView,
     ReportContext,
+    RunSettings,
+    Settings,
+    Unit,
     get_method,
     methods,
+    not_allowed,
     register,
     scalar_summary,
     unit_batch,
@@ -26,7 +30,8 @@ from .base import (
 )
 
 __all__ = ["METHODS", "ConfigError", "MethodKind", "Progress", "RegistryView", "ReportContext",
-           "get_method", "methods", "register", "scalar_summary", "unit_batch", "unregister"]
+           "RunSettings", "Settings", "Unit", "get_method", "methods", "not_allowed", "register",
+           "scalar_summary", "unit_batch", "unregister"]
 
 
 def _import_builtin_kinds() -> None:

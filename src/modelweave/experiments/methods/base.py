@@ -33,8 +33,8 @@ it, so nothing else changes) along these lines::
         order = 100                                    # sections and listings sort by this
 
         def run(self, model, unit, experiment, folder, progress=None) -> dict:
-            # Compute on the loaded model; write files into `folder` (empty, this unit's
-            # own); return a small JSON-ready summary (stored in done.json).
+            # Compute on the loaded model; write data files (never figures) into `folder`
+            # (empty, this unit's own); return a small JSON-ready summary (in done.json).
             value = len(unit_batch(model, unit, experiment))   # the task, n prompts, seed
             (folder / "toy.json").write_text(json.dumps({"value": value}))
             return {"value": value}
@@ -48,16 +48,25 @@ it, so nothing else changes) along these lines::
             return table(["task", "value"], [[r["task"], r["summary"]["value"]]
                                              for _, r in units])
 
-Optional overrides: :meth:`MethodKind.summary_row` (the dataframe's columns for a unit,
-default: the summary's scalar values), :meth:`MethodKind.headline` (the CLI's one-line
-result), :meth:`MethodKind.check_params` (validation beyond closed value sets) and
-:meth:`MethodKind.label` (the unit id suffix). Keep the module's top-level imports light
-(``json``, ``pathlib``, this module): import torch, pandas, plotly and the analysis code inside
-the methods, so that ``modelweave --help`` and config validation stay fast. Report sections
-render HTML with the helpers of :mod:`modelweave.report.blocks` (``table``, ``figure``,
-``escape``); escape every text that comes from prompts, tokens or files, and prefix plotly
-``div`` ids with the method's name (``ctx`` gives a run's other results: ``ctx.units(name)``,
-``ctx.load(unit_id)``).
+Optional overrides: :meth:`MethodKind.draw` (the unit's figures, drawn from its saved files by
+the report page and the command line, never by ``run``), :meth:`MethodKind.plan` (the memory
+model the planner uses for a unit: a :class:`~modelweave.planner.PlanSpec`),
+:meth:`MethodKind.summary_row` (the dataframe's columns for a unit, default: the summary's
+scalar values), :meth:`MethodKind.headline` (the CLI's one-line result),
+:meth:`MethodKind.command_output` (the CLI's ``--json`` object), :meth:`MethodKind.check_params`
+(validation beyond closed value sets) and :meth:`MethodKind.label` (the unit id suffix).
+
+A unit runs the same way from an experiment file (the runner: ``run`` in a worker, ``draw``
+when the report page is rendered) and from a single-method command (``modelweave patch``:
+flags -> :class:`Unit` + :class:`RunSettings` -> ``check_params`` -> ``run`` into ``--out`` ->
+``draw`` -> ``headline``; :mod:`modelweave.cli.method_run`).
+
+Keep the module's top-level imports light (``json``, ``pathlib``, this module): import torch,
+pandas, plotly and the analysis code inside the methods, so that ``modelweave --help`` and
+config validation stay fast. Report sections render HTML with the helpers of
+:mod:`modelweave.report.blocks` (``table``, ``figure``, ``escape``); escape every text that
+comes from prompts, tokens or files, and prefix plotly ``div`` ids with the method's name
+(``ctx`` gives a run's other results: ``ctx.units(name)``, ``ctx.load(unit_id)``).
 
 A method registered from elsewhere (a test, a plug-in) works the same way while it is
 registered: :func:`register` it before the experiment is parsed, :func:`unregister` it after.
@@ -70,15 +79,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ...errors import ModelWeaveError
 
 if TYPE_CHECKING:
     from ...models import Model
+    from ...planner import PlanSpec
     from ...tasks import TaskBatch
-    from ..config import Experiment, Unit
-    from ..store import RunStore
 
 
 class ConfigError(ModelWeaveError):
@@ -87,6 +95,43 @@ class ConfigError(ModelWeaveError):
 
 Progress = Callable[[int], None] | None
 """``progress(k)``: a long method reports ``k`` more steps done (None: nobody listens)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: a method with its parameters on one model and (usually) one task."""
+
+    model: str
+    task: str | None
+    method: str
+    params: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        """A file-system-safe name, unique within an experiment: model, task (``all`` for a
+        per-model method) and the method with its kind's naming parameters."""
+        kind = _REGISTRY.get(self.method)
+        label = kind.label(self.params) if kind else ""
+        parts = [self.model, self.task or "all", self.method + (f"-{label}" if label else "")]
+        return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+class Settings(Protocol):
+    """What a unit reads from the run it belongs to: an
+    :class:`~modelweave.experiments.Experiment`, or :class:`RunSettings` for one command."""
+
+    n: int          #: prompts per task
+    seed: int       #: the seed of prompts (and of a method's own sampling)
+    tasks: tuple    #: the run's tasks (a method that spans tasks reads them)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """:class:`Settings` of a unit run on its own (a single-method command, a notebook)."""
+
+    n: int = 32
+    seed: int = 0
+    tasks: tuple = ()
 
 
 class MethodKind(ABC):
@@ -111,31 +156,45 @@ class MethodKind(ABC):
 
     # -- running and loading (required) ----------------------------------------------------
     @abstractmethod
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
-        """Compute ``unit`` on the loaded ``model``, write its files into ``folder`` (empty,
-        the unit's own) and return a small JSON-ready summary (numbers a dataframe or the
-        report shows without reading the files)."""
+        """Compute ``unit`` on the loaded ``model``, write its data files into ``folder``
+        (empty, the unit's own; no figures: :meth:`draw` makes those) and return a small
+        JSON-ready summary (numbers a dataframe or the report shows without reading the
+        files). ``experiment`` gives the run's ``n``, ``seed`` and ``tasks``."""
 
     @abstractmethod
     def load(self, folder: Path, record: dict) -> Any:
         """The finished unit's result as a Python object, read from ``folder``; ``record`` is
         its ``done.json`` (model, task, method, params, seconds, summary)."""
 
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """Write the unit's figures into ``folder`` from its saved files only (no model) and
+        return their paths; ``record`` is as for :meth:`load`. Called by the command line and
+        by the report page (which notes what was drawn in ``figures.json`` and draws again
+        only when one of those files is missing), never by :meth:`run`. Default: none."""
+        return []
+
+    def plan(self, params: dict) -> PlanSpec | None:
+        """How the planner models a unit with ``params``: a
+        :class:`~modelweave.planner.PlanSpec` (memory kind, batch parameter and default,
+        note, label), or None when it cannot (the unit then runs unplanned). Raise
+        :class:`~modelweave.planner.PlanError` for a parameter it cannot plan."""
+        return None
+
     # -- config ------------------------------------------------------------------------------
     def check_params(self, params: dict, where: str) -> dict:
         """Validate a config entry's parameters (without ``tasks``, which the config checks)
         and return them (normalised, if a kind wants); raise :class:`ConfigError` naming
-        ``where``. The default checks names against :attr:`params` and values against its
-        closed sets."""
+        ``where`` (the field in an experiment file; empty for a command's flags). The default
+        checks names against :attr:`params` and values against its closed sets."""
         for key, value in params.items():
             if key not in self.params:
                 raise ConfigError(f"{where}.{key}: unknown parameter; allowed: "
                                   f"{', '.join(self.params) or 'none'}")
             allowed = self.params[key]
             if allowed is not None and value not in allowed:
-                raise ConfigError(f"{where}.{key}: {value!r} is not one of "
-                                  f"{', '.join(map(str, allowed))}")
+                raise not_allowed(where, key, value, allowed)
         return dict(params)
 
     def label(self, params: dict) -> str:
@@ -153,6 +212,11 @@ class MethodKind(ABC):
     def headline(self, summary: dict) -> str:
         """The one line the command line prints after the unit finished."""
         return ", ".join(k for k in summary)[:60]
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """The JSON object a single-method command prints with ``--json``: by default the
+        summary plus ``files`` (every file the unit wrote, figures included)."""
+        return {**record["summary"], "files": [str(f) for f in files]}
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """The HTML body of this method's report section (under its ``<h2>`` title), given
@@ -182,11 +246,16 @@ class MethodKind(ABC):
         return f"<method kind {self.name!r}>"
 
 
+class _Folders(Protocol):
+    def folder(self, unit_id: str) -> Path: ...
+
+
 @dataclass
 class ReportContext:
-    """What a report section may read besides its own units: the whole run."""
+    """What a report section may read besides its own units: the whole run (``store`` is the
+    run's :class:`~modelweave.experiments.RunStore`)."""
 
-    store: RunStore
+    store: _Folders
     manifest: dict
     records: dict[str, dict] = field(default_factory=dict)
 
@@ -203,13 +272,22 @@ class ReportContext:
         return get_method(record["method"]).load(self.folder(unit_id), record)
 
 
+def not_allowed(where: str, key: str, value: Any, allowed: tuple) -> ConfigError:
+    """The error for a value outside its closed set: ``where.key: 'x' is not one of a, b`` in
+    an experiment file, ``unknown key 'x'; keys: a, b`` for a command's flag (``where`` empty)."""
+    names = ", ".join(map(str, allowed))
+    if not where:
+        return ConfigError(f"unknown {key} {value!r}; {key}s: {names}")
+    return ConfigError(f"{where}.{key}: {value!r} is not one of {names}")
+
+
 def scalar_summary(summary: dict) -> dict:
     """The summary's values that fit a dataframe cell (numbers, strings, booleans, None)."""
     return {k: v for k, v in summary.items()
             if isinstance(v, int | float | str | bool) or v is None}
 
 
-def unit_batch(model: Model, unit: Unit, experiment: Experiment,
+def unit_batch(model: Model, unit: Unit, experiment: Settings,
                same_length: bool = True) -> TaskBatch:
     """The unit's task materialised for ``model``: ``experiment.n`` prompts, its seed."""
     from ...tasks import make_batch

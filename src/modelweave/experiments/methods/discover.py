@@ -6,33 +6,38 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import MethodKind, Progress, ReportContext, register, unit_batch
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
     from ...circuits import Circuit
     from ...models import Model
+    from ...planner import PlanSpec
     from ...tasks import TaskBatch
-    from ..config import Experiment, Unit
 
 
 @register
 class Discover(MethodKind):
     """``- discover: {method: eap-ig, target: 0.9, ...}``: writes ``circuit.json``, its MIB
-    file, its graph (``circuit.html``), the faithfulness curve and the attention patterns of its
-    top heads (``patterns.safetensors`` + ``patterns.json``)."""
+    file, ``summary.json`` (the discovery's numbers) and the attention patterns of its top
+    heads (``patterns.safetensors`` + ``patterns.json``); :meth:`draw` makes its graph
+    (``circuit.html``/``.svg``) and faithfulness curve. The methods are
+    :data:`modelweave.circuits.METHODS`."""
 
     name = "discover"
-    params = {"method": ("eap", "eap-ig", "exact", "acdc", "prune", "path"), "target": None,
-              "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
-              "threshold": None, "intervention": ("patching", "mean"), "batch_size": None}
     id_params = ("method",)
     title, section, noun, order = "Circuits", "circuits", "circuit", 30
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    @property
+    def params(self) -> dict[str, tuple | None]:  # the names live with the library call
+        from ...circuits.discovery import METHODS
+
+        return {"method": METHODS, "target": None,
+                "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
+                "threshold": None, "intervention": ("patching", "mean"), "batch_size": None}
+
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...circuits import discover, to_mib
-        from ...report.circuit_graph import save_circuit_graph
-        from ...report.curves import save_faithfulness_curve
 
         batch = unit_batch(model, unit, experiment)
         params = dict(unit.params)
@@ -42,10 +47,48 @@ class Discover(MethodKind):
         circuit = found.circuit
         circuit.save(folder / "circuit.json")
         (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
-        save_circuit_graph(circuit, folder / "circuit.html")
-        save_faithfulness_curve(circuit.curve, f"{method} on {unit.task}", folder / "faithfulness")
+        (folder / "summary.json").write_text(json.dumps(found.summary(), indent=1))
         heads = save_top_patterns(model, batch, circuit, folder)
         return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
+
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """The circuit's graph (``circuit.html``, ``circuit.svg``) and faithfulness curve
+        (``faithfulness.png``/``.html``)."""
+        from ...report.circuit_graph import save_circuit_graph
+        from ...report.curves import save_faithfulness_curve
+
+        circuit = self.load(folder, record)
+        files = [save_circuit_graph(circuit, folder / "circuit.html"),
+                 save_circuit_graph(circuit, folder / "circuit.svg")]
+        title = (f"{circuit.method} on {circuit.task}, {circuit.model}: CPR "
+                 f"{circuit.curve['cpr']:.3f}, CMD {circuit.curve['cmd']:.3f}")
+        return files + save_faithfulness_curve(circuit.curve, title, folder / "faithfulness")
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """The discovery's numbers with the task, the model's name and ``files``."""
+        summary = {k: v for k, v in record["summary"].items() if k not in ("nodes", "top_heads")}
+        model = (record.get("run") or {}).get("model", record["model"])
+        return {**summary, "task": record["task"], "model": model,
+                "files": [str(f) for f in files]}
+
+    def plan(self, params: dict) -> PlanSpec:
+        """A discovery method with a memory model of its own (EAP, EAP-IG: their gradient
+        passes, then the faithfulness curve) follows it; every other one is planned as the
+        faithfulness evaluator's patched passes."""
+        from ...circuits.discovery import METHODS
+        from ...planner import PlanError, PlanSpec
+        from ...planner.plan import BATCH
+
+        method = params.get("method", "eap-ig")
+        if method not in METHODS:
+            raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
+                            f"{', '.join(METHODS)}")
+        label = f"{self.name}/{method}"
+        if method in BATCH:
+            return PlanSpec.of(method, label=label)
+        return PlanSpec.of("faithfulness", label=label,
+                           note=f"{method}: planned as patched passes like the faithfulness "
+                                "evaluator's")
 
     def load(self, folder: Path, record: dict) -> Circuit:
         from ...circuits import Circuit
@@ -115,19 +158,9 @@ def save_top_patterns(model: Model, batch: TaskBatch, circuit: Circuit, folder: 
                       k: int = 3) -> list[str]:
     """Attention patterns of the circuit's ``k`` highest-scoring heads on the first prompt
     (``patterns.safetensors`` + ``patterns.json`` with the tokens); returns the heads."""
-    from safetensors.torch import save_file
-
-    from ...methods.patterns import attention_patterns
+    from ._patterns import save_patterns
 
     scores = circuit.node_scores()
     heads = sorted((n for n in circuit.nodes if n.startswith("a")), key=lambda n: -scores[n])[:k]
-    if not heads:
-        return []
     pairs = [tuple(int(x) for x in n[1:].split(".h")) for n in heads]
-    prompt = batch.clean[0, : batch.lengths[0]]
-    patterns, tokens = attention_patterns(model, prompt, pairs)
-    save_file({name: patterns[pair].contiguous() for name, pair in zip(heads, pairs, strict=True)},
-              str(folder / "patterns.safetensors"))
-    (folder / "patterns.json").write_text(json.dumps({"heads": heads, "tokens": tokens,
-                                                      "prompt": batch.examples[0].clean}))
-    return heads
+    return save_patterns(model, batch, pairs, folder, f"the circuit's top-{k} heads")

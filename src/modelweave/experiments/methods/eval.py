@@ -6,29 +6,38 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import MethodKind, Progress, ReportContext, register
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 @register
 class Eval(MethodKind):
-    """``- eval: {n: 64, scoring: first}``: writes ``eval.json`` (with per-example values)."""
+    """``- eval: {n: 64, scoring: first, corruption: ...}``: writes ``eval.json`` (with
+    per-example values and every aggregate's interval)."""
 
     name = "eval"
-    params = {"n": None, "scoring": ("first", "full")}
+    params = {"n": None, "scoring": ("first", "full"), "corruption": None}
     title, section, noun, order = "Tasks", "tasks", "eval", 10
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...metrics import evaluate
 
         result = evaluate(model, unit.task, n=unit.params.get("n", experiment.n),
-                          seed=experiment.seed, scoring=unit.params.get("scoring", "first"))
-        (folder / "eval.json").write_text(json.dumps(result.to_dict(per_example=True)))
+                          seed=experiment.seed, scoring=unit.params.get("scoring", "first"),
+                          corruption=unit.params.get("corruption"))
+        aggregates = {name: getattr(result, name).to_dict() for name in _AGGREGATES}
+        (folder / "eval.json").write_text(json.dumps({**result.to_dict(per_example=True),
+                                                      "aggregates": aggregates}))
         return result.to_dict()
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name)
 
     def load(self, folder: Path, record: dict) -> dict:
         """The evaluation as a dict, per-example values included."""
@@ -49,3 +58,7 @@ class Eval(MethodKind):
                 for _, r in units for s in [r["summary"]]]
         return table(["task", "n", "accuracy", "95% CI", "logit diff", "corrupted", "metric",
                       "value", "dropped"], sorted(rows))
+
+
+#: the aggregates (mean and interval) ``eval.json`` keeps whole
+_AGGREGATES = ("accuracy", "logit_diff", "logit_diff_corrupt", "metric_value")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ConfigError, MethodKind, Progress, ReportContext, register
+from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...methods.steering.fv_eval import FVRun
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 #: experiment parameter -> run_function_vectors argument
 SETTINGS = ("n_clean", "n_corrupt", "n_eval", "top_k", "shots", "layers", "effect_layers")
@@ -46,7 +46,7 @@ class FunctionVectors(MethodKind):
                 raise ConfigError(f"{where}.{key}: a list of layer numbers")
         return params
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.steering.fv_eval import run_function_vectors
 
@@ -58,6 +58,12 @@ class FunctionVectors(MethodKind):
         run.save(folder)
         return {"heads": [list(h) for h in run.heads], "fv_layer": run.fv_layer,
                 "tasks": run.headline()}
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="function vectors: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> FVRun:
         from ...methods.steering.fv_eval import FVRun

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ConfigError, MethodKind, Progress, ReportContext, register
+from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...analysis.heuristics.results import HeuristicsRun
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 #: experiment parameter -> ``find_heuristics`` setting
 SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", "step": "step",
@@ -46,7 +46,7 @@ class Heuristics(MethodKind):
             raise ConfigError(f"{where}.operators: {err}") from None
         return params
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...analysis.heuristics.emergence import emergence, find_checkpoints
         from ...analysis.heuristics.pipeline import find_heuristics
@@ -68,6 +68,12 @@ class Heuristics(MethodKind):
                                               for e in meta["emergence"]}
         save_results(results, folder, meta)
         return out
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="arithmetic heuristics: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> HeuristicsRun:
         from ...analysis.heuristics.results import load_results

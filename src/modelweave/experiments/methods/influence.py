@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ConfigError, MethodKind, Progress, ReportContext, register
+from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...methods.influence import InfluenceScores
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 #: experiment parameter -> InfluenceSettings field
 SETTINGS = {"modules": "modules", "layers": "layers", "damping": "damping",
@@ -50,7 +50,7 @@ class Influence(MethodKind):
             params["layers"] = parse_layers(str(params["layers"]))
         return params
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.influence import (
             InfluenceSettings,
@@ -87,6 +87,13 @@ class Influence(MethodKind):
             summary["correlation"] = {k: test[k] for k in ("same_task", "different_task",
                                                            "p_value")}
         return summary
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("attribution", label=self.name,
+                           note=("influence: planned as one gradient pass per batch; "
+                                 "`modelweave influence` has its own estimate of the factors"))
 
     def load(self, folder: Path, record: dict) -> InfluenceScores:
         from ...methods.influence import InfluenceScores

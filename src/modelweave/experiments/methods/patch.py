@@ -6,64 +6,97 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetensors.torch import load_file, save_file
-
-from .base import MethodKind, Progress, ReportContext, register, unit_batch
+from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
     from ...methods.result import PatchingResult
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 @register
 class Patch(MethodKind):
     """``- patch: {grid: heads, method: exact, direction: denoising, layers: [0, 1]}``: writes
-    the ``PatchingResult`` (``result.*``) and its heatmap (``heatmap.png``/``.html``).
-    ``method: atp*`` stores AtP* estimates; ``method: locate`` (with ``k``, ``budget``) stores
-    exact values for the verified units and AtP* estimates elsewhere, plus ``exact.safetensors``
-    (the mask of exact values) and the locate summary in the unit's record."""
+    the ``PatchingResult`` (``result.*``); :meth:`draw` makes its heatmap
+    (``heatmap.png``/``.html``). ``method: atp*`` stores AtP* estimates; ``method: locate``
+    (with ``k``, ``budget``) stores exact values for the verified units and AtP* estimates
+    elsewhere, plus the mask of exact values (``exact.safetensors``; ``locate.json`` holds the
+    verification record with the mask flattened) and the locate summary in the unit's record.
+    ``method: atp`` is an alias of ``attribution``. The methods and grids are those of
+    :func:`modelweave.methods.patch`."""
 
     name = "patch"
-    params = {"grid": ("heads", "heads-by-pos", "resid", "attn", "mlp", "neurons"),
-              "method": ("exact", "attribution", "atp*", "locate"),
-              "direction": ("denoising", "noising"), "layers": None, "k": None, "budget": None}
     id_params = ("grid", "method", "direction")
     title, section, noun, order = "Activation patching", "patching", "patching", 20
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    @property
+    def params(self) -> dict[str, tuple | None]:  # the names live with the library call
+        from ...methods.grids import GRIDS
+        from ...methods.patching import ALIASES, METHODS
+
+        grids = tuple(sorted(GRIDS, key=lambda g: not g.startswith("heads")))  # default first
+        return {"grid": grids, "method": (*METHODS, *ALIASES),
+                "direction": ("denoising", "noising"), "layers": None, "k": None,
+                "budget": None}
+
+    def check_params(self, params: dict, where: str) -> dict:
+        """The default checks, then ``method`` with its alias resolved (``atp`` ->
+        ``attribution``)."""
+        from ...methods.patching import ALIASES
+
+        params = super().check_params(params, where)
+        if "method" in params:
+            params["method"] = ALIASES.get(params["method"], params["method"])
+        return params
+
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
-        from ...methods import attribution_sweep, patch_sweep
-        from ...methods.atp_star import atp_star
-        from ...methods.locate import locate
-        from ...report.figures import patching_figure
+        import json
+
+        from safetensors.torch import save_file
+
+        from ...methods.patching import patch
 
         batch = unit_batch(model, unit, experiment)
         p = unit.params
-        grid, direction = p.get("grid", "heads"), p.get("direction", "denoising")
-        method, extra = p.get("method", "exact"), {}
-        if method == "attribution":
-            result = attribution_sweep(model, batch, grid, direction=direction,
-                                       layers=p.get("layers"))
-        elif method == "atp*":
-            result = atp_star(model, batch, grid, direction=direction,
-                              layers=p.get("layers")).to_result(model, batch)
-        elif method == "locate":
-            found = locate(model, batch, grid, k=int(p.get("k", 20)), budget=p.get("budget"),
-                           direction=direction, layers=p.get("layers"))
-            result, mask = found.to_result(model, batch)
-            save_file({"exact": mask.contiguous()}, str(folder / "exact.safetensors"))
-            extra = {"locate": {key: v for key, v in found.summary().items() if key != "top"}}
-        else:
-            result = patch_sweep(model, batch, grid, direction=direction, layers=p.get("layers"),
-                                 progress=progress)
-        result.save(folder / "result")
-        patching_figure(result, folder / "heatmap")
-        top = [{"unit": [result.labels[a][i] for a, i in zip(result.axes, idx, strict=True)],
-                "value": value} for idx, value in result.top(5)]
-        return {"grid": grid, "direction": direction, "metric": result.metric, "n": len(batch),
-                "clean_metric": result.clean_metric, "corrupt_metric": result.corrupt_metric,
-                "top": top, **extra}
+        found = patch(model, batch, p.get("grid", "heads"), method=p.get("method", "exact"),
+                      direction=p.get("direction", "denoising"), layers=p.get("layers"),
+                      k=int(p.get("k", 20)), budget=p.get("budget"), progress=progress)
+        found.result.save(folder / "result")
+        if found.located is not None:
+            save_file({"exact": found.exact.contiguous()}, str(folder / "exact.safetensors"))
+            (folder / "locate.json").write_text(json.dumps(
+                {**found.located.summary(), "exact_mask": found.exact.flatten().tolist()}))
+        return found.summary(len(batch))
+
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """The grid's heatmap (``heatmap.png`` and ``.html``)."""
+        from ...report.figures import patching_figure
+
+        return patching_figure(self.load(folder, record), folder / "heatmap")
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """The summary with ``locate``'s k, n_exact, n_components, stopped and risk at the
+        top level, plus ``files``."""
+        summary = dict(record["summary"])
+        located = summary.pop("locate", None) or {}
+        lifted = {k: located[k] for k in ("k", "n_exact", "n_components", "stopped", "risk")
+                  if k in located}
+        return {**summary, **lifted, "files": [str(f) for f in files]}
+
+    def plan(self, params: dict) -> PlanSpec:
+        """Exact sweeps and ``locate`` as exact suffix patching (locate: an upper bound in
+        time), attribution and AtP* as one gradient pass."""
+        from ...methods.patching import ALIASES
+        from ...planner import PlanError, PlanSpec
+
+        method = params.get("method", "exact")
+        method = ALIASES.get(method, method)
+        if method not in _PLANS:
+            raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
+                            f"{', '.join(_PLANS)}")
+        kind, note = _PLANS[method]
+        return PlanSpec.of(kind, note, f"{self.name}/{method}")
 
     def load(self, folder: Path, record: dict) -> PatchingResult:
         from ...methods.result import PatchingResult
@@ -92,8 +125,22 @@ class Patch(MethodKind):
                                                escape(title)), f"patch-{i}"))
             mask_file = ctx.folder(uid) / "exact.safetensors"
             if mask_file.exists():
+                from safetensors.torch import load_file
+
                 parts.append(exact_table(result, load_file(str(mask_file))["exact"]))
         return "".join(parts)
+
+
+#: patch method -> (memory kind, note)
+_PLANS = {
+    "exact": ("patch", ""),
+    "attribution": ("attribution", "attribution patching: one gradient pass over all prompts "
+                    "(approximate)"),
+    "atp*": ("attribution", "AtP*: planned as attribution patching (its QK fix-up passes are "
+             "not modelled)"),
+    "locate": ("patch", "locate: AtP* estimates then exact patches of candidates; planned as "
+               "the exact sweep, an upper bound in time"),
+}
 
 
 def exactness(method: str, located: dict | None) -> str:

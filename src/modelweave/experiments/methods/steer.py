@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ConfigError, MethodKind, Progress, ReportContext, register
+from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 
 def _share(texts: list[str], words: set[str]) -> float:
@@ -42,7 +42,7 @@ class Steer(MethodKind):
             raise ConfigError(f"{where}.prompts: a list of prompts to continue")
         return params
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.steering.vectors import contrastive_vectors, load_pairs_file
 
@@ -67,6 +67,12 @@ class Steer(MethodKind):
             summary["share_steered"] = _share(steered.texts, words)
         (folder / "steer.json").write_text(json.dumps({**summary, "generations": rows}))
         return summary
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="steering: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> dict:
         return json.loads((folder / "steer.json").read_text())

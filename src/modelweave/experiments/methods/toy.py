@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ConfigError, MethodKind, Progress, ReportContext, register
+from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
     from ...models import Model
-    from ..config import Experiment, Unit
+    from ...planner import PlanSpec
 
 ANALYSES = ("composition", "induction", "grokking")
 
@@ -43,7 +43,7 @@ class Toy(MethodKind):
                               f"{', '.join(ANALYSES)}")
         return {**params, "analyses": list(chosen)}
 
-    def run(self, model: Model, unit: Unit, experiment: Experiment, folder: Path,
+    def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...toy.composition import composition_scores
 
@@ -80,6 +80,12 @@ class Toy(MethodKind):
                 summary["test_acc"] = history[-1]["test_acc"]
         (folder / "toy.json").write_text(json.dumps(results))
         return summary
+
+    def plan(self, params: dict) -> PlanSpec:
+        from ...planner import PlanSpec
+
+        return PlanSpec.of("eval", label=self.name,
+                           note="toy analyses: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> dict:
         """The analyses' results as plain dicts (see ``toy.json``)."""

@@ -1,0 +1,115 @@
+"""One call from a model and a task batch to a patched node grid, whichever the method:
+exact suffix patching, attribution patching (AtP), AtP* (QK fix and GradDrop), or ``locate``
+(AtP* ranking, exact verification of the top ``k``). The command line and the experiment
+method ``patch`` both call :func:`patch`, as :func:`modelweave.circuits.discover` is the one
+call for circuits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ModelWeaveError
+from ..models import Model
+from ..tasks import TaskBatch
+from .result import PatchingResult
+
+#: the patching methods, in order of cost (estimates first is not the point: exact is the
+#: default and the reference)
+METHODS = ("exact", "attribution", "atp*", "locate")
+#: other accepted names -> the method they mean (``atp``: plain attribution patching)
+ALIASES = {"atp": "attribution"}
+
+
+def patch_method(method: str) -> str:
+    """``method`` with its alias resolved; a ``ModelWeaveError`` names the allowed ones."""
+    method = ALIASES.get(method, method)
+    if method not in METHODS:
+        raise ModelWeaveError(f"unknown method {method!r}; methods: "
+                              f"{', '.join([*METHODS, *ALIASES])}")
+    return method
+
+
+@dataclass
+class Patching:
+    """What :func:`patch` found.
+
+    Attributes:
+        result: the grid (normalised values, 1 = clean, 0 = corrupt).
+        method: the method used (aliases resolved).
+        exact: boolean mask of ``result.values``' shape, True where a value is an exact patch
+            (all True for ``exact``, all False for the estimates).
+        located: ``locate``'s full result (the verification record), else None.
+    """
+
+    result: PatchingResult
+    method: str
+    exact: torch.Tensor
+    located: object | None = None
+
+    def top(self, k: int = 10) -> list[dict]:
+        """The ``k`` units that move the metric most: ``{"unit": {axis: label}, "value",
+        "exact"}``."""
+        r = self.result
+        return [{"unit": {a: r.labels[a][i] for a, i in zip(r.axes, idx, strict=True)},
+                 "value": value, "exact": bool(self.exact[idx])} for idx, value in r.top(k)]
+
+    def summary(self, n: int) -> dict:
+        """JSON-ready summary over ``n`` prompts: grid, method, direction, metric, clean and
+        corrupt metric, the top ten units; with ``locate`` its verification (``locate``:
+        k, n_exact, n_components, stopped, risk, ...)."""
+        r = self.result
+        out = {"grid": r.grid, "method": self.method, "direction": r.direction,
+               "metric": r.metric, "n": n, "clean_metric": r.clean_metric,
+               "corrupt_metric": r.corrupt_metric, "top": self.top(10)}
+        if self.located is not None:
+            out["locate"] = {k: v for k, v in self.located.summary().items() if k != "top"}
+        return out
+
+
+def patch(model: Model, batch: TaskBatch, grid: str = "heads", *, method: str = "exact",
+          direction: str = "denoising", layers: list[int] | None = None, k: int = 20,
+          budget: int | None = None,
+          progress: Callable[[int], None] | None = None) -> Patching:
+    """Patch every unit of ``grid`` (see :data:`modelweave.methods.GRIDS`) with ``method``.
+
+    Args:
+        method: one of :data:`METHODS` (or an alias of :data:`ALIASES`): ``exact`` patches
+            every unit (suffix recompute), ``attribution`` estimates all from one forward and
+            backward pass, ``atp*`` adds the QK fix and GradDrop, ``locate`` finds the exact
+            top ``k`` (at most ``budget`` exact patches) in AtP* order.
+        direction: ``denoising`` (clean into corrupt) or ``noising``.
+        layers: only these layers (default: all).
+        progress: ``progress(k)`` after ``k`` more exact patches (exact sweeps).
+
+    Returns:
+        A :class:`Patching` with the grid, the mask of exact values and ``locate``'s record.
+    """
+    from .activation_patching import patch_sweep
+    from .atp_star import atp_star
+    from .attribution_patching import attribution_sweep
+    from .grids import GRIDS
+    from .locate import locate
+
+    if grid not in GRIDS:
+        raise ModelWeaveError(f"unknown grid {grid!r}; grids: {', '.join(GRIDS)}")
+    method = patch_method(method)
+    located = None
+    if method == "attribution":
+        result = attribution_sweep(model, batch, grid, direction=direction, layers=layers)
+    elif method == "atp*":
+        result = atp_star(model, batch, grid, direction=direction,
+                          layers=layers).to_result(model, batch)
+    elif method == "locate":
+        located = locate(model, batch, grid, k=k, budget=budget, direction=direction,
+                         layers=layers)
+        result, mask = located.to_result(model, batch)
+    else:
+        result = patch_sweep(model, batch, grid, direction=direction, layers=layers,
+                             progress=progress)
+    if method != "locate":
+        mask = torch.full(result.values.shape, method == "exact", dtype=torch.bool)
+    return Patching(result, method, mask, located)
