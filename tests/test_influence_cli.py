@@ -91,3 +91,16 @@ def test_experiment_method_and_report(files, tmp_path):
     assert "<mark>Quill</mark>" in section and "&lt;b&gt;" in section and " 4 <b>" not in section
     with pytest.raises(ConfigError, match=r"influence.docs: required"):
         parse_experiment({**spec, "methods": [{"influence": {"layers": 1}}]})
+
+
+def test_kind_accepts_the_command_spellings(files):
+    from modelweave.experiments.methods import get_method
+    from modelweave.experiments.methods.influence import influence_settings
+
+    params = get_method("influence").check_params(
+        {"docs": str(files / "docs.jsonl"), "modules": "a.b, c.d", "layers": "1-2",
+         "query_rank": 0, "lambda_examples": 7}, "w")
+    assert params["modules"] == ["a.b", "c.d"] and params["layers"] == [1, 2]
+    settings = influence_settings(params, seed=3)
+    assert settings.query_rank is None and settings.lambda_max_examples == 7
+    assert settings.seed == 3 and settings.modules == ["a.b", "c.d"]

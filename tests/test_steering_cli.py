@@ -111,3 +111,24 @@ def test_fv_and_steer_experiment_methods_run_and_report(tiny_dirs, pairs, tmp_pa
 
 def spec_dict(tiny_dirs):
     return {"name": "s", "model": tiny_dirs["gpt2"], "tasks": ["ioi"], "n": 4}
+
+
+def test_kinds_accept_the_command_spellings(pairs):
+    """One definition of the parameters: the kinds take the command line's spellings."""
+    from modelweave.experiments import ConfigError
+    from modelweave.experiments.methods import get_method
+    from modelweave.tasks.icl import DATASETS
+
+    fv = get_method("fv").check_params({"datasets": ["all"], "layers": "0, 2",
+                                        "effect_layers": "all"}, "m")
+    assert fv["datasets"] == list(DATASETS) and fv["layers"] == [0, 2]
+    assert fv["effect_layers"] is None
+    with pytest.raises(ConfigError, match=r"^m\.layers 'a': give comma-separated"):
+        get_method("fv").check_params({"layers": "a"}, "m")
+    steer = get_method("steer")
+    with pytest.raises(ConfigError, match=r"^m\.positions: positions 'x:y'"):
+        steer.check_params({"pairs": str(pairs), "prompts": ["a"], "positions": "x:y"}, "m")
+    with pytest.raises(PairCountError):  # a command's flags: the library's own error
+        bad = pairs.with_name("bad.json")
+        bad.write_text('{"positive": ["a", "b"], "negative": ["c"]}')
+        steer.check_params({"pairs": str(bad), "prompts": ["a"]}, "")

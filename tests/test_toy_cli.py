@@ -90,3 +90,25 @@ def test_toy_experiment_method_and_report(tiny_run, tmp_path):
                                        "tasks": ["toy_induction"],
                                        "methods": [{"toy": {"analyses": ["fourier"]}}]}))
         load_experiment(bad)
+
+
+def test_toy_analyse_errors_are_one_line(tiny_run, tmp_path):
+    """A model an analysis cannot read is a ToyError (one ``error:`` line), not a traceback."""
+    from modelweave.errors import ModelWeaveError
+
+    out, _ = tiny_run
+    runner = CliRunner()
+    one = tmp_path / "one"
+    small = [*TINY[:TINY.index("--layers")], "--layers", "1", *TINY[TINY.index("--heads"):]]
+    trained = runner.invoke(app, ["train-toy", *small, "--out", str(one), "--json"])
+    assert trained.exit_code == 0, trained.output
+    for args, message in ((["induction", str(one / "final")], "induction: an induction "
+                           "circuit needs at least two layers"),
+                          (["grokking", str(out)], "grokking: "),  # an induction run
+                          (["fourier", str(out)], "unknown analysis 'fourier'")):
+        result = runner.invoke(app, ["toy-analyse", *args, "--out", str(tmp_path / "o")])
+        assert isinstance(result.exception, ModelWeaveError), result.output
+        assert str(result.exception).startswith(message)
+        assert "\n" not in str(result.exception)
+    assert isinstance(runner.invoke(app, ["toy-analyse", "grokking", str(out)]).exception,
+                      ToyError)

@@ -55,46 +55,30 @@ def heuristics(
     """Find the MLP neurons that do arithmetic and the heuristics they implement: circuit of
     heads + MLPs, neurons per layer for faithfulness, key/key-value maps classified, knockouts.
     Writes heuristics.json, tensors and figures to --out."""
-    from ..analysis.heuristics.pipeline import Settings, find_heuristics
-    from ..analysis.heuristics.results import save_results, summary
-    from ..report.heuristics import save_figures
-    from ..tasks.arith import parse_operators
+    from .method_run import default_out, run_method
 
-    ops = parse_operators(operators)
-    loaded = _load(model, device, dtype)
-    settings = dict(op_min=op_min, op_max=max_op, result_max=result_max, step=step,
-                    n_prompts=n_prompts, n_discovery=n_discovery, n_eval=n_eval,
-                    classify_k=top_k, first_layer=first_layer, grid_fraction=grid_fraction,
-                    threshold=threshold, min_neurons=min_neurons, seed=seed)
-    Settings(operators=ops, **settings)  # validate names before any work
-    with console.status("heuristics") as status:
-        results = find_heuristics(loaded, ops, progress=(
-            None if json_out else lambda msg, *_: status.update(msg)), **settings)
-    out = out or Path("runs") / "heuristics"
-    path = save_results(results, out, {"model": loaded.name, "settings": {
-        "operators": list(ops), **settings}})
-    files = [path]
-    for r in results:
-        files += save_figures(r, out, {"+": "add", "-": "sub", "*": "mul", "/": "div"}[
-            r.operator])
-    rows = [summary(r, loaded.cfg.d_mlp) for r in results]
-    if json_out:
-        print(json.dumps({"model": loaded.name, "operators": rows,
-                          "files": [str(f) for f in files]}))
-        return
-    table = Table(title=f"Heuristic neurons of {loaded.name}")
-    for col in ("op", "prompts (disc/eval)", "heads", "F heads+MLPs", "first layer",
-                "neurons/layer", "F neurons", "matched", "knockouts"):
-        table.add_column(col)
-    for s in rows:
-        f_neurons = s["neuron_faithfulness"]
-        table.add_row(s["operator"], f"{s['n_discovery']}/{s['n_eval']}", str(s["heads"]),
-                      f"{s['circuit_faithfulness']:.3f}", str(s["first_layer"]),
-                      f"{s['neurons_per_layer']} ({s['neuron_share']:.1%})",
-                      "-" if f_neurons is None else f"{f_neurons:.3f}",
-                      f"{s['share_matched']:.0%} of {s['classified']}", str(s["knockouts"]))
-    console.print(table)
-    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+    def show(done) -> None:
+        table = Table(title=f"Heuristic neurons of {done.model.name}")
+        for col in ("op", "prompts (disc/eval)", "heads", "F heads+MLPs", "first layer",
+                    "neurons/layer", "F neurons", "matched", "knockouts"):
+            table.add_column(col)
+        for s in done.summary["operators"]:
+            f_neurons = s["neuron_faithfulness"]
+            table.add_row(s["operator"], f"{s['n_discovery']}/{s['n_eval']}", str(s["heads"]),
+                          f"{s['circuit_faithfulness']:.3f}", str(s["first_layer"]),
+                          f"{s['neurons_per_layer']} ({s['neuron_share']:.1%})",
+                          "-" if f_neurons is None else f"{f_neurons:.3f}",
+                          f"{s['share_matched']:.0%} of {s['classified']}", str(s["knockouts"]))
+        console.print(table)
+
+    params = {"operators": operators, "op_min": op_min, "max_op": max_op,
+              "result_max": result_max, "step": step, "n_prompts": n_prompts,
+              "n_discovery": n_discovery, "n_eval": n_eval, "top_k": top_k,
+              "first_layer": first_layer, "grid_fraction": grid_fraction,
+              "threshold": threshold, "min_neurons": min_neurons}
+    run_method("heuristics", model=model, task=None, params=params, n=n_eval, seed=seed,
+               out=out or default_out("heuristics"), json_out=json_out, device=device,
+               dtype=dtype, show=show)
 
 
 @app.command("heuristics-emergence")

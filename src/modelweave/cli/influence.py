@@ -1,5 +1,10 @@
 """``modelweave influence``: which training documents a model's completions depend on (EK-FAC
-influence functions over kronfluence)."""
+influence functions over kronfluence).
+
+Its parameters are those of the ``influence`` experiment method (checked by that kind, settings
+built by :func:`~modelweave.experiments.methods.influence.influence_settings`); the command
+keeps its own run, which first times the stages (a calibrated plan, printed) and then shows
+one progress bar per stage."""
 
 from __future__ import annotations
 
@@ -13,14 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..methods.influence.modules import parse_layers
 from .app import DeviceOpt, ModelOpt, _load, app, console
-
-
-def parse_modules(text: str) -> str | list[str]:
-    """``mlp``, ``all`` or a comma-separated list of module paths."""
-    text = text.strip()
-    return text if text in ("mlp", "all") else [m.strip() for m in text.split(",") if m.strip()]
 
 
 @app.command()
@@ -66,20 +64,18 @@ def influence(
     """Attribute completions to training documents with EK-FAC influence functions: a
     [queries x documents] score table (positive = the document raises the completion's
     log-probability), with the plain-gradient baseline beside it."""
-    from ..methods.influence import (
-        InfluenceSettings,
-        load_documents,
-        plan_influence,
-        resolve_queries,
-        run_influence,
-    )
+    from ..experiments.methods import get_method
+    from ..experiments.methods.influence import influence_settings
+    from ..methods.influence import load_documents, plan_influence, resolve_queries, run_influence
 
     documents = load_documents(docs)  # bad files fail before the model loads
-    settings = InfluenceSettings(
-        modules=parse_modules(modules), layers=parse_layers(layers), damping=damping,
-        max_tokens=max_tokens, train_batch=train_batch, query_batch=query_batch,
-        query_rank=query_rank or None, lambda_max_examples=lambda_examples, threads=threads,
-        eigen_threads=eigen_threads, baseline=baseline, seed=seed, max_memory_gb=max_memory_gb)
+    params = get_method("influence").check_params(
+        {"docs": str(docs), "queries": list(queries), "modules": modules, "layers": layers,
+         "damping": damping, "max_tokens": max_tokens, "train_batch": train_batch,
+         "query_batch": query_batch, "query_rank": query_rank,
+         "lambda_examples": lambda_examples, "threads": threads, "eigen_threads": eigen_threads,
+         "baseline": baseline, "max_memory_gb": max_memory_gb}, "")
+    settings = influence_settings(params, seed)
     loaded = _load(model, device, None)
     found = [q for spec in queries
              for q in resolve_queries(spec, n=n, seed=seed, tokenizer=loaded.tokenizer)]

@@ -20,16 +20,6 @@ SiteOpt = Annotated[str, typer.Option(help="Residual-width site kind the vector 
                                       "and added to.")]
 
 
-def _int_list(text: str | None, n_layers: int) -> list[int] | None:
-    if text is None or text == "all":
-        return None
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise SteeringError(f"layers {text!r}: give comma-separated layer numbers or 'all'"
-                            ) from None
-
-
 @app.command()
 def fv(
     task: Annotated[list[str], typer.Option("--task", "-t", help="ICL dataset (antonym, "
@@ -60,47 +50,36 @@ def fv(
     """Function vectors (Todd et al. 2023): head effects, the FV of the top heads, accuracy
     zero-shot and on shuffled-label prompts with and without it. Writes fv.json,
     fv.safetensors and figures to --out."""
-    from ..methods.steering.fv_eval import run_function_vectors
-    from ..report.steering import save_fv_figures
-    from ..tasks.icl import DATASETS, dataset_of, icl_task_name
+    from .method_run import default_out, run_method
 
-    datasets = list(DATASETS) if "all" in task else [dataset_of(icl_task_name(t)) for t in task]
-    loaded = _load(model, device, dtype)
-    n = loaded.cfg.n_layers
-    with console.status("function vectors") as status:
-        run = run_function_vectors(
-            loaded, datasets, n_clean=n_clean, n_corrupt=n_corrupt, n_eval=n_eval, top_k=top_k,
-            shots=shots, layers=_int_list(layers, n), fv_layer=layer,
-            effect_layers=_int_list(effect_layers, n), seed=seed,
-            progress=None if json_out else status.update)
-    out = out or Path("runs") / "fv"
-    run.save(out)
-    files = [out / "fv.json", out / "fv.safetensors", *save_fv_figures(run, out)]
-    if json_out:
-        print(json.dumps({"model": run.model, "heads": run.heads, "fv_layer": run.fv_layer,
-                          "layers": run.layers, "headline": run.headline(),
-                          "files": [str(f) for f in files]}))
-        return
-    table = Table(title=f"Function vectors of {run.model} at layer {run.fv_layer} "
-                        f"({len(run.heads)} heads)")
-    for col in ("task", "correct", f"{shots}-shot", "zero-shot", "+FV", "+layer mean",
-                "shuffled", "+FV", "+layer mean"):
-        table.add_column(col)
-    for r in run.headline():
-        if "zero_shot_none" not in r:
-            table.add_row(r["task"], f"{r['n_correct']}", "-", *["-"] * 6)
-            continue
-        table.add_row(r["task"], str(r["n_correct"]), f"{r['ceiling_10shot']:.2f}",
-                      *(f"{r[k]:.2f}" for k in ("zero_shot_none", "zero_shot_fv",
-                                                 "zero_shot_layer_mean", "shuffled_none",
-                                                 "shuffled_fv", "shuffled_layer_mean")))
-    console.print(table)
-    if not run.heads:
-        console.print(f"[yellow]no task had a query answered correctly {shots}-shot, so there "
-                      "are no head effects and no function vector[/yellow]")
-        return
-    console.print("heads: " + ", ".join(f"a{L}.h{h}" for L, h in run.heads))
-    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+    def show(done) -> None:
+        s = done.summary
+        table = Table(title=f"Function vectors of {done.model.name} at layer {s['fv_layer']} "
+                            f"({len(s['heads'])} heads)")
+        for col in ("task", "correct", f"{shots}-shot", "zero-shot", "+FV", "+layer mean",
+                    "shuffled", "+FV", "+layer mean"):
+            table.add_column(col)
+        for r in s["tasks"]:
+            if "zero_shot_none" not in r:
+                table.add_row(r["task"], f"{r['n_correct']}", "-", *["-"] * 6)
+                continue
+            table.add_row(r["task"], str(r["n_correct"]), f"{r['ceiling_10shot']:.2f}",
+                          *(f"{r[k]:.2f}" for k in ("zero_shot_none", "zero_shot_fv",
+                                                     "zero_shot_layer_mean", "shuffled_none",
+                                                     "shuffled_fv", "shuffled_layer_mean")))
+        console.print(table)
+        if not s["heads"]:
+            console.print(f"[yellow]no task had a query answered correctly {shots}-shot, so "
+                          "there are no head effects and no function vector[/yellow]")
+            return
+        console.print("heads: " + ", ".join(f"a{L}.h{h}" for L, h in s["heads"]))
+
+    params = {"datasets": task, "n_clean": n_clean, "n_corrupt": n_corrupt, "n_eval": n_eval,
+              "top_k": top_k, "shots": shots, "layer": layer, "layers": layers,
+              "effect_layers": effect_layers}
+    run_method("fv", model=model, task=None, params=params, n=n_eval, seed=seed,
+               out=out or default_out("fv"), json_out=json_out, device=device, dtype=dtype,
+               show=show)
 
 
 @app.command()
@@ -120,6 +99,8 @@ def steer(
     seed: int = 0,
     save: Annotated[Path | None, typer.Option(help="Save the vector (PATH.safetensors + "
                                               "PATH.json).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder: steer.json and "
+                                             "the vector (default runs/steer).")] = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -127,39 +108,31 @@ def steer(
     """Contrastive activation addition: the mean difference (or PCA direction) of the pairs'
     block outputs at --layer, added with --scale while generating; prints unsteered and
     steered continuations."""
-    from ..methods.steering.vectors import contrastive_vectors, load_pairs_file
-    from ..models.steering import parse_positions
+    from .method_run import default_out, run_method
 
-    positives, negatives = load_pairs_file(pairs)
-    spec = parse_positions(positions)
-    loaded = _load(model, device, dtype)
-    with console.status("steering vector"):
-        sv = contrastive_vectors(loaded, positives, negatives, layers=layer, site=site,
-                                 method=method)
-    sv.meta["pairs"] = str(pairs)
+    def show(done) -> None:
+        s, result = done.summary, done.load()
+        table = Table(title=f"{done.model.name}: {method} vector of {s['n_pairs']} pairs, "
+                            f"{site} of layer {s['layer']} (norm {s['norm']:.2f}) x {scale}",
+                      show_lines=True)
+        for col in ("prompt", "unsteered", "steered"):
+            table.add_column(col, overflow="fold")
+        for r in result["generations"]:
+            table.add_row(r["prompt"], r["unsteered"], r["steered"])
+        console.print(table)
+
+    params = {"pairs": str(pairs), "prompts": list(prompt), "layer": layer, "scale": scale,
+              "positions": positions, "method": method, "site": site,
+              "max_new_tokens": max_new_tokens, "temperature": temperature}
+    done = run_method("steer", model=model, task=None, params=params, n=len(prompt),
+                      seed=seed, out=out or default_out("steer"), json_out=json_out,
+                      device=device, dtype=dtype, show=show)
     if save:
-        sv.save(save)
-    vector = sv.at(sv.layers[0])
-    kwargs = dict(temperature=temperature, seed=seed)
-    plain = loaded.generate(prompt, max_new_tokens, **kwargs)
-    with loaded.steer(vector, layer=sv.layers[0], scale=scale, positions=spec, site=site):
-        steered = loaded.generate(prompt, max_new_tokens, **kwargs)
-    rows = [{"prompt": p, "unsteered": u, "steered": s} for p, u, s in
-            zip(prompt, plain.texts, steered.texts, strict=True)]
-    info = {"model": loaded.name, "layer": sv.layers[0], "site": sv.site, "scale": scale,
-            "positions": positions, "method": method, "n_pairs": sv.n_pairs,
-            "norm": float(vector.norm()), "generations": rows}
-    if json_out:
-        print(json.dumps(info))
-        return
-    table = Table(title=f"{loaded.name}: {sv.method} vector of {sv.n_pairs} pairs, "
-                        f"{sv.site} of layer {sv.layers[0]} (norm {info['norm']:.2f}) x {scale}",
-                  show_lines=True)
-    for col in ("prompt", "unsteered", "steered"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["prompt"], r["unsteered"], r["steered"])
-    console.print(table)
+        from ..methods.steering.vectors import SteeringVectors
+
+        saved = SteeringVectors.load(done.folder / "vector").save(save)
+        if not json_out:
+            console.print(f"vector: {saved}", highlight=False, soft_wrap=True)
 
 
 def _read_vector(path: Path, layer: int | None) -> tuple:

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .app import _load, app, console
+from .app import app, console
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -93,70 +93,31 @@ def toy_analyse(
     what: Annotated[str, typer.Argument(help="grokking (a modular-addition run folder), "
                                         "composition or induction (a model).")],
     target: Annotated[str, typer.Argument(help="Run folder or model (directory, hub id...).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Write JSON and figures here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write JSON and figures here "
+                                             "(default runs/toy-analyse-<analysis>).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ground-truth analyses of toy models: grokking (key frequencies, neuron spectra,
     restricted/excluded loss over the checkpoints), composition (Q/K/V heatmaps), induction
-    (previous-token -> induction head by head roles, K-composition and EAP-IG)."""
-    from ..errors import ModelWeaveError
+    (previous-token -> induction head by head roles, K-composition and EAP-IG). One analysis
+    of the ``toy`` experiment method, run on any model (``require``)."""
+    from ..experiments.methods import get_method
+    from .method_run import default_out, run_method
 
-    if what not in ("grokking", "composition", "induction"):
-        raise ModelWeaveError(f"unknown analysis {what!r}; use grokking, composition or "
-                              "induction")
-    from ..report import toy as figures
-
-    files: list[Path] = []
+    get_method("toy").check_params({"analyses": [what]}, "")  # before reading the target
+    model = target
     if what == "grokking":
-        from ..models import load_model
-        from ..toy.fourier import analyse_grokking
-        from ..toy.series import find_checkpoints
         from ..toy.train import load_run
 
-        run = load_run(target)
-        ckpts = find_checkpoints(target)
-        with console.status("Fourier analysis and progress measures"):
-            try:
-                result = analyse_grokking(load_model(run.out / "final", device="cpu"),
-                                          [(s, load_model(p, device="cpu")) for s, p in ckpts])
-            except ValueError as err:
-                raise ModelWeaveError(str(err)) from None
-        data = {"run": str(run.out), **result.to_dict(), "history": run.history}
-        if out:
-            files = figures.save_grokking(data, out)
-        summary = {"key_frequencies": result.key_frequencies,
-                   "key_share": sum(result.embedding_spectrum[k] for k in
-                                    result.key_frequencies),
-                   "neuron_key_share": result.neuron_key_share,
-                   "last": result.progress[-1].to_dict() if result.progress else None}
-    else:
-        model = _load(target, None, None)
-        if what == "composition":
-            from ..toy.composition import composition_scores
+        model = str(load_run(target).out / "final")
 
-            result = composition_scores(model)
-            data = result.to_dict()
-            if out:
-                files = figures.save_composition(data, out)
-            summary = {"top_k": result.top("k", 3), "top_q": result.top("q", 3),
-                       "top_v": result.top("v", 3), "baseline": result.baseline}
-        else:
-            from ..toy.induction import induction_circuit
+    def show(done) -> None:
+        shown = done.kind.command_output(done.record, done.files)
+        console.print_json(json.dumps({k: v for k, v in shown.items() if k != "files"}))
 
-            with console.status("head roles, K-composition, EAP-IG"):
-                result = induction_circuit(model)
-            data = result.to_dict()
-            summary = {k: data[k] for k in ("agree", "accuracy", "previous_token", "induction")}
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{what}.json").write_text(json.dumps(data, indent=1))
-        files.append(out / f"{what}.json")
-    if json_out:
-        print(json.dumps({**summary, "files": [str(f) for f in files]}))
-        return
-    console.print_json(json.dumps(summary))
-    for f in files:
-        console.print(f"wrote {f}")
+    run_method("toy", model=model, task=None, params={"analyses": [what], "require": True},
+               n=32, seed=0, out=out or default_out("toy-analyse", what), json_out=json_out,
+               device="cpu" if what == "grokking" else None, show=show)
 
 
 @app.command("toy-series")

@@ -21,7 +21,10 @@ class FunctionVectors(MethodKind):
     """``- fv: {datasets: [antonym, capitalize], top_k: 10, layer: 10, layers: [4, 8, 12]}``:
     runs :func:`~modelweave.methods.steering.fv_eval.run_function_vectors` and writes
     ``fv.json`` and ``fv.safetensors`` (effects and vectors per task); its summary holds the
-    heads and each task's accuracies at the FV layer."""
+    heads, the swept layers and each task's accuracies at the FV layer; :meth:`draw` makes the
+    effects heatmap and the layer sweep. ``datasets`` may name ``all`` (every ICL dataset);
+    ``layers`` and ``effect_layers`` may be written as on the command line, ``"0,4,8"`` or
+    ``all`` (every layer). ``modelweave fv`` runs one unit (``--task`` is ``datasets``)."""
 
     name = "fv"
     params = {"datasets": None, "layer": None, **dict.fromkeys(SETTINGS)}
@@ -35,11 +38,17 @@ class FunctionVectors(MethodKind):
         params = super().check_params(params, where)
         datasets = params.get("datasets") or list(DATASETS)
         datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        if "all" in datasets:
+            datasets = list(DATASETS)
         try:
             params["datasets"] = [dataset_of(icl_task_name(d)) for d in datasets]
         except TaskError as err:
+            if not where:  # a command's --task: the task's own one-line error
+                raise
             raise ConfigError(f"{where}.datasets: {err}") from None
         for key in ("layers", "effect_layers"):
+            if key in params:
+                params[key] = _layer_list(params[key], f"{where}.{key}" if where else key)
             value = params.get(key)
             if value is not None and not (isinstance(value, list)
                                           and all(isinstance(x, int) for x in value)):
@@ -57,7 +66,22 @@ class FunctionVectors(MethodKind):
                                    **{k: v for k, v in p.items() if v is not None})
         run.save(folder)
         return {"heads": [list(h) for h in run.heads], "fv_layer": run.fv_layer,
-                "tasks": run.headline()}
+                "layers": run.layers, "tasks": run.headline()}
+
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """The head effects heatmap (``fv_effects.png``/``.html``) and the layer sweep
+        (``fv_layer_sweep.html``/``.png``)."""
+        from ...report.steering import save_fv_figures
+
+        return save_fv_figures(self.load(folder, record), folder)
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """``model``, ``heads``, ``fv_layer``, ``layers``, ``headline`` (each task's
+        accuracies) and ``files``."""
+        s = record["summary"]
+        return {"model": (record.get("run") or {}).get("model", record["model"]),
+                "heads": s["heads"], "fv_layer": s["fv_layer"], "layers": s.get("layers"),
+                "headline": s["tasks"], "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
         from ...planner import PlanSpec
@@ -98,3 +122,17 @@ class FunctionVectors(MethodKind):
             parts.append(figure(figs.effects_figure(run), f"fv-{u}-effects"))
             parts.append(figure(figs.sweep_figure(run), f"fv-{u}-sweep"))
         return "".join(parts)
+
+
+def _layer_list(value, where: str):
+    """``"0,4,8"`` (a command line's spelling) as ``[0, 4, 8]``, ``"all"`` as None (every
+    layer); other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    if value.strip() == "all":
+        return None
+    try:
+        return [int(x) for x in value.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{where} {value!r}: give comma-separated layer "
+                          "numbers or 'all'") from None

@@ -27,7 +27,10 @@ class Heuristics(MethodKind):
     ``<op>.safetensors`` per operator); its summary holds each operator's headline numbers.
     With ``checkpoints: DIR`` (a fine-tune's ``--save-every`` output) it also follows each
     operator's heuristic neurons over those checkpoints
-    (:func:`~modelweave.analysis.heuristics.emergence.emergence`)."""
+    (:func:`~modelweave.analysis.heuristics.emergence.emergence`). :meth:`draw` makes each
+    operator's figures (``add_maps.html``, ``add_families.html``, ``add_curves.html``,
+    ``add_knockouts.html``; ``sub``, ``mul``, ``div`` for the others). ``modelweave
+    heuristics`` runs one unit."""
 
     name = "heuristics"
     params = {"operators": None, "checkpoints": None, **dict.fromkeys(SETTINGS)}
@@ -43,6 +46,8 @@ class Heuristics(MethodKind):
         try:
             params["operators"] = ",".join(parse_operators(params.get("operators", "+")))
         except TaskError as err:
+            if not where:  # a command's --operators: the task's own one-line error
+                raise
             raise ConfigError(f"{where}.operators: {err}") from None
         return params
 
@@ -68,6 +73,21 @@ class Heuristics(MethodKind):
                                               for e in meta["emergence"]}
         save_results(results, folder, meta)
         return out
+
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """Per operator: its key-map, family, faithfulness-curve and knockout figures."""
+        from ...analysis.heuristics.results import OP_NAMES
+        from ...report.heuristics import save_figures
+
+        files: list[Path] = []
+        for result in self.load(folder, record).results:
+            files += save_figures(result, folder, OP_NAMES[result.operator])
+        return files
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """``model``, ``operators`` (each operator's headline numbers) and ``files``."""
+        return {"model": (record.get("run") or {}).get("model", record["model"]),
+                **record["summary"], "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
         from ...planner import PlanSpec

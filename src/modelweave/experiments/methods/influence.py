@@ -28,7 +28,10 @@ class Influence(MethodKind):
     writes the score table (``scores.safetensors``, ``influence.json``; factors under
     ``cache/``). Queries default to the experiment's tasks (``n`` examples each, its seed);
     its summary holds, per task, the mean top-10 share and the answer-in-top-10 count, and the
-    same-task vs different-task correlation test."""
+    same-task vs different-task correlation test. The command line's spellings are accepted:
+    ``modules: "a.b,c.d"`` (a comma-separated list; ``mlp`` and ``all`` as they are),
+    ``layers: "20-29"``, ``query_rank: 0`` (full rank, as None). ``modelweave influence``
+    builds its settings from the same parameters (:func:`influence_settings`)."""
 
     name = "influence"
     params = {"docs": None, "queries": None, "top_k": None, **dict.fromkeys(SETTINGS)}
@@ -48,12 +51,15 @@ class Influence(MethodKind):
             from ...methods.influence.modules import parse_layers  # as --layers
 
             params["layers"] = parse_layers(str(params["layers"]))
+        if isinstance(params.get("modules"), str):
+            params["modules"] = parse_modules(params["modules"])
+        if params.get("query_rank") == 0:
+            params["query_rank"] = None
         return params
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...methods.influence import (
-            InfluenceSettings,
             load_documents,
             plan_influence,
             resolve_queries,
@@ -65,7 +71,7 @@ class Influence(MethodKind):
         docs = load_documents(p.pop("docs"))
         specs = p.pop("queries", None) or list(experiment.tasks)
         top_k = int(p.pop("top_k", 10))
-        settings = InfluenceSettings(seed=experiment.seed, **{SETTINGS[k]: v for k, v in p.items()})
+        settings = influence_settings(p, experiment.seed)
         queries = [q for spec in specs for q in resolve_queries(
             spec, n=experiment.n, seed=experiment.seed, tokenizer=model.tokenizer)]
         plan = plan_influence(model, docs, queries, settings, calibrate=False)
@@ -134,3 +140,18 @@ class Influence(MethodKind):
             parts.append(figure(figs.concentration_figure(result), f"influence-{u}-conc"))
             parts.append(figure(figs.correlation_figure(result), f"influence-{u}-corr"))
         return "".join(parts)
+
+
+def parse_modules(text: str) -> str | list[str]:
+    """``mlp``, ``all`` or a comma-separated list of module paths."""
+    text = text.strip()
+    return text if text in ("mlp", "all") else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def influence_settings(params: dict, seed: int):
+    """The :class:`~modelweave.methods.influence.InfluenceSettings` of checked parameters
+    (``docs``, ``queries`` and ``top_k`` are left out)."""
+    from ...methods.influence import InfluenceSettings
+
+    return InfluenceSettings(seed=seed, **{SETTINGS[k]: v for k, v in params.items()
+                                           if k in SETTINGS})

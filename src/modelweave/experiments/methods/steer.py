@@ -22,13 +22,17 @@ def _share(texts: list[str], words: set[str]) -> float:
 class Steer(MethodKind):
     """``- steer: {pairs: pairs.jsonl, prompts: ["I think"], layer: 6, scale: 4.0,
     words: [good, great]}``: the mean-difference (or ``method: pca``) vector of the pairs at
-    the block output of ``layer``, added with ``scale`` at ``positions`` while generating
-    ``max_new_tokens`` greedy tokens per prompt; writes ``steer.json`` (generations, and with
-    ``words`` the share of continuations containing one of them) and the vector."""
+    ``site`` (default the block output) of ``layer``, added with ``scale`` at ``positions``
+    (``all``, ``last``, ``N``, ``N:`` or ``N:M``) while generating ``max_new_tokens`` tokens per
+    prompt (greedy; ``temperature`` > 0 samples with the run's seed); writes ``steer.json``
+    (generations, and with ``words`` the share of continuations containing one of them) and
+    the vector (``vector.safetensors`` + ``vector.json``). ``modelweave steer`` runs one unit
+    (``--prompt`` is ``prompts``)."""
 
     name = "steer"
     params = {"pairs": None, "prompts": None, "layer": None, "scale": None, "positions": None,
-              "method": ("mean", "pca", "pca_centred"), "max_new_tokens": None, "words": None}
+              "method": ("mean", "pca", "pca_centred"), "site": None, "max_new_tokens": None,
+              "temperature": None, "words": None}
     per_model = True
     id_params = ("layer",)
     title, section, noun, order = "Steering", "steer", "steering", 71
@@ -40,6 +44,17 @@ class Steer(MethodKind):
         prompts = params.get("prompts")
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ConfigError(f"{where}.prompts: a list of prompts to continue")
+        from ...errors import ModelWeaveError
+        from ...models.steering import parse_positions
+        from ...methods.steering.vectors import load_pairs_file
+
+        for key, check in (("positions", parse_positions), ("pairs", load_pairs_file)):
+            try:  # a bad spec or pairs file fails before any model loads
+                check(params.get(key))
+            except ModelWeaveError as err:
+                if not where:  # a command's flag: the library's own one-line error
+                    raise
+                raise ConfigError(f"{where}.{key}: {err}") from None
         return params
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
@@ -48,15 +63,18 @@ class Steer(MethodKind):
 
         p = unit.params
         layer = p.get("layer", model.cfg.n_layers // 5)
+        site = p.get("site", "hook_resid_post")
         positives, negatives = load_pairs_file(p["pairs"])
-        sv = contrastive_vectors(model, positives, negatives, layers=layer,
+        sv = contrastive_vectors(model, positives, negatives, layers=layer, site=site,
                                  method=p.get("method", "mean"))
+        sv.meta["pairs"] = str(p["pairs"])
         sv.save(folder / "vector")
         prompts, n_new = list(p["prompts"]), int(p.get("max_new_tokens", 20))
-        plain = model.generate(prompts, n_new)
+        sampling = {"temperature": p.get("temperature", 0.0), "seed": experiment.seed}
+        plain = model.generate(prompts, n_new, **sampling)
         with model.steer(sv.at(sv.layers[0]), layer=sv.layers[0], scale=p.get("scale", 4.0),
-                         positions=p.get("positions")):
-            steered = model.generate(prompts, n_new)
+                         positions=p.get("positions"), site=site):
+            steered = model.generate(prompts, n_new, **sampling)
         rows = [{"prompt": q, "unsteered": u, "steered": s}
                 for q, u, s in zip(prompts, plain.texts, steered.texts, strict=True)]
         summary = {"layer": sv.layers[0], "scale": p.get("scale", 4.0),
@@ -67,6 +85,17 @@ class Steer(MethodKind):
             summary["share_steered"] = _share(steered.texts, words)
         (folder / "steer.json").write_text(json.dumps({**summary, "generations": rows}))
         return summary
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """``model``, ``layer``, ``site``, ``scale``, ``positions``, ``method``, ``n_pairs``,
+        ``norm`` (and the word shares), ``generations`` and ``files``."""
+        p = record["params"]
+        saved = next(f for f in files if f.name == "steer.json")
+        return {"model": (record.get("run") or {}).get("model", record["model"]),
+                **record["summary"], "site": p.get("site", "hook_resid_post"),
+                "positions": p.get("positions", "all"), "method": p.get("method", "mean"),
+                "generations": json.loads(saved.read_text())["generations"],
+                "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
         from ...planner import PlanSpec

@@ -5,7 +5,9 @@ composition scores (any model), the induction circuit by head roles, K-compositi
 (models of two layers or more), and -- when the model is a ``train-toy`` run's ``final``
 folder of modular addition -- the Fourier analysis and the progress measures over the run's
 checkpoints. Train first (``modelweave train-toy ... --out runs/toy/grok``), then list
-``runs/toy/grok/final`` under ``models:``.
+``runs/toy/grok/final`` under ``models:``. With ``require: true`` every listed analysis runs on
+any model and one that cannot is a one-line :class:`~modelweave.toy.ToyError` (``modelweave
+toy-analyse`` runs one analysis so); by default those that do not apply are skipped.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ ANALYSES = ("composition", "induction", "grokking")
 
 @register
 class Toy(MethodKind):
-    """Writes ``toy.json`` (one entry per analysis); the summary holds the headline numbers."""
+    """Writes ``<analysis>.json`` per analysis run (what ``toy-analyse --out`` has always
+    written) and ``toy.json``, the index ``{analysis: file}``; the summary holds the headline
+    numbers. :meth:`draw` makes ``composition.html`` and, for grokking,
+    ``training_curves.html``, ``fourier_spectrum.html`` and ``progress_measures.html``."""
 
     name = "toy"
-    params = {"analyses": None}
+    params = {"analyses": None, "require": (False, True)}
     per_model = True
     title, section, noun, order = "Toy models", "toy", "toy-model", 90
 
@@ -39,47 +44,55 @@ class Toy(MethodKind):
             chosen = [chosen]
         bad = [a for a in chosen if a not in ANALYSES]
         if bad:
-            raise ConfigError(f"{where}.analyses: unknown analysis {bad[0]!r}; use "
-                              f"{', '.join(ANALYSES)}")
+            field = f"{where}.analyses: " if where else ""
+            raise ConfigError(f"{field}unknown analysis {bad[0]!r}; use {', '.join(ANALYSES)}")
         return {**params, "analyses": list(chosen)}
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
-        from ...toy.composition import composition_scores
-
         chosen = unit.params.get("analyses", list(ANALYSES))
+        require = bool(unit.params.get("require", False))
         meta = getattr(model.hf_model.config, "modelweave_toy", None) or {}
+        deep = model.cfg.n_layers > 1
+        applies = {"composition": deep, "induction": deep and meta.get("task") == "induction",
+                   "grokking": meta.get("task") == "modular_addition"}
         results, summary = {}, {}
-        if "composition" in chosen and model.cfg.n_layers > 1:
-            comp = composition_scores(model)
-            results["composition"] = comp.to_dict()
-            la, ha, lb, hb, score = comp.top("k", 1)[0]
-            summary["top_k_composition"] = f"a{la}.h{ha}->a{lb}.h{hb} ({score:.3f})"
-        if "induction" in chosen and model.cfg.n_layers > 1 and meta.get("task") == "induction":
-            from ...toy.induction import induction_circuit
+        for name in (a for a in ANALYSES if a in chosen):
+            if not (require or applies[name]):
+                continue
+            try:
+                results[name] = _ANALYSE[name](model, experiment.seed)
+            except ValueError as err:  # a model the analysis cannot read
+                from ...toy import ToyError
 
-            found = induction_circuit(model, seed=experiment.seed)
-            results["induction"] = found.to_dict()
-            summary["induction_agree"] = found.agree
-            summary["induction_accuracy"] = found.accuracy
-        run_dir = Path(model.name).parent
-        if "grokking" in chosen and meta.get("task") == "modular_addition":
-            from ...models import load_model
-            from ...toy.fourier import analyse_grokking
-            from ...toy.series import find_checkpoints
-
-            ckpts = find_checkpoints(run_dir) if (run_dir / "checkpoints").is_dir() else []
-            analysis = analyse_grokking(model, [(s, load_model(p, device="cpu"))
-                                                for s, p in ckpts])
-            history = []
-            if (run_dir / "train.json").is_file():
-                history = json.loads((run_dir / "train.json").read_text())["history"]
-            results["grokking"] = {**analysis.to_dict(), "history": history}
-            summary["key_frequencies"] = ", ".join(map(str, analysis.key_frequencies))
-            if history:
-                summary["test_acc"] = history[-1]["test_acc"]
-        (folder / "toy.json").write_text(json.dumps(results))
+                raise ToyError(f"{name}: {err}") from None
+            summary.update(_SUMMARY[name](results[name]))
+            (folder / f"{name}.json").write_text(json.dumps(results[name], indent=1))
+        (folder / "toy.json").write_text(json.dumps({k: f"{k}.json" for k in results}))
         return summary
+
+    def draw(self, folder: Path, record: dict) -> list[Path]:
+        """The composition heatmaps and the grokking figures of the analyses the unit ran."""
+        from ...report import toy as figures
+
+        data = self.load(folder, record)
+        files: list[Path] = []
+        if "grokking" in data:
+            files += figures.save_grokking(data["grokking"], folder)
+        if "composition" in data:
+            files += figures.save_composition(data["composition"], folder)
+        return files
+
+    def command_output(self, record: dict, files: list[Path]) -> dict:
+        """For one analysis (``toy-analyse``) its numbers -- composition: ``top_k``,
+        ``top_q``, ``top_v``, ``baseline``; induction: ``agree``, ``accuracy``,
+        ``previous_token``, ``induction``; grokking: ``key_frequencies``, ``key_share``,
+        ``neuron_key_share``, ``last`` -- otherwise the summary; and ``files``."""
+        found = {f.stem: f for f in files if f.suffix == ".json" and f.stem in ANALYSES}
+        out = dict(record["summary"]) if len(found) != 1 else {}
+        for name, path in found.items() if len(found) == 1 else ():
+            out.update(_COMMAND[name](json.loads(path.read_text())))
+        return {**out, "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
         from ...planner import PlanSpec
@@ -88,8 +101,13 @@ class Toy(MethodKind):
                            note="toy analyses: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> dict:
-        """The analyses' results as plain dicts (see ``toy.json``)."""
-        return json.loads((folder / "toy.json").read_text())
+        """The analyses' results as plain dicts: analysis -> its data (see ``toy.json``)."""
+        index = json.loads((folder / "toy.json").read_text())
+        return {name: json.loads((folder / entry).read_text()) if isinstance(entry, str)
+                else entry for name, entry in index.items()}  # older units: data inline
+
+    def headline(self, summary: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in summary.items())[:200] or "no analysis applied"
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """Per model: training curves, Fourier spectrum and progress measures (grokking),
@@ -122,3 +140,72 @@ class Toy(MethodKind):
                 parts.append(f"<p>all three agree: {escape(str(ind['agree']))}; accuracy "
                              f"{ind['accuracy']:.3f}</p>")
         return "\n".join(parts)
+
+
+def _composition(model: Model, seed: int) -> dict:
+    from ...toy.composition import composition_scores
+
+    return composition_scores(model).to_dict()
+
+
+def _induction(model: Model, seed: int) -> dict:
+    from ...toy.induction import induction_circuit
+
+    return induction_circuit(model, seed=seed).to_dict()
+
+
+def _grokking(model: Model, seed: int) -> dict:
+    """The Fourier analysis of ``model`` (a run's ``final``) and the progress measures over
+    the run's checkpoints, with its training history."""
+    from ...models import load_model
+    from ...toy.fourier import analyse_grokking
+    from ...toy.series import find_checkpoints
+
+    run_dir = Path(model.name).parent
+    ckpts = find_checkpoints(run_dir) if (run_dir / "checkpoints").is_dir() else []
+    analysis = analyse_grokking(model, [(s, load_model(p, device="cpu")) for s, p in ckpts])
+    history = []
+    if (run_dir / "train.json").is_file():
+        history = json.loads((run_dir / "train.json").read_text())["history"]
+    return {"run": str(run_dir), **analysis.to_dict(), "history": history}
+
+
+def _top_k(data: dict) -> dict:
+    from ...toy.composition import CompositionScores
+
+    la, ha, lb, hb, score = CompositionScores.from_dict(data).top("k", 1)[0]
+    return {"top_k_composition": f"a{la}.h{ha}->a{lb}.h{hb} ({score:.3f})"}
+
+
+def _composition_numbers(data: dict) -> dict:
+    from ...toy.composition import CompositionScores
+
+    scores = CompositionScores.from_dict(data)
+    return {"top_k": scores.top("k", 3), "top_q": scores.top("q", 3),
+            "top_v": scores.top("v", 3), "baseline": scores.baseline}
+
+
+def _grokking_summary(data: dict) -> dict:
+    out = {"key_frequencies": ", ".join(map(str, data["key_frequencies"]))}
+    if data["history"]:
+        out["test_acc"] = data["history"][-1]["test_acc"]
+    return out
+
+
+def _grokking_numbers(data: dict) -> dict:
+    return {"key_frequencies": data["key_frequencies"],
+            "key_share": sum(data["embedding_spectrum"][k] for k in data["key_frequencies"]),
+            "neuron_key_share": data["neuron_key_share"],
+            "last": data["progress"][-1] if data["progress"] else None}
+
+
+#: analysis -> its computation, its summary (the unit's record) and its command output
+_ANALYSE = {"composition": _composition, "induction": _induction, "grokking": _grokking}
+_SUMMARY = {"composition": _top_k,
+            "induction": lambda d: {"induction_agree": d["agree"],
+                                    "induction_accuracy": d["accuracy"]},
+            "grokking": _grokking_summary}
+_COMMAND = {"composition": _composition_numbers,
+            "induction": lambda d: {k: d[k] for k in ("agree", "accuracy", "previous_token",
+                                                      "induction")},
+            "grokking": _grokking_numbers}
