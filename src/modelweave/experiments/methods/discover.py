@@ -115,8 +115,7 @@ def save_top_patterns(model: Model, batch: TaskBatch, circuit: Circuit, folder: 
                       k: int = 3) -> list[str]:
     """Attention patterns of the circuit's ``k`` highest-scoring heads on the first prompt
     (``patterns.safetensors`` + ``patterns.json`` with the tokens); returns the heads."""
-    from safetensors.torch import save_file
-
+    from ...io import save_bundle
     from ...methods.patterns import attention_patterns
 
     scores = circuit.node_scores()
@@ -126,8 +125,8 @@ def save_top_patterns(model: Model, batch: TaskBatch, circuit: Circuit, folder: 
     pairs = [tuple(int(x) for x in n[1:].split(".h")) for n in heads]
     prompt = batch.clean[0, : batch.lengths[0]]
     patterns, tokens = attention_patterns(model, prompt, pairs)
-    save_file({name: patterns[pair].contiguous() for name, pair in zip(heads, pairs, strict=True)},
-              str(folder / "patterns.safetensors"))
-    (folder / "patterns.json").write_text(json.dumps({"heads": heads, "tokens": tokens,
-                                                      "prompt": batch.examples[0].clean}))
+    save_bundle(folder / "patterns", {"heads": heads, "tokens": tokens,
+                                      "prompt": batch.examples[0].clean},
+                {name: patterns[pair] for name, pair in zip(heads, pairs, strict=True)},
+                indent=None)
     return heads

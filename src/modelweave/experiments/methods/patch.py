@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from ...io import save_tensors
 from .base import MethodKind, Progress, ReportContext, register, unit_batch
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Patch(MethodKind):
             found = locate(model, batch, grid, k=int(p.get("k", 20)), budget=p.get("budget"),
                            direction=direction, layers=p.get("layers"))
             result, mask = found.to_result(model, batch)
-            save_file({"exact": mask.contiguous()}, str(folder / "exact.safetensors"))
+            save_tensors(folder / "exact.safetensors", {"exact": mask})
             extra = {"locate": {key: v for key, v in found.summary().items() if key != "top"}}
         else:
             result = patch_sweep(model, batch, grid, direction=direction, layers=p.get("layers"),
