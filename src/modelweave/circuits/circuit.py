@@ -10,12 +10,12 @@ circuit-submission format (:mod:`.mib`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from ..io import read_json, write_json
 from .graph import CircuitError, Graph
 
 FORMAT = "modelweave.circuit/1"
@@ -142,22 +142,13 @@ class Circuit:
 
     def save(self, path: str | Path) -> Path:
         """Write the circuit as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> Circuit:
         """Read a circuit saved by :meth:`save`; a clear error for anything else."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CircuitError(f"{path}: cannot read a circuit: {err}") from err
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json(path, error=CircuitError), str(path))
 
     def check_model(self, graph: Graph, name: str = "") -> None:
         """Raise unless this circuit's graph is ``graph`` (same layers, heads, residual)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ..engine.ablation import AblationError, MeanAccumulator, Means, ablation_hook, units_mask
+from ..io import load_tensor_metadata, load_tensors, save_tensors
 from ..models import Model
 from .graph import CircuitError
 
@@ -158,29 +159,28 @@ class PositionMeans:
             raise CircuitError(str(e)) from None
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        tensors = {f"{T}/{s}": v.contiguous() for T, d in self.by_length.items()
+        tensors = {f"{T}/{s}": v for T, d in self.by_length.items()
                    for s, v in d.items()}
-        tensors.update({f"all/{s}": v.contiguous() for s, v in self.overall.items()})
-        save_file(tensors, str(path), metadata={"counts": repr(self.counts)})
+        tensors.update({f"all/{s}": v for s, v in self.overall.items()})
+        save_tensors(path, tensors, metadata={"counts": repr(self.counts)})
 
     @classmethod
     def load(cls, path: str | Path) -> PositionMeans:
         import ast
 
-        from safetensors import safe_open
-
         by_length: dict[int, dict] = {}
         overall = {}
-        with safe_open(str(path), "pt") as f:
-            counts = ast.literal_eval(f.metadata()["counts"])
-            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                head, site = key.split("/", 1)
-                if head == "all":
-                    overall[site] = f.get_tensor(key)
-                else:
-                    by_length.setdefault(int(head), {})[site] = f.get_tensor(key)
+        metadata = load_tensor_metadata(path, error=CircuitError)
+        if "counts" not in metadata:
+            raise CircuitError(f"{path}: not a file of reference means (no counts)")
+        counts = ast.literal_eval(metadata["counts"])
+        tensors = load_tensors(path, error=CircuitError)
+        for key in sorted(tensors):  # the order safe_open's keys() listed them in
+            head, site = key.split("/", 1)
+            if head == "all":
+                overall[site] = tensors[key]
+            else:
+                by_length.setdefault(int(head), {})[site] = tensors[key]
         return cls(by_length, overall, counts)
 
 

@@ -29,39 +29,12 @@ import time
 import traceback
 from pathlib import Path
 
+from ..io import atomic_write, pid_alive, read_json, remove_stale_temporaries
 from .config import Experiment, Unit
 from .methods import METHODS, get_method, scalar_summary
 
 DONE = "done.json"
 HOST = socket.gethostname()
-
-
-def atomic_write(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete ``.NAME.PID.tmp`` files in ``folder`` whose writer process is gone.
-
-    A run killed while writing leaves its temporary behind (the rename never happened);
-    the next run clears it so the directory holds whole files only.
-    """
-    removed = []
-    for tmp in folder.glob(".*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def remove_stale_staging(staging: Path) -> list[Path]:
@@ -70,21 +43,11 @@ def remove_stale_staging(staging: Path) -> list[Path]:
     removed = []
     for folder in staging.glob("*.*.*.*") if staging.is_dir() else ():
         _, host, pid, _ = folder.name.rsplit(".", 3)
-        if host != HOST or not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+        if host != HOST or not pid.isdigit() or (int(pid) != os.getpid() and pid_alive(int(pid))):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _about(unit: Unit, seconds: float) -> dict:
@@ -124,7 +87,7 @@ class RunStore:
         """The manifest (empty before the first run)."""
         if not self.manifest_path.exists():
             return {}
-        return json.loads(self.manifest_path.read_text())
+        return read_json(self.manifest_path)
 
     def start(self, experiment: Experiment) -> dict:
         """Create or update the manifest for a (re)started run; returns it."""
@@ -207,7 +170,7 @@ class RunStore:
 
     def failures(self) -> dict[str, dict]:
         """unit id -> its failure record, for every unit whose last attempt failed."""
-        return {p.stem: json.loads(p.read_text())
+        return {p.stem: read_json(p)
                 for p in sorted((self.root / "failed").glob("*.json"))}
 
     def record_finished(self, unit_id: str, record: dict) -> None:
@@ -221,7 +184,7 @@ class RunStore:
         """unit id -> its ``done.json`` record, for every finished unit."""
         out = {}
         for done in sorted((self.root / "units").glob(f"*/{DONE}")):
-            out[done.parent.name] = json.loads(done.read_text())
+            out[done.parent.name] = read_json(done)
         return out
 
     def load(self, unit_id: str):

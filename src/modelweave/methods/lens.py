@@ -3,13 +3,12 @@ stopped there (final norm and unembedding applied to it)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from ..io import load_bundle, save_bundle
 from ..models import Model
 from ..tasks import TaskBatch
 
@@ -39,19 +38,15 @@ class LensResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``path.json`` and ``path.safetensors``."""
-        path = Path(path)
         meta = {k: getattr(self, k) for k in ("model", "task", "layers", "positions",
                                               "top_tokens")}
-        path.with_suffix(".json").write_text(json.dumps(meta))
-        save_file({k: getattr(self, k).contiguous() for k in
-                   ("answer_prob", "answer_rank", "top_probs")},
-                  str(path.with_suffix(".safetensors")))
+        save_bundle(path, meta, {k: getattr(self, k) for k in
+                                 ("answer_prob", "answer_rank", "top_probs")}, indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return cls(**meta, **load_file(str(path.with_suffix(".safetensors"))))
+        meta, tensors = load_bundle(path)
+        return cls(**meta, **tensors)
 
 
 def logit_lens(model: Model, batch: TaskBatch, k: int = 5, corrupt: bool = False

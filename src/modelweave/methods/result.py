@@ -3,13 +3,12 @@ model (JSON for everything but the grid, safetensors for the grid)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from ..io import load_bundle, save_bundle
 from ..metrics.functional import normalize
 
 
@@ -80,18 +79,13 @@ class PatchingResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``path.json`` and ``path.safetensors`` (``path`` without a suffix)."""
-        path = Path(path)
         meta = {k: v for k, v in self.__dict__.items() if k not in ("values", "raw")}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-        save_file({"values": self.values.contiguous(), "raw": self.raw.contiguous()},
-                  str(path.with_suffix(".safetensors")))
+        save_bundle(path, meta, {"values": self.values, "raw": self.raw}, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> PatchingResult:
         """Read a result written by :meth:`save`."""
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        tensors = load_file(str(path.with_suffix(".safetensors")))
+        meta, tensors = load_bundle(path)
         meta["axes"] = tuple(meta["axes"])
         return cls(values=tensors["values"], raw=tensors["raw"], **meta)
 

@@ -17,7 +17,6 @@ how a mechanism appears during training. The steps are those of :mod:`.training`
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelWeaveError
+from ..io import write_json
 from .model import Model
 from .training import SCHEDULES, Batch, adamw, train_steps
 
@@ -108,12 +108,12 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     merged.save_pretrained(out / "merged")
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(out / "merged")
-    (out / "finetune.json").write_text(json.dumps({
+    write_json(out / "finetune.json", {
         "model": model.name, "task": batch.task, "steps": steps, "lora_r": lora_r, "lr": lr,
         "batch_size": batch_size, "n": len(batch), "seed": seed, "seconds": seconds,
         "scoring": scoring, "task_params": task_params or {}, "save_every": save_every,
         "schedule": schedule,
-        "losses": losses}, indent=1))
+        "losses": losses}, indent=1)
     tuned = Model(merged, model.tokenizer, name=f"{model.name}+lora-{batch.task}")
     return FinetuneResult(tuned, losses, out / "adapter", out / "merged", seconds)
 

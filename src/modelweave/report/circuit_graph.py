@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from ..circuits import Circuit
+from ..io import atomic_write
 
 POSITIVE, NEGATIVE = "#2166ac", "#b2182b"
 DASHES = {"": "", "q": "7 3", "k": "2 3", "v": "9 3 2 3"}
@@ -213,8 +214,4 @@ def save_circuit_graph(circuit: Circuit, path: str | Path, **kwargs) -> Path:
                 f"{svg}</figure>\n</body></html>\n")
     else:
         text = svg
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, text)

@@ -27,7 +27,7 @@ import json
 import random
 from pathlib import Path
 
-from ..jsonl import read_jsonl
+from ..io import read_jsonl
 from .base import _SLOT, Example, Task, TaskError, fill
 
 REQUIRED = ("clean", "corrupt", "answers", "wrong_answers")

@@ -21,7 +21,6 @@ and the config records ``modelweave_toy.attn_only = true``.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import read_json, write_json
 from ..models.training import Batch, adamw, train_steps
 from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
 from .vocab import build_tokenizer
@@ -215,7 +215,7 @@ def _resume_point(out: Path, cfg: ToyConfig) -> tuple[Path | None, list[dict], f
     if not meta.is_file():
         raise ToyError(f"{out} is not empty and holds no toy run (no train.json); choose an "
                        "empty folder")
-    saved = json.loads(meta.read_text())
+    saved = read_json(meta, error=ToyError)
     old, new = saved["config"], cfg.to_dict()
     diff = [k for k in new if k not in _FREE and old.get(k) != new[k]]
     if diff:
@@ -288,10 +288,10 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     began = time.perf_counter()
 
     def write_meta(seconds: float) -> None:
-        (out / "train.json").write_text(json.dumps({
+        write_json(out / "train.json", {
             "config": cfg.to_dict(), "task_params": data.params, "history": history,
             "seconds": seconds, "resumed_from": start or None,
-            "threads": torch.get_num_threads()}, indent=1))
+            "threads": torch.get_num_threads()}, indent=1)
 
     if start == 0:
         write_meta(0.0)
@@ -332,6 +332,6 @@ def load_run(out: str | Path) -> ToyRun:
     meta = Path(out) / "train.json"
     if not meta.is_file():
         raise ToyError(f"{out} holds no toy run (no train.json)")
-    saved = json.loads(meta.read_text())
+    saved = read_json(meta, error=ToyError)
     return ToyRun(Path(out), ToyConfig.from_dict(saved["config"]), saved["history"],
                   saved["seconds"], saved.get("resumed_from"))

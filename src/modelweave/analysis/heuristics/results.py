@@ -12,13 +12,12 @@ files or the new ones, never half of one.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ...io import load_tensors, read_json, save_tensors, write_json
 from .classify import HeuristicMatch
 from .knockout import Knockout, PromptKnockout
 from .localize import HeadCurve, PositionEffects
@@ -72,39 +71,26 @@ def summary(r: OperatorResult, d_mlp: int) -> dict:
             "knockouts": len(r.knockouts), "seconds": r.seconds}
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
 def save_results(results: list[OperatorResult], folder: str | Path, meta: dict) -> Path:
     """Write ``results`` (and ``meta``: model name, settings...) into ``folder``; returns the
     JSON path."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for r in results:
-        tensors = {"ranking": r.ranking.contiguous(), "key": r.maps.key.contiguous(),
-                   "kv": r.maps.kv.contiguous(), "op1": r.maps.op1, "op2": r.maps.op2,
+        tensors = {"ranking": r.ranking, "key": r.maps.key, "kv": r.maps.kv, "op1": r.maps.op1,
+                   "op2": r.maps.op2,
                    "neurons": torch.tensor(r.maps.neurons, dtype=torch.long).view(-1, 2)}
-        _atomic(folder / f"{OP_NAMES[r.operator]}.safetensors",
-                lambda p, t=tensors: save_file(t, str(p)))
+        save_tensors(folder / f"{OP_NAMES[r.operator]}.safetensors", tensors)
     data = {**meta, "operators": [_numbers(r) for r in results]}
-    _atomic(folder / RESULTS, lambda p: p.write_text(json.dumps(data, indent=1)))
-    return folder / RESULTS
+    return write_json(folder / RESULTS, data, indent=1)
 
 
 def load_results(folder: str | Path) -> HeuristicsRun:
     """Read a folder written by :func:`save_results` (no model needed)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
-    data = json.loads((folder / RESULTS).read_text())
+    data = read_json(folder / RESULTS)
     results = []
     for d in data.pop("operators"):
-        t = load_file(str(folder / f"{OP_NAMES[d['operator']]}.safetensors"))
+        t = load_tensors(folder / f"{OP_NAMES[d['operator']]}.safetensors")
         neurons = [tuple(x) for x in t["neurons"].tolist()]
         maps = NeuronMaps(neurons, t["key"], t["kv"], t["op1"], t["op2"], d["operator"])
         matches = {tuple(m["neuron"]): [HeuristicMatch(**x) for x in m["matches"]]

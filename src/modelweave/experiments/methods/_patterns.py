@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,7 @@ def save_patterns(model: Model, batch: TaskBatch, heads: list[tuple[int, int]], 
                   why: str = "") -> list[str]:
     """Save the [query, key] patterns of ``heads`` ((layer, head) pairs) on the batch's first
     prompt, with its tokens and text (and ``why`` they were chosen); returns their names."""
-    from safetensors.torch import save_file
-
+    from ...io import save_bundle
     from ...methods.patterns import attention_patterns
 
     if not heads:
@@ -30,10 +28,10 @@ def save_patterns(model: Model, batch: TaskBatch, heads: list[tuple[int, int]], 
     names = [head_name(*pair) for pair in heads]
     prompt = batch.clean[0, : batch.lengths[0]]
     patterns, tokens = attention_patterns(model, prompt, heads)
-    save_file({name: patterns[pair].contiguous() for name, pair in zip(names, heads, strict=True)},
-              str(folder / "patterns.safetensors"))
-    (folder / "patterns.json").write_text(json.dumps(
-        {"heads": names, "tokens": tokens, "prompt": batch.examples[0].clean, "why": why}))
+    save_bundle(folder / "patterns",
+                {"heads": names, "tokens": tokens, "prompt": batch.examples[0].clean, "why": why},
+                {name: patterns[pair] for name, pair in zip(names, heads, strict=True)},
+                indent=None)
     return names
 
 
@@ -42,10 +40,9 @@ def load_patterns(folder: Path) -> tuple[dict, dict] | None:
     patterns: name -> [query, key] tensor), or None when the unit saved none."""
     if not (folder / "patterns.json").exists():
         return None
-    from safetensors.torch import load_file
+    from ...io import load_bundle
 
-    return (json.loads((folder / "patterns.json").read_text()),
-            load_file(str(folder / "patterns.safetensors")))
+    return load_bundle(folder / "patterns")
 
 
 def draw_patterns(folder: Path, file_name=lambda name: f"pattern_{name}") -> list[Path]:

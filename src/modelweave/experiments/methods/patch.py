@@ -51,10 +51,7 @@ class Patch(MethodKind):
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
-        import json
-
-        from safetensors.torch import save_file
-
+        from ...io import save_tensors, write_json
         from ...methods.patching import patch
 
         batch = unit_batch(model, unit, experiment)
@@ -64,8 +61,8 @@ class Patch(MethodKind):
                       k=int(p.get("k", 20)), budget=p.get("budget"), progress=progress)
         found.result.save(folder / "result")
         if found.located is not None:
-            save_file({"exact": found.exact.contiguous()}, str(folder / "exact.safetensors"))
-            (folder / "locate.json").write_text(json.dumps(
+            save_tensors(folder / "exact.safetensors", {"exact": found.exact})
+            write_json(folder / "locate.json", indent=None, data=(
                 {**found.located.summary(), "exact_mask": found.exact.flatten().tolist()}))
         return found.summary(len(batch))
 
@@ -125,9 +122,9 @@ class Patch(MethodKind):
                                                escape(title)), f"patch-{i}"))
             mask_file = ctx.folder(uid) / "exact.safetensors"
             if mask_file.exists():
-                from safetensors.torch import load_file
+                from ...io import load_tensors
 
-                parts.append(exact_table(result, load_file(str(mask_file))["exact"]))
+                parts.append(exact_table(result, load_tensors(mask_file)["exact"]))
         return "".join(parts)
 
 

@@ -45,8 +45,8 @@ class Steer(MethodKind):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ConfigError(f"{where}.prompts: a list of prompts to continue")
         from ...errors import ModelWeaveError
-        from ...models.steering import parse_positions
         from ...methods.steering.vectors import load_pairs_file
+        from ...models.steering import parse_positions
 
         for key, check in (("positions", parse_positions), ("pairs", load_pairs_file)):
             try:  # a bad spec or pairs file fails before any model loads

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...errors import ModelWeaveError
-from ...jsonl import read_jsonl
+from ...io import read_jsonl
 
 
 class InfluenceError(ModelWeaveError):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ...io import read_json, write_json
 from ...models.device_map import require_resident
 from .costs import available_gb, estimate_memory, time_one_batch
 from .data import (
@@ -172,16 +173,13 @@ def _stage_file(folder: Path) -> Path:
 
 def _finished(folder: Path) -> dict:
     path = _stage_file(folder)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, error=InfluenceError) if path.is_file() else {}
 
 
 def _mark(folder: Path, stage: str, seconds: float) -> None:
     done = _finished(folder)
     done[stage] = seconds
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".stages.tmp"
-    tmp.write_text(json.dumps(done))
-    tmp.replace(_stage_file(folder))
+    write_json(_stage_file(folder), done)
 
 
 def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Path | None = None,

@@ -11,12 +11,12 @@ the query's completion (see :mod:`.kron`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ...io import load_tensors, read_json, save_tensors, write_json
 from .data import Document, InfluenceError, Query
 
 SCORES_FILE, META_FILE = "scores.safetensors", "influence.json"
@@ -140,32 +140,24 @@ class InfluenceScores:
     # -- files ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``scores.safetensors`` and ``influence.json`` into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous().float() for k, v in self.scores.items()},
-                  str(folder / SCORES_FILE))
+        save_tensors(folder / SCORES_FILE, {k: v.float() for k, v in self.scores.items()})
         meta = {"model": self.model, "queries": [q.to_dict() for q in self.queries],
                 "documents": [d.to_dict() for d in self.documents], "settings": self.settings,
                 "keys": self.keys, "seconds": self.seconds,
                 "peak_memory_gb": self.peak_memory_gb}
-        tmp = folder / f".{META_FILE}.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(folder / META_FILE)
+        write_json(folder / META_FILE, meta, indent=1)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> InfluenceScores:
         """Read a saved result (no model needed)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         if not (folder / META_FILE).is_file() or not (folder / SCORES_FILE).is_file():
             raise InfluenceError(f"{folder}: no influence result ({META_FILE} and "
                                  f"{SCORES_FILE})")
-        meta = json.loads((folder / META_FILE).read_text())
-        return cls(load_file(str(folder / SCORES_FILE)),
+        meta = read_json(folder / META_FILE, error=InfluenceError)
+        return cls(load_tensors(folder / SCORES_FILE, error=InfluenceError),
                    [Query(**q) for q in meta["queries"]],
                    [Document(**d) for d in meta["documents"]], meta.get("settings", {}),
                    meta.get("keys", {}), meta.get("seconds", {}), meta.get("peak_memory_gb"),

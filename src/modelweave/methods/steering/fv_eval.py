@@ -15,7 +15,6 @@ evaluated layer, next to the clean ``shots``-shot accuracy (the ceiling).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import torch
 
 from ...engine.suffix import base_run, run_suffix
+from ...errors import SteeringError
+from ...io import load_bundle, save_bundle
 from ...models.steering import check_layer
 from ...tasks import TaskBatch, make_batch
 from ...tasks.icl import dataset_of, icl_task_name
@@ -134,10 +135,7 @@ class FVRun:
 
     def save(self, folder: str | Path) -> Path:
         """``fv.json`` (everything but tensors) and ``fv.safetensors``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for t in self.tasks:
             tensors[f"{t.task}.effects"] = t.effects.contiguous()
@@ -145,22 +143,17 @@ class FVRun:
                 tensors[f"{t.task}.vector"] = t.vector.contiguous()
             if t.layer_means is not None:
                 tensors[f"{t.task}.layer_means"] = t.layer_means.contiguous()
-        save_file(tensors, str(folder / "fv.safetensors"))
         tasks = [{k: v for k, v in asdict(t).items()
                   if k not in ("effects", "vector", "layer_means")} for t in self.tasks]
         info = {"model": self.model, "heads": self.heads, "layers": self.layers,
                 "fv_layer": self.fv_layer, "settings": self.settings, "tasks": tasks,
                 "headline": self.headline()}
-        (folder / "fv.json").write_text(json.dumps(info, indent=1))
+        save_bundle(folder / "fv", info, tensors, indent=1)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> FVRun:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        info = json.loads((folder / "fv.json").read_text())
-        tensors = load_file(str(folder / "fv.safetensors"))
+        info, tensors = load_bundle(Path(folder) / "fv", error=SteeringError)
         tasks = [TaskFV(**t, effects=tensors[f"{t['task']}.effects"],
                         vector=tensors.get(f"{t['task']}.vector"),
                         layer_means=tensors.get(f"{t['task']}.layer_means"))

@@ -18,7 +18,6 @@ method, pair count), so it can be applied where it was measured.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...errors import PairCountError, SteeringError
+from ...io import load_bundle, read_json, read_jsonl, save_bundle
 from ...models.steering import check_layer, site_name
 
 if TYPE_CHECKING:
@@ -69,25 +69,18 @@ class SteeringVectors:
 
     def save(self, path: str | Path) -> Path:
         """``path.safetensors`` (the vectors) and ``path.json`` (the rest)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"vectors": self.vectors.contiguous()}, str(path.with_suffix(".safetensors")))
         info = {"layers": self.layers, "site": self.site, "position": self.position,
                 "method": self.method, "n_pairs": self.n_pairs, "meta": self.meta,
                 "norms": self.norms()}
-        path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+        save_bundle(path, info, {"vectors": self.vectors}, indent=1)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVectors:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        info = json.loads(path.with_suffix(".json").read_text())
+        info, tensors = load_bundle(path, error=SteeringError)
         info.pop("norms", None)
-        return cls(load_file(str(path.with_suffix(".safetensors")))["vectors"], **info)
+        return cls(tensors["vectors"], **info)
 
 
 def load_pairs_file(path: str | Path) -> tuple[list[str], list[str]]:
@@ -100,9 +93,9 @@ def load_pairs_file(path: str | Path) -> tuple[list[str], list[str]]:
         raise SteeringError(f"pairs file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [row for _, row in read_jsonl(path, SteeringError)]
     elif suffix == ".json":
-        data = json.loads(path.read_text())
+        data = read_json(path, error=SteeringError)
         if isinstance(data, dict):
             return _check_pairs(list(data.get("positive", [])), list(data.get("negative", [])))
         rows = data
