@@ -47,6 +47,13 @@ class SeparateQKV:
         (value,) = parts.values()
         return value.reshape(out.shape)
 
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """One projection's ``[out, in]`` weight -> ``{kind: [heads, d_head, in]}`` (no clip:
+        OLMo's clamp acts on activations, not weights)."""
+        (kind,) = kinds
+        return {kind: weight.view(-1, cfg.d_head, weight.shape[-1])}
+
 
 @dataclass(frozen=True)
 class ConcatQKV:
@@ -67,6 +74,12 @@ class ConcatQKV:
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k].flatten(-2) for k in QKV], dim=-1)
 
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """``[out, in]`` rows of the fused ``[q | k | v]`` -> ``{kind: [heads, d_head, in]}``."""
+        chunks = weight.split(self._sizes(cfg), dim=0)
+        return {k: c.view(-1, cfg.d_head, c.shape[-1]) for k, c in zip(QKV, chunks, strict=True)}
+
 
 @dataclass(frozen=True)
 class InterleavedQKV:
@@ -84,6 +97,13 @@ class InterleavedQKV:
 
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k] for k in QKV], dim=-1).reshape(out.shape)
+
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """``[out, in]`` rows ordered ``[heads, (q | k | v), d_head]`` ->
+        ``{kind: [heads, d_head, in]}``."""
+        per_head = weight.view(cfg.n_heads, 3 * cfg.d_head, weight.shape[-1])
+        return dict(zip(QKV, per_head.split(cfg.d_head, dim=1), strict=True))
 
 
 QKVLayout = SeparateQKV | ConcatQKV | InterleavedQKV
@@ -117,6 +137,8 @@ class Adapter:
         attn_out: module whose output is what attention adds to the residual stream
             (``hook_attn_out``); usually the attention module, a post-attention norm in OLMo-2.
         mlp_down: the MLP output projection; its input is ``mlp.hook_post`` (the neurons).
+        mlp_in: the MLP input projection (``W_in``: Llama's ``up_proj``, GPT-2's ``c_fc``).
+        mlp_gate: the gate projection of a gated MLP (``W_gate``), ``None`` without a gate.
         mlp_out: module whose output is what the MLP adds to the residual (``hook_mlp_out``).
         attn_out_norm: a norm applied to the projected attention output before it joins the
             residual (OLMo-2), or ``None``; then ``hook_attn_out = norm(sum_h hook_result + b_O)``.
@@ -143,6 +165,8 @@ class Adapter:
     out_proj: str = "self_attn.o_proj"
     attn_out: str = "self_attn"
     mlp_down: str = "mlp.down_proj"
+    mlp_in: str = "mlp.up_proj"
+    mlp_gate: str | None = "mlp.gate_proj"
     mlp_out: str = "mlp"
     attn_out_norm: str | None = None
     mlp_out_norm: str | None = None
