@@ -4,21 +4,20 @@ Conventions are TransformerLens's: activations multiply weights from the left (`
 ``W_Q[L][h]`` maps ``d_model -> d_head`` and ``W_O[L][h]`` maps ``d_head -> d_model``. Per layer
 ``L`` (``n`` query heads, ``n_kv`` key/value heads):
 
-====================  ==============================  =======================================
-accessor              shape                           what it is
-====================  ==============================  =======================================
-``W_Q[L]``            ``[n_heads, d_model, d_head]``  queries, before any q-norm and rotary
-``W_K[L]``, ``W_V``   ``[n_kv_heads, d_model, d_head]`` grouped-query: one per key/value head
-``W_O[L]``            ``[n_heads, d_head, d_model]``  output projection, per query head
-``W_in[L]``           ``[d_model, d_mlp]``            MLP input (Llama's ``up_proj``)
-``W_gate[L]``         ``[d_model, d_mlp]``            gate of a gated MLP (absent otherwise)
-``W_out[L]``          ``[d_mlp, d_model]``            MLP output; reads ``mlp.hook_post``
-``b_Q[L]``            ``[n_heads, d_head]``           likewise ``b_K``/``b_V`` ``[n_kv, d_head]``
-``b_O[L]``, ``b_out``  ``[d_model]``                  ``b_in``/``b_gate`` ``[d_mlp]``
-``W_E``               ``[d_vocab, d_model]``          token embedding
-``W_pos``             ``[n_ctx, d_model]``            learned positions (GPT-2 only)
-``W_U``, ``b_U``      ``[d_model, d_vocab]``, ``[d_vocab]``  unembedding (no logit scale)
-====================  ==============================  =======================================
+- ``W_Q[L]`` [n_heads, d_model, d_head]: queries, before any q/k norm and rotary;
+  ``b_Q[L]`` [n_heads, d_head].
+- ``W_K[L]``, ``W_V[L]`` [n_kv_heads, d_model, d_head]: one per key/value head (grouped-query
+  attention); ``b_K[L]``, ``b_V[L]`` [n_kv_heads, d_head].
+- ``W_O[L]`` [n_heads, d_head, d_model]: the output projection, per query head; ``b_O[L]``
+  [d_model].
+- ``W_in[L]`` [d_model, d_mlp]: the MLP input (Llama's ``up_proj``, GPT-2's ``c_fc``);
+  ``b_in[L]`` [d_mlp]. ``W_gate[L]`` [d_model, d_mlp], ``b_gate[L]``: the gate of a gated MLP
+  (an error in GPT-2 and GPT-NeoX, which have none).
+- ``W_out[L]`` [d_mlp, d_model]: the MLP output, read by ``mlp.hook_post``; ``b_out[L]``
+  [d_model].
+- ``W_E`` [d_vocab, d_model]: the token embedding; ``W_pos`` [n_ctx, d_model]: learned
+  positions (GPT-2 only).
+- ``W_U`` [d_model, d_vocab], ``b_U`` [d_vocab]: the unembedding, without Cohere's logit scale.
 
 A bias the family lacks reads as zeros (as in TransformerLens), on the weight's device and
 dtype. With grouped-query attention ``model.W_K(L, per_query_head=True)`` (also ``W_V``,
@@ -169,8 +168,8 @@ def _root(model: Model, path: str | None, what: str) -> torch.nn.Module:
 
 
 def _unembed(model: Model) -> torch.nn.Module:
-    return model.hf_model.get_output_embeddings() or model.hf_model.get_submodule(
-        model.adapter.unembed)
+    out = model.hf_model.get_output_embeddings()
+    return out if out is not None else model.hf_model.get_submodule(model.adapter.unembed)
 
 
 _LAYER: dict[str, Callable[[Model, int], torch.Tensor]] = {
@@ -247,3 +246,20 @@ class WeightAccessors:
         module = _unembed(self)
         weight = linear_weight(module)
         return _bias(module, weight, weight.shape[0])
+
+
+_BIAS_PATHS = {"b_O": "out_proj", "b_in": "mlp_in", "b_gate": "mlp_gate", "b_out": "mlp_down"}
+
+
+def has_bias(model: Model, name: str, layer: int = 0) -> bool:
+    """Whether the family has the bias ``name`` (``b_Q`` ... ``b_U``) rather than reading as
+    zeros."""
+    if name == "b_U":
+        module = _unembed(model)
+    elif name in ("b_Q", "b_K", "b_V"):
+        module = _qkv_module(model, layer, name[-1].lower())[0]
+    elif name in _BIAS_PATHS:
+        module = _module(model, layer, getattr(model.adapter, _BIAS_PATHS[name]), name)
+    else:
+        raise ModelWeaveError(f"no bias named {name!r}")
+    return module_tensor(module, "bias") is not None

@@ -121,6 +121,31 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     raise TypeError(f"not a linear module: {type(module).__name__}")
 
 
+def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a linear map: ``nn.Linear`` or GPT-2's ``Conv1D``."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int, bool]:
+    """``(in_features, out_features, has_bias)`` of a linear map (``Conv1D`` stores
+    ``[in, out]``)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features, module.bias is not None
+    d_in, d_out = module.weight.shape
+    return d_in, d_out, module.bias is not None
+
+
+def as_linear(module: nn.Module) -> nn.Linear:
+    """An ``nn.Linear`` computing what a ``Conv1D`` computes (weights copied, transposed)."""
+    d_in, d_out = module.weight.shape
+    linear = nn.Linear(d_in, d_out, bias=module.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(module.weight.T)
+        if module.bias is not None:
+            linear.bias.copy_(module.bias)
+    return linear
+
+
 @dataclass(frozen=True)
 class Adapter:
     """Where the TransformerLens-named sites live in one HF architecture family.
