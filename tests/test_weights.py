@@ -132,3 +132,25 @@ def test_reads_one_layer_without_copying():
         model.W_Q[3]
     with pytest.raises(ModelWeaveError, match="divide"):
         repeat_kv(torch.zeros(3, 2), 4)
+
+
+def test_has_bias_and_block_parts():
+    from modelweave.models import parts
+    from modelweave.models.weights import has_bias
+
+    with_bias, plain, gpt2 = (Model(tiny_hf_model(f)) for f in ("llama", "llama3", "gpt2"))
+    assert has_bias(with_bias, "b_Q") and has_bias(with_bias, "b_O", 2)
+    assert not has_bias(plain, "b_Q") and not torch.any(plain.b_Q[0])
+    assert has_bias(gpt2, "b_in") and has_bias(gpt2, "b_out") and not has_bias(gpt2, "b_U")
+    with pytest.raises(ModelWeaveError, match="no bias named"):
+        has_bias(gpt2, "W_Q")
+    assert parts.is_gated(plain) and not parts.is_gated(gpt2)
+    assert parts.mlp_path(gpt2, 1) == "transformer.h.1.mlp"
+    assert parts.mlp_module(gpt2, 1) is gpt2.block(1).mlp
+    assert parts.unembed_paths(gpt2) == {"lm_head"}
+    (fused, kinds), = parts.qkv_modules(gpt2, 0)
+    assert fused is gpt2.block(0).attn.c_attn and kinds == ("q", "k", "v")
+    assert parts.out_norm(plain, 0, "attn") is None
+    assert parts.qkv_clip(plain) is None and parts.qkv_clip(Model(tiny_hf_model("olmo"))) == 0.8
+    with pytest.raises(ModelWeaveError, match="part must be"):
+        parts.out_norm(plain, 0, "mlp_out")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import Model
-from ..models.parts import attn_in_norm, final_norm
+from ..models.parts import attn_in_norm, final_norm, qkv_clip
 from ..tasks.words import DAYS, LETTERS, MONTHS, NUMBER_WORDS
 
 ROLES = ("previous_token", "duplicate_token", "induction", "copying", "successor")
@@ -130,6 +130,9 @@ def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[
         x = embeddings if norm is None else norm(embeddings)  # [n, d_model]
         v = torch.einsum("nm,hmd->nhd", x, model.W_V(layer, per_query_head=True))
         v = v + model.b_V(layer, per_query_head=True)  # [n, head, d_head]
+        clip = qkv_clip(model)
+        if clip is not None:  # OLMo's clip_qkv, as the model applies it
+            v = v.clamp(-clip, clip)
         out = torch.einsum("nhd,hdm->nhm", v, model.W_O[layer])
         normed = final_norm(model)(out)
         w_u = model.W_U.T[columns].to(normed.device)

@@ -53,6 +53,12 @@ def is_gated(model: Model) -> bool:
     return model.adapter.mlp_gate is not None
 
 
+def qkv_clip(model: Model) -> float | None:
+    """OLMo's ``clip_qkv``: the model clamps q, k and v to ``[-clip, clip]`` (``None``: no
+    clamp)."""
+    return getattr(model.adapter.qkv, "clip", None)
+
+
 def qkv_modules(model: Model, layer: int, *, after_norm: bool = False
                 ) -> list[tuple[nn.Module, tuple[str, ...]]]:
     """The q/k/v projection modules of ``layer`` with the kinds each produces: one per kind,
