@@ -53,7 +53,7 @@ def test_logit_lens_last_layer_is_the_model(family, tmp_path):
     assert torch.equal(again.answer_rank, result.answer_rank) and again.layers == result.layers
 
 
-@pytest.mark.parametrize("family", ["llama", "cohere", "cohere2"])
+@pytest.mark.parametrize("family", ["llama", "cohere", "cohere2", "olmo", "gpt2"])
 def test_ov_logits_are_the_unembedded_head_outputs(family):
     """On a one-token input a head attends only to itself, so its ``hook_result`` is its OV
     map of the residual; read out by the model's own unembedding (final norm, logit scale)

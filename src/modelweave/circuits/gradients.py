@@ -23,8 +23,16 @@ from dataclasses import replace
 import torch
 
 from ..models import Model
-from ..models.adapters import linear_weight, projections
+from ..models.adapters import projections
 from ..models.adapters.base import SeparateQKV
+from ..models.parts import (
+    attn_in_norm,
+    final_norm,
+    mlp_in_norm,
+    mlp_module,
+    qkv_module,
+    qkv_modules,
+)
 from .graph import QKV
 from .norms import ProjectedPullback, joint_norm_pullback, norm_vjp
 from .wiring import (
@@ -117,23 +125,20 @@ def _run(model: Model, tokens: torch.Tensor, objective, embed, mask,
             block = model.block(layer)
             handles.append(block.register_forward_pre_hook(block_pre(layer), with_kwargs=True))
             # behind a joint q/k norm, the receivers' queries and keys are the norms' outputs
-            hooked = adapter.qkv if joint else layout
-            for path, kinds in hooked.modules().items():
-                handles.append(block.get_submodule(path).register_forward_hook(
-                    projection(layer, kinds)))
+            for module, kinds in qkv_modules(model, layer, after_norm=joint):
+                handles.append(module.register_forward_hook(projection(layer, kinds)))
             if joint:
                 for kind in ("q", "k"):
-                    handles.append(block.get_submodule(getattr(layout, kind)).register_forward_hook(
+                    handles.append(qkv_module(model, layer, kind).register_forward_hook(
                         pre_norm(layer, kind)))
-            mlp = block.get_submodule(adapter.mlp_down.rpartition(".")[0])
-            handles.append(mlp.register_forward_pre_hook(mlp_pre(layer), with_kwargs=True))
-            if adapter.mlp_in_norm:
-                handles.append(block.get_submodule(adapter.mlp_in_norm).register_forward_pre_hook(
-                    keep(layer, "x_mlp")))
+            handles.append(mlp_module(model, layer).register_forward_pre_hook(
+                mlp_pre(layer), with_kwargs=True))
+            mlp_norm = mlp_in_norm(model, layer)
+            if mlp_norm is not None:
+                handles.append(mlp_norm.register_forward_pre_hook(keep(layer, "x_mlp")))
             if on_output is not None:
                 handles += output_hooks(model, graph, layer, on_output)
-        handles.append(model.hf_model.get_submodule(adapter.final_norm).register_forward_pre_hook(
-            final_pre))
+        handles.append(final_norm(model).register_forward_pre_hook(final_pre))
         with torch.enable_grad(), key_value_per_query_head(model):
             value = objective(model.forward(tokens, attention_mask=mask, grad=True))
             wanted = [t for info in layers for t in (*info["proj"].values(), info["mlp_in"])]
@@ -180,9 +185,8 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
     b, t = tokens.shape
     pullbacks = []
     for layer in range(cfg.n_layers):
-        block = model.block(layer)
-        norm = block.get_submodule(adapter.attn_in_norm) if adapter.attn_in_norm else None
-        pullbacks.append(ProjectedPullback(norm, *_head_weights(model, layer)))
+        pullbacks.append(ProjectedPullback(attn_in_norm(model, layer),
+                                           *_head_weights(model, layer)))
     # float32 sums, each on the device of the layer it belongs to (a split model's layers
     # compute on different devices); results are gathered on the input device
     devices = [model.layer_device(layer) for layer in range(cfg.n_layers)]
@@ -196,7 +200,7 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
         layers = _run(model, tokens, objective, embed, mask, on_output if step == 0 else None)
         with torch.no_grad():
             for layer in range(cfg.n_layers):
-                info, block = layers[layer], model.block(layer)
+                info = layers[layer]
                 heads, values = {}, {}
                 for kinds, grad in info["proj"].items():
                     if "inside" in info:
@@ -205,18 +209,16 @@ def receiver_gradients(model: Model, tokens: torch.Tensor,
                     values.update(layout.split(info["values"][kinds], kinds, cfg))
                 if "pre" in info:  # joint q/k norm: through it, per head (OLMo-2)
                     for kind in ("q", "k"):
-                        proj = block.get_submodule(getattr(layout, kind))
+                        w = getattr(model, f"W_{kind.upper()}")[layer]  # [heads, d_model, dh]
                         heads[kind], extra = joint_norm_pullback(
-                            block.get_submodule(getattr(adapter.qkv, kind)),
-                            linear_weight(proj), info["pre"][kind], heads[kind])
+                            qkv_module(model, layer, kind, after_norm=True),
+                            w.transpose(1, 2).flatten(0, 1), info["pre"][kind], heads[kind])
                         i = QKV.index(kind) * cfg.n_heads
                         corrections[layer][:, :, i: i + cfg.n_heads] += extra.to(
                             corrections[layer].device)
                 pullbacks[layer].add(info["x"], torch.cat([heads[k] for k in QKV], dim=2),
                                      torch.cat([values[k] for k in QKV], dim=2))
-                mlp_norm = block.get_submodule(adapter.mlp_in_norm) if adapter.mlp_in_norm \
-                    else None
-                mlp_totals[layer] += norm_vjp(mlp_norm, info["x_mlp"],
+                mlp_totals[layer] += norm_vjp(mlp_in_norm(model, layer), info["x_mlp"],
                                               info["mlp_in"][:, :, None]).to(devices[layer])
             logits_total += layers[-1]["logits"].float()[:, :, None].to(logits_total.device)
             del layers

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from ..models import Model
-from ..models.device_map import module_tensor
+from ..models.parts import out_norm
+from ..models.weights import has_bias
 from .graph import Graph
 
 
@@ -34,11 +35,10 @@ class PostNormHeads:
         self.graph = graph
         self.layers: list[tuple[slice, torch.nn.Module, torch.Tensor | None]] = []
         for layer in range(model.cfg.n_layers):
-            block = model.block(layer)
             first = graph.head(layer, 0)
-            bias = module_tensor(block.get_submodule(model.adapter.out_proj), "bias")
+            bias = model.b_O[layer] if has_bias(model, "b_O", layer) else None
             self.layers.append((slice(first, first + graph.n_heads),
-                                block.get_submodule(model.adapter.attn_out_norm), bias))
+                                out_norm(model, layer, "attn"), bias))
         additive = torch.ones(graph.n_senders, dtype=torch.bool)
         for heads, _, _ in self.layers:
             additive[heads] = False

@@ -19,14 +19,13 @@ needs. The base run keeps every key of every layer (a cache built without a conf
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
 from ..models import Model
+from ..models.truncate import kv_cache, layer_types, run_from, run_keeping_kv
 
 
 @dataclass
@@ -65,49 +64,14 @@ def base_run(model: Model, tokens: torch.Tensor, sites: list[str] = ()
         store[hook.name] = tensor.clone() if hook.name in sites else tensor
 
     hooks = [(n, keep) for n in dict.fromkeys([*names, *sites])]
-    # no config: every layer keeps all its keys (a sliding-window cache layer would drop all
-    # but the last window - 1, and suffix runs need the keys before any start position)
-    cache = DynamicCache()
     with model.hooks(hooks), torch.no_grad():
-        out = model.hf_model(input_ids=tokens.to(model.device), past_key_values=cache,
-                             use_cache=True)
-    keys = [cache.layers[i].keys for i in range(model.cfg.n_layers)]
-    values = [cache.layers[i].values for i in range(model.cfg.n_layers)]
-    return out.logits, BaseRun(tokens, [store[n] for n in names], keys, values,
-                               out.logits[:, -1], {n: store[n] for n in sites})
+        logits, keys, values = run_keeping_kv(model, tokens)
+    return logits, BaseRun(tokens, [store[n] for n in names], keys, values,
+                           logits[:, -1], {n: store[n] for n in sites})
 
 
 #: Layer types whose masks the suffix runner lines up with truncated layer lists.
 SUFFIX_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
-
-
-@contextmanager
-def _layers_from(model: Model, layer: int) -> Iterator[None]:
-    """Temporarily make ``layers[layer:]`` the model's whole layer list (and
-    ``config.layer_types[layer:]`` its layer types, so that the ``i``-th layer run gets the
-    mask of its own type), and silence learned position embeddings (the residual fed in
-    already contains them)."""
-    path = model.adapter.blocks
-    parent_path, _, attr = path.rpartition(".")
-    parent = model.hf_model.get_submodule(parent_path) if parent_path else model.hf_model
-    original = getattr(parent, attr)
-    config = model.hf_model.config
-    layer_types = getattr(config, "layer_types", None)
-    handles = []
-    if model.adapter.pos_embed:
-        pos = model.hf_model.get_submodule(model.adapter.pos_embed)
-        handles.append(pos.register_forward_hook(lambda m, a, out: torch.zeros_like(out)))
-    setattr(parent, attr, torch.nn.ModuleList(list(original)[layer:]))
-    if layer_types is not None:
-        config.layer_types = list(layer_types)[layer:]
-    try:
-        yield
-    finally:
-        setattr(parent, attr, original)
-        if layer_types is not None:
-            config.layer_types = layer_types
-        for handle in handles:
-            handle.remove()
 
 
 def _prefix_cache(model: Model, base: BaseRun, pos: int, groups: int) -> DynamicCache:
@@ -115,7 +79,7 @@ def _prefix_cache(model: Model, base: BaseRun, pos: int, groups: int) -> Dynamic
     of the full model (attention modules address it by their original layer index), each of
     the type the full config gives it (sliding layers keep the last ``window - 1`` keys).
     Layers below the suffix are never read but size the masks."""
-    cache = DynamicCache(config=model.hf_model.config)
+    cache = kv_cache(model)
     for layer in range(model.cfg.n_layers):
         k = base.keys[layer][:, :, :pos].repeat(groups, 1, 1, 1)
         v = base.values[layer][:, :, :pos].repeat(groups, 1, 1, 1)
@@ -139,15 +103,13 @@ def run_suffix(model: Model, base: BaseRun, layer: int, pos: int, groups: int = 
     if resid is None:
         resid = base.resid_pre[layer][:, pos:].repeat(groups, 1, 1)
     cache = _prefix_cache(model, base, pos, groups) if pos > 0 else None
-    with _layers_from(model, layer), torch.no_grad():
-        out = model.hf_model(inputs_embeds=resid, past_key_values=cache, use_cache=pos > 0,
-                             logits_to_keep=1)
-    return out.logits[:, -1]
+    with torch.no_grad():
+        return run_from(model, layer, resid, cache)
 
 
 def supports_suffix(model: Model) -> bool:
     """Whether the suffix runner applies: every layer is a full or sliding-window attention
     layer (other kinds, e.g. chunked or linear attention, keep state the prefix cache does
     not rebuild)."""
-    layer_types = getattr(model.hf_model.config, "layer_types", None)
-    return not layer_types or set(layer_types) <= SUFFIX_LAYER_TYPES
+    types = layer_types(model)
+    return not types or set(types) <= SUFFIX_LAYER_TYPES

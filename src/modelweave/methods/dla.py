@@ -17,9 +17,10 @@ import torch
 
 from ..metrics.scores import logit_diff
 from ..models import Model
-from ..models.adapters import linear_weight
 from ..models.device_map import module_tensor
+from ..models.parts import final_norm, out_norm
 from ..models.postnorm import at_scale
+from ..models.weights import has_bias
 from ..tasks import TaskBatch
 
 
@@ -55,7 +56,7 @@ def _frozen_norm(model: Model, final: torch.Tensor):
     """The final norm as a linear map at the scale it applies to ``final`` [batch, d_model].
 
     Returns (apply(v [batch, ..., d_model]) -> [batch, ..., d_model], constant [batch, d_model])."""
-    norm = model.hf_model.get_submodule(model.adapter.final_norm)
+    norm = final_norm(model)
     rms = "rms" in type(norm).__name__.lower()
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
     weight = module_tensor(norm, "weight")
@@ -76,16 +77,15 @@ def _frozen_norm(model: Model, final: torch.Tensor):
 
 def _direction(model: Model, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """[batch, d_model] answer-minus-wrong unembedding directions and [batch] bias terms."""
-    unembed = model.hf_model.get_output_embeddings()
-    w_u = module_tensor(unembed, "weight")
+    w_u = model.W_U.T  # [d_vocab, d_model]
     ans = batch.answers.to(w_u.device)
     wrong = batch.wrong_ids.to(w_u.device)
     mask = (wrong >= 0).float()
     wrong_mean = (w_u[wrong.clamp(min=0)] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     direction = w_u[ans] - wrong_mean
     bias = torch.zeros(len(ans), device=w_u.device)
-    if module_tensor(unembed, "bias") is not None:
-        b = module_tensor(unembed, "bias")
+    if has_bias(model, "b_U"):
+        b = model.b_U
         bias = b[ans] - (b[wrong.clamp(min=0)] * mask).sum(1) / mask.sum(1)
     return direction * model.logit_scale, bias * model.logit_scale
 
@@ -93,7 +93,7 @@ def _direction(model: Model, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tens
 def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list[int] = ()
                              ) -> DLAResult:
     """Contributions of every component to the clean prompts' logit difference."""
-    cfg, a = model.cfg, model.adapter
+    cfg = model.cfg
     n = cfg.n_layers
     names = ["blocks.0.hook_resid_pre", f"blocks.{n - 1}.hook_resid_post"]
     names += [f"blocks.{i}.hook_attn_out" for i in range(n)]
@@ -126,12 +126,11 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
                              for i in range(n)])
         neurons = {}
         for layer in neuron_layers:
-            w_out = linear_weight(model.block(layer).get_submodule(a.mlp_down)).float().to(
-                direction.device)
+            w_out = model.W_out[layer].float().to(direction.device)  # [d_mlp, d_model]
             post = at_last(f"blocks.{layer}.mlp.hook_post")  # [batch, d_mlp]
-            columns = w_out.T[None].expand(len(batch), -1, -1)  # [batch, d_mlp, d]
+            columns = w_out[None].expand(len(batch), -1, -1)  # [batch, d_mlp, d]
             if cfg.post_norm:  # through the MLP's post-norm at its frozen scale
-                norm = model.block(layer).get_submodule(a.mlp_out_norm)
+                norm = out_norm(model, layer, "mlp")
                 scale = at_last(f"blocks.{layer}.mlp.hook_scale")[:, None]  # [batch, 1, 1]
                 columns = at_scale(norm, columns, scale)
             columns = apply(columns)

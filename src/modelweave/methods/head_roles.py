@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import Model
-from ..models.adapters import linear_weight
-from ..models.device_map import module_tensor
+from ..models.parts import attn_in_norm, final_norm, qkv_clip
 from ..tasks.words import DAYS, LETTERS, MONTHS, NUMBER_WORDS
 
 ROLES = ("previous_token", "duplicate_token", "induction", "copying", "successor")
@@ -126,21 +125,17 @@ def ov_logits(model: Model, layer: int, embeddings: torch.Tensor, columns: list[
               ) -> torch.Tensor:
     """[n, head, len(columns)] logits each head's OV map writes for each input vector, read
     through the final norm and the unembedding rows ``columns`` (and the logit scale)."""
-    cfg, a = model.cfg, model.adapter
-    block = model.block(layer)
+    norm = attn_in_norm(model, layer)
     with torch.no_grad():
-        x = embeddings[:, None]  # [n, 1, d_model]
-        if a.attn_in_norm:
-            x = block.get_submodule(a.attn_in_norm)(x)
-        for path, kinds in a.qkv.modules().items():
-            if "v" in kinds:
-                v = a.qkv.split(block.get_submodule(path)(x), kinds, cfg)["v"][:, 0]
-        v = v.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)  # [n, head, d_head]
-        w_o = linear_weight(block.get_submodule(a.out_proj)).view(cfg.d_model, cfg.n_heads,
-                                                                  cfg.d_head)
-        out = torch.einsum("nhd,mhd->nhm", v, w_o)
-        normed = model.hf_model.get_submodule(a.final_norm)(out)
-        w_u = module_tensor(model.hf_model.get_output_embeddings())[columns].to(normed.device)
+        x = embeddings if norm is None else norm(embeddings)  # [n, d_model]
+        v = torch.einsum("nm,hmd->nhd", x, model.W_V(layer, per_query_head=True))
+        v = v + model.b_V(layer, per_query_head=True)  # [n, head, d_head]
+        clip = qkv_clip(model)
+        if clip is not None:  # OLMo's clip_qkv, as the model applies it
+            v = v.clamp(-clip, clip)
+        out = torch.einsum("nhd,hdm->nhm", v, model.W_O[layer])
+        normed = final_norm(model)(out)
+        w_u = model.W_U.T[columns].to(normed.device)
         return (normed @ w_u.T * model.logit_scale).float()
 
 

@@ -15,16 +15,18 @@ from .device_map import compact, execution_device, is_offloaded
 from .hooks import HookFn, installed, normalize_requests
 from .sites import all_sites, parse_site
 from .tokenization import TokenizationPolicy, encode, pad_batch, policy_for
+from .weights import WeightAccessors
 
 Inputs = str | Sequence[str] | torch.Tensor
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 
 
-class Model:
+class Model(WeightAccessors):
     """A Hugging Face causal LM with TransformerLens-named hook sites.
 
     The HF model is kept as it is (``.hf_model``); hooks exist only during ``run_with_hooks``,
-    ``run_with_cache`` or the ``hooks(...)`` context.
+    ``run_with_cache`` or the ``hooks(...)`` context. Weights read per layer as
+    TransformerLens names them (``W_Q[L]`` ... ``W_U``, :mod:`modelweave.models.weights`).
 
     Attributes:
         hf_model: the ``PreTrainedModel``, in eval mode.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import Model
-from ..models.adapters import linear_weight
+from ..models.parts import attn_in_norm
 
 MODES = ("q", "k", "v")
 
@@ -60,34 +60,20 @@ class HeadWeights:
 def head_weights(model: Model, layer: int) -> HeadWeights:
     """The head matrices of ``layer`` read from the HF modules through the adapter."""
     cfg, a = model.cfg, model.adapter
-    block = model.block(layer)
-    parts = {}
-    for path, kinds in a.qkv.modules().items():
-        w = linear_weight(block.get_submodule(path)).detach().float()  # [out, d_model]
-        sizes = {"q": cfg.n_heads * cfg.d_head, "k": cfg.n_kv_heads * cfg.d_head,
-                 "v": cfg.n_kv_heads * cfg.d_head}
-        if len(kinds) == 1:
-            parts[kinds[0]] = w
-        else:  # one fused module: [q | k | v] rows
-            for kind, chunk in zip(kinds, w.split([sizes[k] for k in kinds]), strict=True):
-                parts[kind] = chunk
     if a.qkv_proj is not None or a.qk_norm is not None:
         raise ValueError(f"composition scores need plain q/k/v projections; {cfg.architecture} "
                          "applies norms after them")
     gain = torch.ones(cfg.d_model)
-    if a.attn_in_norm:
-        norm = block.get_submodule(a.attn_in_norm)
-        if getattr(norm, "weight", None) is not None:
-            gain = norm.weight.detach().float()
-    group = cfg.n_heads // cfg.n_kv_heads
+    norm = attn_in_norm(model, layer)
+    if norm is not None and getattr(norm, "weight", None) is not None:
+        gain = norm.weight.detach().float()
 
-    def per_head(w: torch.Tensor) -> torch.Tensor:  # [heads*d_head, d_model] -> [H, d_model, dh]
-        heads = w.view(-1, cfg.d_head, cfg.d_model).transpose(1, 2) * gain[None, :, None]
-        return heads.repeat_interleave(group, 0) if heads.shape[0] != cfg.n_heads else heads
+    def per_head(name: str) -> torch.Tensor:  # [H, d_model, d_head], the pre-norm's gain in
+        w = getattr(model, name)(layer, per_query_head=name != "W_Q")
+        return w.detach().float() * gain[None, :, None]
 
-    w_o = linear_weight(block.get_submodule(a.out_proj)).detach().float()  # [d_model, H*dh]
-    W_O = w_o.T.reshape(cfg.n_heads, cfg.d_head, cfg.d_model)
-    return HeadWeights(per_head(parts["q"]), per_head(parts["k"]), per_head(parts["v"]), W_O)
+    W_O = model.W_O[layer].detach().float()  # [H, d_head, d_model]
+    return HeadWeights(per_head("W_Q"), per_head("W_K"), per_head("W_V"), W_O)
 
 
 def composition_score(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

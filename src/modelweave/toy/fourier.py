@@ -63,7 +63,7 @@ def embedding_spectrum(model: Model) -> torch.Tensor:
     the constant); sums to 1."""
     p = _toy_p(model)
     basis, _ = fourier_basis(p)
-    w_e = model.hf_model.get_input_embeddings().weight.detach().float()[:p]  # tokens 0..p-1
+    w_e = model.W_E.detach().float()[:p]  # tokens 0..p-1
     power = ((basis @ w_e) ** 2).sum(1)  # [p]
     freq = _frequency_of_row(p)
     out = torch.zeros(p // 2 + 1).index_add_(0, freq, power)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ...models import Model
-from ...models.adapters import linear_weight
+from ...models.parts import out_norm
 from ...tasks import TaskBatch
 
 
@@ -65,15 +65,14 @@ def unit_values(model: Model, neurons: list[tuple[int, int]],
                 tokens: torch.Tensor) -> torch.Tensor:
     """[n_neurons, N] each neuron's output direction read through the centred unembedding at
     ``tokens`` [N] (through a post-norm's gain, not its per-prompt scale)."""
-    unembed = model.hf_model.get_output_embeddings().weight.float()
+    unembed = model.W_U.T.float()  # [d_vocab, d_model]
     centred = unembed - unembed.mean(0, keepdim=True)
     rows = centred[tokens.to(centred.device)]  # [N, d_model]
     out = []
     for L, n in neurons:
-        block = model.block(L)
-        column = linear_weight(block.get_submodule(model.adapter.mlp_down)).float()[:, n]
+        column = model.W_out[L][n].float()  # [d_model]
         if model.cfg.post_norm:  # the post-norm's gain (its scale is per prompt)
-            column = column * block.get_submodule(model.adapter.mlp_out_norm).weight.float()
+            column = column * out_norm(model, L, "mlp").weight.float()
         out.append(rows @ column)
     return torch.stack(out).cpu() if out else torch.zeros(0, len(tokens))
 

@@ -30,6 +30,7 @@ import torch
 from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import PositionMeans, position_means
 from ...models import Model
+from ...models.parts import is_gated as gated_mlp
 from ...tasks import TaskBatch, TaskError
 from ...tasks.arith import parse_operators
 from .classify import HeuristicMatch, classify_maps
@@ -248,8 +249,7 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
 
 def is_gated(model: Model) -> bool:
     """Whether the MLP is gated (SwiGLU-style), so neurons can fire negatively."""
-    mlp = model.block(0).get_submodule(model.adapter.mlp_down.rsplit(".", 1)[0])
-    return any("gate" in name for name, _ in mlp.named_children())
+    return gated_mlp(model)
 
 
 def find_heuristics(model: Model, operators="+", progress: Progress = None,

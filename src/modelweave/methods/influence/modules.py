@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
+from ...models.adapters import as_linear, is_linear, linear_shape
+from ...models.parts import block_path, mlp_down_path, mlp_path, unembed_paths
 from .data import InfluenceError
 
 
@@ -37,12 +38,8 @@ def parse_layers(text: str | None) -> list[int] | None:
     return out
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-
-
 def _linears_under(root: nn.Module, prefix: str) -> list[str]:
-    return [f"{prefix}.{name}" for name, m in root.named_modules() if name and _is_linear(m)]
+    return [f"{prefix}.{name}" for name, m in root.named_modules() if name and is_linear(m)]
 
 
 def resolve_modules(model, modules: str | list[str] = "mlp",
@@ -58,7 +55,7 @@ def resolve_modules(model, modules: str | list[str] = "mlp",
         InfluenceError: a named module the model lacks, one that is not linear, the
             unembedding, an empty selection or a layer out of range.
     """
-    adapter, hf = model.adapter, model.hf_model
+    hf = model.hf_model
     n_layers = model.cfg.n_layers
     if isinstance(modules, str) and modules in ("mlp", "all"):
         chosen = list(range(n_layers)) if layers is None else list(layers)
@@ -67,16 +64,15 @@ def resolve_modules(model, modules: str | list[str] = "mlp",
             raise InfluenceError(f"layer {bad[0]} is out of range; the model has {n_layers} "
                                  f"layers (0 to {n_layers - 1})")
         out = []
-        mlp_path = adapter.mlp_down.rsplit(".", 1)[0] if "." in adapter.mlp_down else ""
         for i in chosen:
-            block_path = f"{adapter.blocks}.{i}"
+            block = block_path(model, i)
             if modules == "all":
-                out += _linears_under(hf.get_submodule(block_path), block_path)
+                out += _linears_under(hf.get_submodule(block), block)
             else:
-                path = f"{block_path}.{mlp_path}" if mlp_path else block_path
+                path = mlp_path(model, i)
                 found = _linears_under(hf.get_submodule(path), path)
                 if not found:  # an MLP that is itself one linear map
-                    found = [f"{block_path}.{adapter.mlp_down}"]
+                    found = [mlp_down_path(model, i)]
                 out += found
         if not out:
             raise InfluenceError(f"no linear modules found for {modules!r} in {model.name}")
@@ -86,8 +82,7 @@ def resolve_modules(model, modules: str | list[str] = "mlp",
         raise InfluenceError("the module list is empty; name modules, 'mlp' or 'all' (an empty "
                              "list would track every linear map, the unembedding included)")
     known = dict(hf.named_modules())
-    unembed = {adapter.unembed, *(n for n, m in known.items()
-                                  if m is hf.get_output_embeddings())}
+    unembed = unembed_paths(model)
     out = []
     for name in names:
         if name in ("mlp", "all"):
@@ -100,7 +95,7 @@ def resolve_modules(model, modules: str | list[str] = "mlp",
         if name in unembed:
             raise InfluenceError(f"module {name!r} is the unembedding; its covariance would be "
                                  "vocab x vocab. Track block modules instead")
-        if not _is_linear(known[name]):
+        if not is_linear(known[name]):
             raise InfluenceError(f"module {name!r} is a {type(known[name]).__name__}, not a "
                                  "linear layer; influence tracks linear layers")
         out.append(name)
@@ -109,24 +104,7 @@ def resolve_modules(model, modules: str | list[str] = "mlp",
 
 def module_shapes(model, names: list[str]) -> dict[str, tuple[int, int, bool]]:
     """``name -> (in_features, out_features, has_bias)`` of each tracked module."""
-    out = {}
-    for name in names:
-        m = model.hf_model.get_submodule(name)
-        if isinstance(m, nn.Linear):
-            out[name] = (m.in_features, m.out_features, m.bias is not None)
-        else:  # Conv1D stores [in, out]
-            out[name] = (m.weight.shape[0], m.weight.shape[1], m.bias is not None)
-    return out
-
-
-def _as_linear(conv: nn.Module) -> nn.Linear:
-    d_in, d_out = conv.weight.shape
-    linear = nn.Linear(d_in, d_out, bias=conv.bias is not None)
-    with torch.no_grad():
-        linear.weight.copy_(conv.weight.T)
-        if conv.bias is not None:
-            linear.bias.copy_(conv.bias)
-    return linear
+    return {name: linear_shape(model.hf_model.get_submodule(name)) for name in names}
 
 
 def prepared_copy(model, names: list[str]) -> nn.Module:
@@ -139,5 +117,5 @@ def prepared_copy(model, names: list[str]) -> nn.Module:
         if not isinstance(module, nn.Linear):
             parent_name, _, child = name.rpartition(".")
             parent = hf.get_submodule(parent_name) if parent_name else hf
-            setattr(parent, child, _as_linear(module))
+            setattr(parent, child, as_linear(module))
     return hf

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ...errors import UnsupportedArchitectureError
 from . import cohere, cohere2, gpt2, gpt_neox, llama, olmo, olmo2
-from .base import Adapter, linear_weight, projections
+from .base import Adapter, as_linear, is_linear, linear_shape, linear_weight, projections
 
 _FAMILIES: dict[str, Callable[[object], Adapter]] = {
     "llama": llama.adapter_for,
@@ -52,6 +52,6 @@ def get_adapter(hf_config) -> Adapter:
 
 
 __all__ = [
-    "Adapter", "FAMILY_EXAMPLES", "get_adapter", "linear_weight", "projections",
-    "supported_architectures",
+    "Adapter", "FAMILY_EXAMPLES", "as_linear", "get_adapter", "is_linear", "linear_shape",
+    "linear_weight", "projections", "supported_architectures",
 ]

@@ -47,6 +47,13 @@ class SeparateQKV:
         (value,) = parts.values()
         return value.reshape(out.shape)
 
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """One projection's ``[out, in]`` weight -> ``{kind: [heads, d_head, in]}`` (no clip:
+        OLMo's clamp acts on activations, not weights)."""
+        (kind,) = kinds
+        return {kind: weight.view(-1, cfg.d_head, weight.shape[-1])}
+
 
 @dataclass(frozen=True)
 class ConcatQKV:
@@ -67,6 +74,12 @@ class ConcatQKV:
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k].flatten(-2) for k in QKV], dim=-1)
 
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """``[out, in]`` rows of the fused ``[q | k | v]`` -> ``{kind: [heads, d_head, in]}``."""
+        chunks = weight.split(self._sizes(cfg), dim=0)
+        return {k: c.view(-1, cfg.d_head, c.shape[-1]) for k, c in zip(QKV, chunks, strict=True)}
+
 
 @dataclass(frozen=True)
 class InterleavedQKV:
@@ -85,6 +98,13 @@ class InterleavedQKV:
     def merge(self, out: torch.Tensor, parts: dict, cfg: ModelConfig) -> torch.Tensor:
         return torch.cat([parts[k] for k in QKV], dim=-1).reshape(out.shape)
 
+    def split_weight(self, weight: torch.Tensor, kinds: tuple[str, ...], cfg: ModelConfig
+                     ) -> dict:
+        """``[out, in]`` rows ordered ``[heads, (q | k | v), d_head]`` ->
+        ``{kind: [heads, d_head, in]}``."""
+        per_head = weight.view(cfg.n_heads, 3 * cfg.d_head, weight.shape[-1])
+        return dict(zip(QKV, per_head.split(cfg.d_head, dim=1), strict=True))
+
 
 QKVLayout = SeparateQKV | ConcatQKV | InterleavedQKV
 
@@ -99,6 +119,31 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     if type(module).__name__ == "Conv1D":
         return module_tensor(module, "weight").T
     raise TypeError(f"not a linear module: {type(module).__name__}")
+
+
+def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a linear map: ``nn.Linear`` or GPT-2's ``Conv1D``."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int, bool]:
+    """``(in_features, out_features, has_bias)`` of a linear map (``Conv1D`` stores
+    ``[in, out]``)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features, module.bias is not None
+    d_in, d_out = module.weight.shape
+    return d_in, d_out, module.bias is not None
+
+
+def as_linear(module: nn.Module) -> nn.Linear:
+    """An ``nn.Linear`` computing what a ``Conv1D`` computes (weights copied, transposed)."""
+    d_in, d_out = module.weight.shape
+    linear = nn.Linear(d_in, d_out, bias=module.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(module.weight.T)
+        if module.bias is not None:
+            linear.bias.copy_(module.bias)
+    return linear
 
 
 @dataclass(frozen=True)
@@ -117,6 +162,8 @@ class Adapter:
         attn_out: module whose output is what attention adds to the residual stream
             (``hook_attn_out``); usually the attention module, a post-attention norm in OLMo-2.
         mlp_down: the MLP output projection; its input is ``mlp.hook_post`` (the neurons).
+        mlp_in: the MLP input projection (``W_in``: Llama's ``up_proj``, GPT-2's ``c_fc``).
+        mlp_gate: the gate projection of a gated MLP (``W_gate``), ``None`` without a gate.
         mlp_out: module whose output is what the MLP adds to the residual (``hook_mlp_out``).
         attn_out_norm: a norm applied to the projected attention output before it joins the
             residual (OLMo-2), or ``None``; then ``hook_attn_out = norm(sum_h hook_result + b_O)``.
@@ -143,6 +190,8 @@ class Adapter:
     out_proj: str = "self_attn.o_proj"
     attn_out: str = "self_attn"
     mlp_down: str = "mlp.down_proj"
+    mlp_in: str = "mlp.up_proj"
+    mlp_gate: str | None = "mlp.gate_proj"
     mlp_out: str = "mlp"
     attn_out_norm: str | None = None
     mlp_out_norm: str | None = None

@@ -15,6 +15,8 @@ _PATHS = dict(
     out_proj="attention.dense",
     attn_out="attention",
     mlp_down="mlp.dense_4h_to_h",
+    mlp_in="mlp.dense_h_to_4h",
+    mlp_gate=None,
     mlp_out="mlp",
 )
 
