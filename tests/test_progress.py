@@ -8,8 +8,9 @@ from modelweave.circuits import discover
 from modelweave.methods import patch_sweep
 from modelweave.progress import Steps, nested, report
 from modelweave.tasks import make_batch
-from tiny import tiny_hf_model
 from tokenizers_zoo import make_tokenizer
+
+from tiny import tiny_hf_model
 
 
 class Recorder:
