@@ -81,7 +81,7 @@ def test_interrupted_run_resumes_to_the_same_loss(tmp_path):
     cfg = ToyConfig(**{**SMALL, "steps": 24, "save_every": 8, "eval_every": 4})
     whole = train_toy(cfg, tmp_path / "whole")
 
-    def stop(step, record):
+    def stop(phase, step, steps):
         if step == 19:
             raise KeyboardInterrupt
 

@@ -14,11 +14,10 @@ thousand edges on a CPU. An edge's score is the distance increase measured when 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
 from .evaluation import CircuitEvaluator
@@ -27,13 +26,15 @@ from .exact import _check_size
 
 def acdc(model: Model, batch: TaskBatch, *, threshold: float = 0.01, metric: str = "kl",
          intervention: str = "patching", batch_size: int = 16, max_edges: int = 5000,
-         progress: Callable[[int], None] | None = None) -> Circuit:
+         progress: Progress = None) -> Circuit:
     """Run ACDC and return its circuit (``in_graph``: the edges it kept, pruned).
 
     Args:
         threshold: tau; a removal is kept if the distance grows by less than this.
         metric: ``"kl"`` or a task metric (see the module docstring).
         max_edges: refuse graphs with more edges (one pass per edge tested).
+        progress: phase ``"score"``: edges decided of all edges (those into a node
+            that already feeds nothing are decided at once).
     """
     ev = CircuitEvaluator(model, batch, metric, intervention, batch_size)
     graph = ev.graph
@@ -47,10 +48,12 @@ def acdc(model: Model, batch: TaskBatch, *, threshold: float = 0.01, metric: str
     scores = torch.zeros(graph.n_senders, graph.n_receivers)
     now = distance(current)
     node_of = graph.receiver_to_sender()
+    steps = Steps(progress, "score", sum(graph.upstream(r) for r in range(graph.n_receivers)))
     for r in reversed(range(graph.n_receivers)):
         node = int(node_of[r])
         if node >= 0 and not current[node].any():  # the node feeds nothing any more
             current[:, r] = False
+            steps.advance(graph.upstream(r))
             continue
         for s in reversed(range(graph.upstream(r))):
             trial = current.clone()
@@ -59,8 +62,7 @@ def acdc(model: Model, batch: TaskBatch, *, threshold: float = 0.01, metric: str
             scores[s, r] = after - now
             if after - now < threshold:
                 current, now = trial, after
-            if progress:
-                progress(1)
+            steps.advance()
     return Circuit(graph, scores, prune(graph, current), model=model.name, task=batch.task,
                    method="acdc", params={"threshold": threshold, "metric": metric,
                                           "intervention": intervention,

@@ -8,10 +8,10 @@ smallest top-n circuit reaching the target faithfulness. Selection methods (``ac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..models import Model
+from ..progress import Progress
 from ..tasks import TaskBatch
 from .acdc import acdc
 from .circuit import Circuit
@@ -57,7 +57,7 @@ class Discovery:
 
 def _score(model: Model, batch: TaskBatch, method: str, metric: str, steps: int,
            threshold: float | None, intervention: str, batch_size: int,
-           progress: Callable[[int], None] | None) -> Circuit:
+           progress: Progress) -> Circuit:
     common = dict(batch_size=batch_size, progress=progress)
     if method in ("eap", "eap-ig"):
         return edge_attribution(model, batch, method=method, steps=steps, metric=metric, **common)
@@ -77,7 +77,7 @@ def _score(model: Model, batch: TaskBatch, method: str, metric: str, steps: int,
 def discover(model: Model, batch: TaskBatch, method: str = "eap-ig", *, target: float = 0.9,
              metric: str = "logit_diff", steps: int = 5, threshold: float | None = None,
              intervention: str = "patching", batch_size: int = 16,
-             progress: Callable[[str, int], None] | None = None) -> Discovery:
+             progress: Progress = None) -> Discovery:
     """Find a circuit for ``batch`` with ``method`` and check it.
 
     Args:
@@ -87,7 +87,8 @@ def discover(model: Model, batch: TaskBatch, method: str = "eap-ig", *, target: 
         steps: EAP-IG integration steps.
         threshold: ACDC's tau (default 0.01), pruning's kept fraction (0.8), path search's
             minimal edge effect (0.02).
-        progress: called as ``progress(phase, k)`` after ``k`` units of work.
+        progress: phases ``"score"`` (the scoring method's own, see each) and ``"curve"``
+            (the faithfulness curve).
 
     Returns:
         a :class:`Discovery`; ``reached=False`` when no circuit tried reaches ``target``
@@ -95,16 +96,15 @@ def discover(model: Model, batch: TaskBatch, method: str = "eap-ig", *, target: 
     """
     if method not in METHODS:
         raise CircuitError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
-    tick = (lambda phase: (lambda k: progress(phase, k))) if progress else (lambda phase: None)
     seconds = {}
     start = time.perf_counter()
     scored = _score(model, batch, method, metric, steps, threshold, intervention, batch_size,
-                    tick("score"))
+                    progress)
     seconds["score"] = time.perf_counter() - start
     start = time.perf_counter()
     evaluator = CircuitEvaluator(model, batch, "logit_diff" if metric == "kl" else metric,
                                  intervention, batch_size)
-    curve = faithfulness_curve(scored, evaluator, progress=tick("curve"))
+    curve = faithfulness_curve(scored, evaluator, progress=progress)
     seconds["curve"] = time.perf_counter() - start
     start = time.perf_counter()
     trials: dict[int, float] = {}

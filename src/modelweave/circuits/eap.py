@@ -20,11 +20,10 @@ plain per-edge computation on every family's tiny model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit
 from .gradients import receiver_gradients
@@ -53,7 +52,7 @@ def chunks(batch: TaskBatch, size: int) -> list[TaskBatch]:
 
 def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
                      steps: int = 5, metric: str = "logit_diff", batch_size: int = 16,
-                     progress: Callable[[int], None] | None = None) -> Circuit:
+                     progress: Progress = None) -> Circuit:
     """Score every edge of the model's graph with EAP or EAP-IG.
 
     Args:
@@ -62,7 +61,7 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         metric: a task metric or ``"kl"`` (see :mod:`.objective`).
         batch_size: prompts per pass (bounds memory: the sender outputs take
             ``2 * batch_size * pos * n_senders * d_model`` floats).
-        progress: called with 1 after every forward+backward pass.
+        progress: phase ``"score"``: prompts done (each after its ``steps`` passes, EAP 1).
 
     Returns:
         a :class:`Circuit` with ``scores`` set and no edges chosen yet (use ``.top(n)``).
@@ -76,6 +75,7 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
     n_steps = 1 if method == "eap" else steps
     scores = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float32,
                          device=model.device)
+    done = Steps(progress, "score", len(batch))
     for part in chunks(batch.to(model.device), batch_size):
         # the pass the gradients are taken in first (EAP: clean; EAP-IG: k = 0, the corrupted
         # inputs) also reports its sender outputs, so only the other run is a separate pass
@@ -115,8 +115,7 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         for receivers, n_up, grad in grads:
             grad = grad.transpose(0, 1).reshape(grad.shape[1], -1)  # [R, K*d]
             scores[:n_up, receivers] += diff[:n_up] @ grad.T
-        if progress:
-            progress(len(embeds))
+        done.advance(len(part))
     scores /= len(batch) * n_steps
     return Circuit(graph, scores.cpu(), torch.zeros_like(scores, dtype=torch.bool, device="cpu"),
                    model=model.name, task=batch.task, method=method,

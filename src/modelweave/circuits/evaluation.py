@@ -16,7 +16,7 @@ with every edge corrupted. MIB's summaries over circuit sizes ``k`` (fractions o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ import torch
 from ..engine.ablation import MeanAccumulator, replacement
 from ..metrics.functional import normalize
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
 from .eap import chunks
@@ -106,8 +107,10 @@ def area(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def faithfulness_curve(circuit: Circuit, evaluator: CircuitEvaluator,
                        percentages: Sequence[float] = PERCENTAGES,
-                       progress: Callable[[int], None] | None = None) -> dict:
+                       progress: Progress = None) -> dict:
     """Faithfulness of the top-k circuits, signed and absolute, with CPR and CMD.
+
+    ``progress`` phase ``"curve"``: circuits evaluated of ``2 * len(percentages)``.
 
     Returns:
         a JSON-ready dict: ``percentages``, ``edges`` (kept after pruning, per k; signed and
@@ -117,14 +120,14 @@ def faithfulness_curve(circuit: Circuit, evaluator: CircuitEvaluator,
     """
     circuit.check_model(evaluator.graph, evaluator.model.name)
     curves: dict[str, list] = {}
+    steps = Steps(progress, "curve", 2 * len(percentages))
     for absolute, name in ((False, "signed"), (True, "abs")):
         values, sizes = [], []
         for p in percentages:
             chosen = circuit.top_fraction(p, absolute)
             values.append(evaluator.faithfulness(chosen.in_graph))
             sizes.append(chosen.n_edges)
-            if progress:
-                progress(1)
+            steps.advance()
         curves[name], curves[f"edges_{name}"] = values, sizes
     result = {
         "percentages": list(percentages), "edges_signed": curves["edges_signed"],

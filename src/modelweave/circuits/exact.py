@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
 from .evaluation import CircuitEvaluator
@@ -32,7 +33,7 @@ def _check_size(n_passes: int, limit: int, method: str) -> None:
 
 
 def _edge_effects(ev: CircuitEvaluator, base: torch.Tensor, edges: list[tuple[int, int]],
-                  group: int, progress: Callable[[int], None] | None) -> torch.Tensor:
+                  group: int, steps: Steps) -> torch.Tensor:
     """[len(edges)] metric of ``base`` minus the metric with each edge set removed from it."""
     reference = float(ev.score(base, pruned=False)[0])
     out = torch.zeros(len(edges))
@@ -42,20 +43,19 @@ def _edge_effects(ev: CircuitEvaluator, base: torch.Tensor, edges: list[tuple[in
         for g, (s, r) in enumerate(part):
             stack[g, s, r] = False
         out[i: i + len(part)] = reference - ev.score(stack, pruned=False)
-        if progress:
-            progress(len(part))
+        steps.advance(len(part))
     return out
 
 
 def exact_edge_scores(model: Model, batch: TaskBatch, *, metric: str = "logit_diff",
                       intervention: str = "patching", group: int = 8, batch_size: int = 16,
-                      max_edges: int = 5000,
-                      progress: Callable[[int], None] | None = None) -> Circuit:
+                      max_edges: int = 5000, progress: Progress = None) -> Circuit:
     """Score every edge by the exact metric drop when it alone is corrupted.
 
     Args:
         group: edges evaluated per pass (the batch runs ``group`` times in one forward).
         max_edges: refuse graphs with more edges (one pass per edge).
+        progress: phase ``"score"`` (edges scored of all real edges).
 
     Returns:
         a :class:`Circuit` with ``scores`` set and no edges chosen yet.
@@ -64,7 +64,8 @@ def exact_edge_scores(model: Model, batch: TaskBatch, *, metric: str = "logit_di
     graph = ev.graph
     _check_size(graph.n_edges, max_edges, "exact edge patching")
     edges = [tuple(e) for e in torch.nonzero(graph.real_edges).tolist()]
-    effects = _edge_effects(ev, graph.real_edges, edges, group, progress)
+    effects = _edge_effects(ev, graph.real_edges, edges, group,
+                            Steps(progress, "score", len(edges)))
     scores = torch.zeros(graph.n_senders, graph.n_receivers)
     for (s, r), value in zip(edges, effects.tolist(), strict=True):
         scores[s, r] = value
@@ -111,12 +112,13 @@ def path_patching(model: Model, batch: TaskBatch, senders: list[str], receivers:
 def path_search(model: Model, batch: TaskBatch, *, threshold: float = 0.02,
                 metric: str = "logit_diff", intervention: str = "patching", group: int = 8,
                 batch_size: int = 16, max_edges: int = 20000,
-                progress: Callable[[int], None] | None = None) -> Circuit:
+                progress: Progress = None) -> Circuit:
     """Find a circuit by path patching backwards from the logits (see the module docstring).
 
     Every sender's direct edge into each receiver of a circuit node is scored exactly (with
     all other edges clean); edges changing the metric by at least ``threshold * (m(model) -
-    m(empty))`` are kept and their senders join the circuit.
+    m(empty))`` are kept and their senders join the circuit. ``progress`` phase:
+    ``"score"`` (edges tested; total 0, as the search decides how many it tests).
     """
     ev = CircuitEvaluator(model, batch, metric, intervention, batch_size)
     graph = ev.graph
@@ -126,14 +128,14 @@ def path_search(model: Model, batch: TaskBatch, *, threshold: float = 0.02,
     active = torch.zeros(graph.n_senders + 1, dtype=torch.bool)  # last: logits
     active[-1] = True
     node_of = graph.receiver_to_sender()
-    tested = 0
+    tested, steps = 0, Steps(progress, "score")
     for r in reversed(range(graph.n_receivers)):
         if not active[node_of[r]]:
             continue
         edges = [(s, r) for s in range(graph.upstream(r))]
         tested += len(edges)
         _check_size(tested, max_edges, "path search")
-        effects = _edge_effects(ev, graph.real_edges, edges, group, progress) / scale
+        effects = _edge_effects(ev, graph.real_edges, edges, group, steps) / scale
         for (s, _), value in zip(edges, effects.tolist(), strict=True):
             scores[s, r] = value
             if abs(value) >= threshold:

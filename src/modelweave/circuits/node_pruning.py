@@ -14,11 +14,10 @@ its two ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
 from .evaluation import CircuitEvaluator
@@ -26,8 +25,11 @@ from .evaluation import CircuitEvaluator
 
 def prune_nodes(model: Model, batch: TaskBatch, *, threshold: float = 0.8,
                 metric: str = "logit_diff", intervention: str = "mean", batch_size: int = 16,
-                progress: Callable[[int], None] | None = None) -> Circuit:
-    """Run backward-then-forward node pruning; returns the circuit of the kept nodes."""
+                progress: Progress = None) -> Circuit:
+    """Run backward-then-forward node pruning; returns the circuit of the kept nodes.
+
+    ``progress`` phase ``"score"``: nodes visited of both sweeps (``2 * (n_senders - 1)``).
+    """
     ev = CircuitEvaluator(model, batch, metric, intervention, batch_size)
     graph = ev.graph
     kept = torch.ones(graph.n_senders, dtype=torch.bool)
@@ -37,9 +39,11 @@ def prune_nodes(model: Model, batch: TaskBatch, *, threshold: float = 0.8,
         return graph.real_edges & nodes[:, None]  # outgoing edges of ablated nodes are cut
 
     components = list(range(1, graph.n_senders))
+    steps = Steps(progress, "score", 2 * len(components))
     for sweep in (reversed(components), components):
         for node in sweep:
             if not kept[node]:
+                steps.advance()
                 continue
             trial = kept.clone()
             trial[node] = False
@@ -47,8 +51,7 @@ def prune_nodes(model: Model, batch: TaskBatch, *, threshold: float = 0.8,
             drop[node] = 1.0 - f
             if f >= threshold:
                 kept = trial
-            if progress:
-                progress(1)
+            steps.advance()
     node_of = graph.receiver_to_sender()
     receiver_score = torch.where(node_of >= 0, drop[node_of.clamp(min=0)], torch.inf)
     sender_score = drop.clone()

@@ -25,7 +25,7 @@ circuit is the fully mean-ablated model.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ import torch
 from ..engine.ablation import AblationError, MeanAccumulator, Means, ablation_hook, units_mask
 from ..io import load_tensor_metadata, load_tensors, save_tensors
 from ..models import Model
+from ..progress import Progress, Steps
 from .graph import CircuitError
 
 Z, POST = "attn.hook_z", "mlp.hook_post"
@@ -190,15 +191,17 @@ def _sites(model: Model) -> list[str]:
 
 def position_means(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None = None, *,
                    batch_size: int = 64,
-                   progress: Callable[[int], None] | None = None) -> PositionMeans:
+                   progress: Progress = None) -> PositionMeans:
     """Means of every head's ``hook_z`` and every neuron's ``hook_post`` per position over
     reference prompts (``tokens`` [N, T], right-padded, ``mask`` [N, T] marking real tokens),
-    kept per prompt length. Runs in batches of ``batch_size``; ``progress(k)`` after each."""
+    kept per prompt length. Runs in batches of ``batch_size``; ``progress`` phase ``"means"``:
+    prompts done of ``N``."""
     if mask is None:
         mask = torch.ones_like(tokens)
     lengths = mask.sum(1)
     sites = _sites(model)
     accs = {site: MeanAccumulator("length", torch.float64, "cpu") for site in sites}
+    steps = Steps(progress, "means", len(tokens))
     for start in range(0, len(tokens), batch_size):
         rows = slice(start, start + batch_size)
         part_len = lengths[rows]
@@ -207,8 +210,7 @@ def position_means(model: Model, tokens: torch.Tensor, mask: torch.Tensor | None
                                         attention_mask=mask[rows, :width])
         for site in sites:
             accs[site].add(cache[site], mask[rows, :width])
-        if progress:
-            progress(len(part_len))
+        steps.advance(len(part_len))
     means = {site: acc.means() for site, acc in accs.items()}
     counts = means[sites[0]].counts
     by_length = {T: {s: m.by_length[T].float() for s, m in means.items()} for T in counts}

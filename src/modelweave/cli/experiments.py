@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import JsonOpt, app, console, print_json
+from .progress import progress_bars
 
 
 @app.command("run")
@@ -46,8 +47,6 @@ def run_cmd(
     """Run an experiment: skips finished units, so a killed run continues where it stopped.
     A unit that fails is recorded (RUN/failed/UNIT.json, with its traceback) and the others go
     on; the command then exits 1."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from ..experiments import get_method, load_experiment, run_experiment
     from ..experiments.page import build_report
     from ..planner import parse_size
@@ -59,21 +58,21 @@ def run_cmd(
         page = (out / "report.html").resolve()
         console.print(f"report (filled in as units finish): {page.as_uri()}", highlight=False,
                       soft_wrap=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console) as bar:
-        job = bar.add_task(f"{spec.name}: {len(units)} units", total=len(units))
+    with progress_bars(transient=False) as shown:
+        bar = shown.display
+        job = bar.add_task(f"{spec.name}: {len(units)} units", total=len(units), note="")
 
-        inner: dict[str, int] = {}
+        inner: list = []
 
-        def progress(unit):
-            inner["job"] = bar.add_task(f"  {unit.id}", total=None)
-            return lambda k: bar.advance(inner["job"], k)
+        def progress(unit):  # the unit's phases, one bar each, until it is done
+            inner.append(shown.scoped(f"  {unit.id}"))
+            return inner[-1]
 
         seen = [0]
 
         def on_unit(unit, status, summary, seconds):
-            if "job" in inner:
-                bar.remove_task(inner.pop("job"))
+            while inner:
+                inner.pop().clear()
             bar.advance(job)
             seen[0] += 1
             if status == "skipped":

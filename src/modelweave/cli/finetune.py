@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .app import DeviceOpt, JsonOpt, ModelOpt, _load, app, console, print_json
+from .progress import progress_bars
 
 
 @app.command("finetune")
@@ -46,17 +46,14 @@ def finetune_cmd(
     params = parse_params(param or [])
     resolve_task(spec, **params)
     loaded = _load(model, device, None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, transient=True) as bar:
-        job = bar.add_task("LoRA fine-tuning", total=steps)
-
-        def progress(step: int, loss: float) -> None:
-            bar.update(job, completed=step, description=f"LoRA fine-tuning, loss {loss:.3f}")
+    with progress_bars("LoRA fine-tuning") as bars:
+        def on_step(step: int, loss: float) -> None:
+            bars.note("train", f"loss {loss:.3f}")
 
         result = finetune(loaded, spec, out, steps=steps, lora_r=lora_r, lr=lr,
                           batch_size=batch_size, n=n, seed=seed, scoring=scoring,
                           save_every=save_every, task_params=params, schedule=schedule,
-                          progress=progress)
+                          progress=bars, on_step=on_step)
     first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
     if json_out:
         print_json({"steps": steps, "seconds": result.seconds, "first_loss": first,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
+from .progress import progress_bars
 
 MaxOpOpt = Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
 StepOpt = Annotated[int, typer.Option(min=0, help="Answer token analysed (earlier ones "
@@ -107,9 +108,9 @@ def heuristics_emergence(
 
     (op,) = parse_operators(operator)
     found = find_checkpoints(checkpoints)
-    with console.status("emergence") as status:
+    with progress_bars("emergence", enabled=not json_out) as bars:
         result = emergence(found, op, load=lambda p: _load(str(p), device, None),
-                           progress=None if json_out else status.update, op_max=max_op,
+                           progress=bars, op_max=max_op,
                            step=step, n_prompts=n_prompts, classify_k=top_k,
                            first_layer=first_layer, grid_fraction=grid_fraction, seed=seed)
     out = out or Path("runs") / "emergence"

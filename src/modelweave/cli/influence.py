@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .app import DeviceOpt, ModelOpt, _load, app, console
+from .progress import progress_bars
 
 
 @app.command()
@@ -85,16 +85,8 @@ def influence(
     info.print(f"Influence of {plan.describe()}", highlight=False)
     for stage, seconds in plan.estimate_s.items():
         info.print(f"  {stage:<20} ~{seconds:8.1f} s", highlight=False)
-    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=info, transient=False) as bars:
-        jobs: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in jobs:
-                jobs[stage] = bars.add_task(stage, total=total or None)
-            bars.update(jobs[stage], completed=done, total=total or None)
-
-        result = run_influence(plan, out, progress=progress, log=None)
+    with progress_bars(console=info, transient=False) as bars:
+        result = run_influence(plan, out, progress=bars, log=None)
     rows = result.per_query(k=min(10, len(documents)))
     summary = {"out": str(out), "model": loaded.name, "documents": len(documents),
                "queries": len(found), "modules": len(plan.modules), "keys": result.keys,

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
 from .app import _load, console
+from .progress import progress_bars
 
 
 @dataclass
@@ -98,10 +97,8 @@ def run_method(method: str, *, model: str, task: str | None, params: dict, n: in
     out.mkdir(parents=True, exist_ok=True)
     before = _stamps(out)
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        job = bar.add_task(f"{kind.name} on {task or loaded.name}", total=None)
-        summary = kind.run(loaded, unit, settings, out, progress=lambda k: bar.advance(job, k))
+    with progress_bars(f"{kind.name} on {task or loaded.name}") as bars:
+        summary = kind.run(loaded, unit, settings, out, progress=bars)
     record = {"model": unit.model, "task": task, "method": kind.name, "params": checked,
               "seconds": round(time.perf_counter() - start, 3), "summary": summary,
               "run": loaded.run_info()}

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .app import app, console
+from .progress import progress_bars
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -64,19 +64,14 @@ def train_toy_cmd(
         run = train_toy(cfg, out, resume=resume, threads=threads)
         print(json.dumps({k: v for k, v in run.to_dict().items() if k != "history"}))
         return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console) as bar:
-        job = bar.add_task(f"train {task}", total=steps, info="")
-
-        def progress(step: int, record: dict | None) -> None:
-            info = None
+    with progress_bars(task, transient=False, eta=True) as bars:
+        def on_step(step: int, record: dict | None) -> None:
             if record:
-                info = (f"train {record['train_loss']:.3g}/{record['train_acc']:.3f}  "
-                        f"test {record['test_loss']:.3g}/{record['test_acc']:.3f}")
-            bar.update(job, completed=step, **({"info": info} if info else {}))
+                bars.note("train", f"train {record['train_loss']:.3g}/{record['train_acc']:.3f}"
+                          f"  test {record['test_loss']:.3g}/{record['test_acc']:.3f}")
 
-        run = train_toy(cfg, out, resume=resume, progress=progress, threads=threads)
+        run = train_toy(cfg, out, resume=resume, progress=bars, on_step=on_step,
+                        threads=threads)
     last = run.history[-1]
     table = Table(title=f"{task} -> {run.final}")
     for col in ("step", "train loss", "train acc", "test loss", "test acc", "seconds"):
@@ -134,9 +129,8 @@ def toy_series(
     from ..toy.series import find_checkpoints, run_series, series_figure
 
     ckpts = find_checkpoints(folder)
-    with console.status(f"{method} over {len(ckpts)} checkpoints") as status:
-        rows = run_series(ckpts, method, task=task, n=n, progress=(
-            None if json_out else lambda s, r: status.update(f"{method}: step {s}")))
+    with progress_bars(method, enabled=not json_out) as bars:
+        rows = run_series(ckpts, method, task=task, n=n, progress=bars)
     files = []
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..progress import Progress
 from .config import Experiment, Unit
 from .executors import Job, get_executor
 from .planning import check_device_map, plan_run
@@ -38,7 +39,7 @@ class RunOutcome:
 def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = False,
                    on_unit: Callable[[Unit, str, dict | None, float], None] | None = None,
                    report: bool = True,
-                   progress: Callable[[Unit], Callable[[int], None]] | None = None,
+                   progress: Callable[[Unit], Progress] | None = None,
                    executor: str = "sequential", options: dict | None = None,
                    memory: int | None = None, plan: bool = True) -> RunOutcome:
     """Run every unit of ``experiment`` under ``out``, skipping finished ones, then render
@@ -50,8 +51,9 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
         on_unit: called after each unit as ``(unit, status, summary, seconds)``, status
             ``"done"``, ``"skipped"``, ``"failed"`` (summary: ``{"error": ...}``) or ``"taken"``
             (another worker of the same run directory finished it first).
-        progress: ``progress(unit)`` gives the callback a unit's long method reports to
-            (sequential executor only).
+        progress: ``progress(unit)`` gives the ``progress(phase, done, total)`` callable
+            (:mod:`modelweave.progress`) a unit's method reports its phases to (sequential
+            executor only).
         executor: ``"sequential"`` (this process) or ``"ray"`` (see
             :mod:`modelweave.experiments.executors.on_ray`; needs the ``ray`` extra).
         options: the executor's options (Ray: ``address``, ``workers``, ``cpus_per_worker``,

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..progress import Progress
 from .config import Experiment, Unit
 from .methods import get_method
 from .store import RunStore
@@ -98,7 +99,7 @@ class UnitWorker:
         return {"host": socket.gethostname(), "pid": os.getpid(), "rss_bytes": now,
                 "peak_rss_bytes": peak, "units_run": self.units_run}
 
-    def run(self, unit: Unit, progress=None) -> UnitReport:
+    def run(self, unit: Unit, progress: Progress = None) -> UnitReport:
         """Compute ``unit`` and commit it; a method's exception becomes a ``failed`` report
         (recorded in the store), never an exception here. Interrupts propagate (the staging
         folder is cleared when the run restarts)."""

@@ -29,6 +29,7 @@ import torch
 from ..engine.suffix import BaseRun, base_run, run_suffix, supports_suffix
 from ..metrics.scores import metric_on_last
 from ..models import Model
+from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .grids import SITES, Unit, check_sweep, grid_units
 from .result import PatchingResult
@@ -83,11 +84,12 @@ def _chunks(starts: dict[Unit, int], size: int) -> list[list[Unit]]:
 
 def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, grid: str,
                 units: list[Unit], metric: str = "logit_diff", max_rows: int = 512,
-                progress: Callable[[int], None] | None = None) -> dict[Unit, float]:
+                progress: Progress = None) -> dict[Unit, float]:
     """Metric (mean over the batch, raw) of each unit's patched run, on the fast path.
 
     ``base`` must hold the patched sites (``base_run(..., sites=...)``): units whose source
-    values equal the base run's get the base run's metric without a pass."""
+    values equal the base run's get the base run's metric without a pass. ``progress`` phase
+    ``"patch"``: units done of ``len(units)``."""
     kind, n = SITES[grid], len(batch)
     base_metric = metric_on_last(metric, base.last_logits, batch).mean().item()
     size = max(1, max_rows // n)
@@ -100,8 +102,7 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
             results[unit] = base_metric
         else:
             starts[unit] = first
-    if progress and results:
-        progress(len(results))
+    steps = Steps(progress, "patch", len(units), len(results))
     # Layer kinds the suffix runner cannot start mid-model (chunked or linear attention; see
     # supports_suffix) get batched full passes instead. Full and sliding-window layers, mixed
     # or not, take the suffix path.
@@ -120,15 +121,14 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
                 last = run_suffix(model, base, first_layer, start, len(chunk))
         values = metric_on_last(metric, last, batch).mean(dim=1)
         results.update(zip(chunk, values.tolist(), strict=True))
-        if progress:
-            progress(len(chunk))
+        steps.advance(len(chunk))
     return results
 
 
 def patch_sweep(model: Model, batch: TaskBatch, grid: str, *, direction: str = "denoising",
                 metric: str = "logit_diff", layers: list[int] | None = None,
                 indices: list[int] | None = None, max_rows: int = 512,
-                progress: Callable[[int], None] | None = None) -> PatchingResult:
+                progress: Progress = None) -> PatchingResult:
     """Exact activation patching of every unit of ``grid`` (see the module docstring).
 
     Args:
@@ -136,6 +136,7 @@ def patch_sweep(model: Model, batch: TaskBatch, grid: str, *, direction: str = "
             clean).
         layers, indices: restrict the grid to these layers / heads / neurons.
         max_rows: rows per forward pass (units x prompts); bounds memory.
+        progress: phase ``"patch"``: units patched of all.
 
     Returns:
         :class:`PatchingResult` with the normalised grid (1 = clean, 0 = corrupted).

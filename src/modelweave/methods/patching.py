@@ -7,13 +7,13 @@ call for circuits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import ModelWeaveError
 from ..models import Model
+from ..progress import Progress
 from ..tasks import TaskBatch
 from .result import PatchingResult
 
@@ -72,8 +72,7 @@ class Patching:
 
 def patch(model: Model, batch: TaskBatch, grid: str = "heads", *, method: str = "exact",
           direction: str = "denoising", layers: list[int] | None = None, k: int = 20,
-          budget: int | None = None,
-          progress: Callable[[int], None] | None = None) -> Patching:
+          budget: int | None = None, progress: Progress = None) -> Patching:
     """Patch every unit of ``grid`` (see :data:`modelweave.methods.GRIDS`) with ``method``.
 
     Args:
@@ -83,7 +82,7 @@ def patch(model: Model, batch: TaskBatch, grid: str = "heads", *, method: str = 
             top ``k`` (at most ``budget`` exact patches) in AtP* order.
         direction: ``denoising`` (clean into corrupt) or ``noising``.
         layers: only these layers (default: all).
-        progress: ``progress(k)`` after ``k`` more exact patches (exact sweeps).
+        progress: phase ``"patch"``: units patched of all (exact sweeps only).
 
     Returns:
         A :class:`Patching` with the grid, the mask of exact values and ``locate``'s record.

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import ModelWeaveError
 from ..io import write_json
+from ..progress import Progress
 from .model import Model
 from .training import SCHEDULES, Batch, adamw, train_steps
 
@@ -45,7 +46,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
              lr: float = 1e-3, batch_size: int = 16, n: int = 256, seed: int = 0,
              scoring: str = "first", save_every: int | None = None,
              task_params: dict | None = None, schedule: str = "constant",
-             progress: Callable[[int, float], None] | None = None) -> FinetuneResult:
+             progress: Progress = None,
+             on_step: Callable[[int, float], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` with LoRA on ``task`` (a built-in task or a task file).
 
     Args:
@@ -58,7 +60,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         task_params: the task's parameters (``{"operators": "+,-"}``).
         schedule: ``"constant"`` learning rate or ``"linear"`` decay to zero at the last
             step.
-        progress: called as ``progress(step, loss)``.
+        progress: phase ``"train"``: steps done of ``steps``.
+        on_step: called after every step as ``on_step(step, loss)`` (the loss to show).
 
     Returns:
         a :class:`FinetuneResult`; ``model`` is itself left unchanged.
@@ -97,11 +100,12 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         _save_merged(peft_model, model, out / "checkpoints" / f"step-{done}")
 
     def report(done: int, loss: float, _record: None) -> None:
-        progress(done, loss)
+        on_step(done, loss)
 
     losses = train_steps(peft_model, rows_of, optimizer, decay, steps=steps,
                          device=model.device, save=save if save_every else None,
-                         save_every=save_every, on_step=report if progress else None)
+                         save_every=save_every, on_step=report if on_step else None,
+                         progress=progress)
     seconds = time.perf_counter() - start
     peft_model.save_pretrained(out / "adapter")
     merged = peft_model.merge_and_unload()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelWeaveError
+from ..progress import Progress, Steps
 
 #: One training batch: inputs [B, T] token ids, targets [B, T] (``-100``: no loss there),
 #: attention mask [B, T] (1 = a real token) or ``None`` (every token real).
@@ -56,8 +57,8 @@ def train_steps(module: torch.nn.Module, batches: Callable[[int], Batch],
                 start: int = 0, device: torch.device | str | None = None,
                 evaluate: Callable[[int], dict] | None = None, eval_every: int | None = None,
                 save: Callable[[int], None] | None = None, save_every: int | None = None,
-                on_step: Callable[[int, float, dict | None], None] | None = None
-                ) -> list[float]:
+                on_step: Callable[[int, float, dict | None], None] | None = None,
+                progress: Progress = None) -> list[float]:
     """Train ``module`` (an HF causal LM, or a peft wrapper of one) from step ``start`` to
     ``steps``; return the loss of each step run.
 
@@ -69,14 +70,16 @@ def train_steps(module: torch.nn.Module, batches: Callable[[int], Batch],
         save: called as ``save(done)`` every ``save_every`` steps (if given) and after the
             last, in eval mode (after ``evaluate`` when both are due).
         on_step: called after every step as ``on_step(done, loss, record)``, ``record``
-            being ``evaluate``'s dict when it ran, else ``None``.
+            being ``evaluate``'s dict when it ran, else ``None`` (training metrics, not
+            progress).
+        progress: phase ``"train"``: steps done of ``steps`` (from ``start``).
 
     The module is in train mode during the steps and left in eval mode.
     """
     def to(x: torch.Tensor) -> torch.Tensor:
         return x if device is None else x.to(device)
 
-    losses = []
+    losses, counter = [], Steps(progress, "train", steps, start)
     module.train()
     for step in range(start, steps):
         inputs, targets, mask = batches(step)
@@ -100,5 +103,6 @@ def train_steps(module: torch.nn.Module, batches: Callable[[int], Batch],
             module.train()
         if on_step:
             on_step(done, losses[-1], record)
+        counter.set(done)
     module.eval()
     return losses

@@ -16,12 +16,12 @@ fine-tuning run's ``OUT/checkpoints/step-N`` (:func:`modelweave.models.finetune.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelWeaveError
+from ..progress import Progress, Steps
 
 METHODS = ("eval", "heads", "composition", "grokking")
 
@@ -71,8 +71,9 @@ def _composition(model) -> dict:
 
 def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | None = None,
                n: int = 64, seed: int = 0,
-               progress: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """One dict per checkpoint: ``{"step": N, <metric>: value, ...}``.
+               progress: Progress = None) -> list[dict]:
+    """One dict per checkpoint: ``{"step": N, <metric>: value, ...}``. ``progress`` phase
+    ``"checkpoints"``: checkpoints done of all (``grokking`` analyses them in one go).
 
     Raises:
         ModelWeaveError: unknown method, or ``grokking`` on a run that is not modular addition.
@@ -81,7 +82,7 @@ def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | 
 
     if method not in METHODS:
         raise ModelWeaveError(f"unknown series method {method!r}; use one of {', '.join(METHODS)}")
-    rows = []
+    rows, steps = [], Steps(progress, "checkpoints", len(checkpoints))
     if method == "grokking":
         from .fourier import analyse_grokking
 
@@ -93,9 +94,7 @@ def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | 
             raise ModelWeaveError(str(err)) from None
         rows = [pt.to_dict() | {"key_frequencies": analysis.key_frequencies}
                 for pt in analysis.progress]
-        for row in rows:
-            if progress:
-                progress(row["step"], row)
+        steps.set(len(checkpoints))
         return rows
     for step, path in checkpoints:
         model = load_model(path, device="cpu")
@@ -106,8 +105,7 @@ def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | 
         else:
             row = _composition(model)
         rows.append({"step": step, **row})
-        if progress:
-            progress(step, rows[-1])
+        steps.advance()
     return rows
 
 

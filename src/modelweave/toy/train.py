@@ -32,6 +32,7 @@ import torch
 
 from ..io import read_json, write_json
 from ..models.training import Batch, adamw, train_steps
+from ..progress import Progress
 from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
 from .vocab import build_tokenizer
 
@@ -244,14 +245,16 @@ def check_output(out: str | Path, resume: bool) -> bool:
 
 
 def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
-              progress: Callable[[int, dict | None], None] | None = None,
+              progress: Progress = None,
+              on_step: Callable[[int, dict | None], None] | None = None,
               threads: int | None = None) -> ToyRun:
     """Train (or resume) a toy run into ``out``.
 
     Args:
         resume: continue from the latest checkpoint in ``out`` (its settings must match, but
             ``steps``, ``save_every`` and ``eval_every``); without it ``out`` must be empty.
-        progress: called after every step as ``progress(step, record)``; ``record`` is the
+        progress: phase ``"train"``: steps done of ``cfg.steps`` (from the resumed step).
+        on_step: called after every step as ``on_step(step, record)``; ``record`` is the
             evaluation dict (``step, train_loss, train_acc, test_loss, test_acc``) on
             evaluation steps, else ``None``.
         threads: ``torch.set_num_threads`` for the run (default: leave as is).
@@ -316,11 +319,11 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
         write_meta(seconds_before + time.perf_counter() - began)
 
     def report(done: int, _loss: float, record: dict | None) -> None:
-        progress(done, record)
+        on_step(done, record)
 
     train_steps(model, batch, opt, sched, steps=cfg.steps, start=start, evaluate=evaluation,
                 eval_every=cfg.eval_every, save=save, save_every=cfg.save_every,
-                on_step=report if progress else None)
+                on_step=report if on_step else None, progress=progress)
     seconds = seconds_before + time.perf_counter() - began
     _save(model, tokenizer, out / "final", None)
     write_meta(seconds)

@@ -27,6 +27,7 @@ import torch
 from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import NodeCircuit
 from ...models import Model
+from ...progress import Progress, Steps
 from ...tasks import TaskBatch, TaskError
 from .classify import classify_maps
 from .maps import neuron_maps
@@ -102,20 +103,20 @@ def _neuron_circuit(model: Model, first_layer: int, neurons: set) -> NodeCircuit
 
 def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
               load: Callable[[str | Path], Model] | None = None,
-              progress: Callable[[str], None] | None = None, **settings) -> dict:
+              progress: Progress = None, **settings) -> dict:
     """Run the module docstring's steps over ``checkpoints`` (``(step, model dir)``; the last
     is the final one). ``settings``: :class:`~.pipeline.Settings` fields (``first_layer``,
     ``top_k`` as ``classify_k`` ...). Returns a JSON-ready dict: steps, accuracy, matches,
-    share_present, shared_faithfulness_ratio, first_layer."""
+    share_present, shared_faithfulness_ratio, first_layer. ``progress`` phases: ``"final"``
+    (the final checkpoint's neurons) and ``"checkpoints"`` (checkpoints done of all)."""
     from ...models import load_model
 
     load = load or load_model
-    say = progress or (lambda _msg: None)
     s = Settings(operators=(operator,), **settings)
     if s.first_layer is not None and s.first_layer < 0:
         raise TaskError(f"first_layer must be >= 0, got {s.first_layer}")
     steps = [step for step, _ in checkpoints]
-    say(f"final checkpoint (step {steps[-1]})")
+    stage = Steps(progress, "final", 1)
     final_model = load(checkpoints[-1][1])
     batch = s.prompts(final_model, operator)
     first = s.first_layer
@@ -123,10 +124,10 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
         first = first_decodable_layer(decodability(final_model, batch, s.decodable),
                                       s.decodable_threshold)
     final = checkpoint_matches(final_model, steps[-1], operator, s, first, batch)
-    rows = []
+    stage.advance()
+    rows, stage = [], Steps(progress, "checkpoints", len(checkpoints))
     for i, (step, path) in enumerate(checkpoints):
         last = i == len(checkpoints) - 1
-        say(f"checkpoint step {step}")
         model = final_model if last else load(path)
         found = final if last else checkpoint_matches(model, step, operator, s, first)
         share = len(found.matches & final.matches) / max(len(final.matches), 1)
@@ -142,6 +143,7 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
             except TaskError:
                 ratio = None
         rows.append((found, share, ratio))
+        stage.advance()
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -26,6 +26,7 @@ from ...methods.activation_patching import patch_units
 from ...methods.grids import Unit
 from ...metrics.scores import final_logits, prob_change_effect
 from ...models import Model
+from ...progress import Progress, Steps
 from ...tasks import TaskBatch, TaskError
 from .prompts import POSITIONS
 
@@ -83,11 +84,12 @@ class PositionEffects:
 
 def position_effects(model: Model, batch: TaskBatch, positions=POSITIONS, *,
                      max_rows: int = 512,
-                     progress: Callable[[int], None] | None = None) -> PositionEffects:
+                     progress: Progress = None) -> PositionEffects:
     """Eq. 1 effect of patching every head (``hook_z``) and MLP (``hook_post``) from the
     counterfactual into the clean run at each named position, on the exact fast path.
 
-    ``batch`` is reduced to its largest group of aligned prompts (:func:`uniform_rows`)."""
+    ``batch`` is reduced to its largest group of aligned prompts (:func:`uniform_rows`).
+    ``progress`` phase ``"effects"``: units patched (heads and MLPs at every position)."""
     part = uniform_rows(batch, positions)
     c = model.cfg
     index = [int(part.positions[name][0]) for name in positions]
@@ -96,12 +98,13 @@ def position_effects(model: Model, batch: TaskBatch, positions=POSITIONS, *,
     _, source = model.run_with_cache(part.corrupt, sites)
     base_logits, base = base_run(model, part.clean, sites)
     metric = effect_metric(final_logits(base_logits, part), part)
-    out = {}
+    out, steps = {}, Steps(progress, "effects", c.n_layers * len(index) * (c.n_heads + 1))
     for kind, grid, width in (("attn.hook_z", "heads-by-pos", c.n_heads),
                               ("mlp.hook_post", "neurons", None)):
         units = [Unit(L, p, h) for L in range(c.n_layers) for p in index
                  for h in (range(width) if width else [None])]
-        raw = patch_units(model, part, base, source, grid, units, metric, max_rows, progress)
+        raw = patch_units(model, part, base, source, grid, units, metric, max_rows,
+                          steps.within())
         values = torch.tensor([raw[u] for u in units])
         out[kind] = values.view(c.n_layers, len(index), -1).permute(0, 2, 1)
     return PositionEffects(out["attn.hook_z"], out["mlp.hook_post"][:, 0], tuple(positions),
@@ -133,21 +136,22 @@ class HeadCurve:
 
 def head_curve(model: Model, evaluator: NodeEvaluator, ranking: list[tuple[int, int]], *,
                target: float = 0.9, counts=HEAD_COUNTS,
-               progress: Callable[[int], None] | None = None) -> HeadCurve:
+               progress: Progress = None) -> HeadCurve:
     """Faithfulness of every MLP plus the first n heads of ``ranking``, for n in ``counts``
-    (capped at the number of heads), stopping once the target is reached."""
+    (capped at the number of heads), stopping once the target is reached. ``progress`` phase
+    ``"heads"``: circuits evaluated (of all counts; ends at the total when it stops early)."""
     if not 0 < target <= 1.5:
         raise TaskError(f"target faithfulness must be in (0, 1.5], got {target}")
     mlps = frozenset(range(model.cfg.n_layers))
     ns = sorted({min(n, len(ranking)) for n in counts} | {len(ranking)})
-    done, values = [], []
+    done, values, steps = [], [], Steps(progress, "heads", len(ns))
     for n in ns:
         done.append(n)
         values.append(evaluator.faithfulness(NodeCircuit(frozenset(ranking[:n]), mlps)))
-        if progress:
-            progress(1)
+        steps.advance()
         if values[-1] >= target:
             break
+    steps.set(steps.total)
     hits = [n for n, f in zip(done, values, strict=True) if f >= target]
     chosen = hits[0] if hits else done[max(range(len(values)), key=values.__getitem__)]
     return HeadCurve(done, values, chosen, list(ranking[:chosen]))

@@ -16,13 +16,13 @@ through it at its frozen scale (``w * W_out[:, n] * s_i``, ``s_i`` the prompt's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ...models import Model
 from ...models.parts import out_norm
+from ...progress import Progress, Steps
 from ...tasks import TaskBatch
 
 
@@ -79,8 +79,9 @@ def unit_values(model: Model, neurons: list[tuple[int, int]],
 
 def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *,
                 batch_size: int = 128,
-                progress: Callable[[int], None] | None = None) -> NeuronMaps:
-    """Key and key-value maps of ``neurons`` over ``grid`` (one operator's prompts)."""
+                progress: Progress = None) -> NeuronMaps:
+    """Key and key-value maps of ``neurons`` over ``grid`` (one operator's prompts).
+    ``progress`` phase ``"maps"``: prompts done of ``len(grid)``."""
     layers = sorted({L for L, _ in neurons})
     sites = [f"blocks.{L}.mlp.hook_post" for L in layers]
     scales = [f"blocks.{L}.mlp.hook_scale" for L in layers] if model.cfg.post_norm else []
@@ -88,6 +89,7 @@ def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *
     rows_of = {L: [i for i, (L2, _) in enumerate(neurons) if L2 == L] for L in layers}
     key = torch.zeros(len(neurons), len(grid))
     scale = torch.ones(len(neurons), len(grid))  # post-norm scale of each prompt (OLMo-2)
+    steps = Steps(progress, "maps", len(grid))
     for start, part in grid.chunks(batch_size):
         _, cache = model.run_with_cache(part.clean, sites + scales, attention_mask=part.mask)
         at = torch.arange(len(part)), part.lengths - 1
@@ -97,8 +99,7 @@ def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *
             if scales:
                 s = cache[f"blocks.{L}.mlp.hook_scale"][at[0], at[1].to(cache[site].device)]
                 scale[rows_of[L], start:start + len(part)] = s.float().T.cpu()
-        if progress:
-            progress(len(part))
+        steps.advance(len(part))
     kv = key * scale * unit_values(model, neurons, grid.answers)
     meta = [ex.meta for ex in grid.examples]
     return NeuronMaps(list(neurons), key, kv, torch.tensor([m["op1"] for m in meta]),

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from ...methods.grids import Unit
 from ...metrics.functional import top1_accuracy
 from ...metrics.scores import final_logits
 from ...models import Model
+from ...progress import Progress, Steps
 from ...tasks import TaskBatch, TaskError
 from .localize import effect_metric
 
@@ -195,15 +195,15 @@ def neuron_circuit(heads, ranking: torch.Tensor, first_layer: int, k: int) -> No
 
 def neuron_curve(evaluator: NodeEvaluator, heads, ranking: torch.Tensor, first_layer: int, *,
                  target: float = 0.9, counts=NEURON_COUNTS,
-                 progress: Callable[[int], None] | None = None) -> NeuronCurve:
-    """Faithfulness of :func:`neuron_circuit` for each k in ``counts`` (capped at d_mlp)."""
+                 progress: Progress = None) -> NeuronCurve:
+    """Faithfulness of :func:`neuron_circuit` for each k in ``counts`` (capped at d_mlp).
+    ``progress`` phase ``"neurons"``: circuits evaluated of ``len(counts)`` (distinct)."""
     d_mlp = ranking.shape[1]
     ks = sorted({min(k, d_mlp) for k in counts})
-    values = []
+    values, steps = [], Steps(progress, "neurons", len(ks))
     for k in ks:
         values.append(evaluator.faithfulness(neuron_circuit(heads, ranking, first_layer, k)))
-        if progress:
-            progress(1)
+        steps.advance()
     hits = [k for k, f in zip(ks, values, strict=True) if f >= target]
     chosen = hits[0] if hits else ks[max(range(len(values)), key=values.__getitem__)]
     return NeuronCurve(ks, values, chosen, first_layer)

@@ -22,7 +22,6 @@ Each stage's wall time is recorded in ``OperatorResult.seconds``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +30,7 @@ from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import PositionMeans, position_means
 from ...models import Model
 from ...models.parts import is_gated as gated_mlp
+from ...progress import Progress, Steps, nested
 from ...tasks import TaskBatch, TaskError
 from ...tasks.arith import parse_operators
 from .classify import HeuristicMatch, classify_maps
@@ -48,8 +48,6 @@ from .neurons import (
     top_neurons,
 )
 from .prompts import arithmetic_batch, grid_batch
-
-Progress = Callable[[str, int, int | None], None] | None
 
 
 @dataclass
@@ -163,9 +161,10 @@ def _timed(seconds: dict, name: str):
     return _T()
 
 
-def reference_means(model: Model, s: Settings) -> PositionMeans:
+def reference_means(model: Model, s: Settings, progress: Progress = None) -> PositionMeans:
     """Per-position means over legal prompts of ``reference_operators`` (the paper: all four
-    on the full grid; here ``n_reference`` random ones of each, so operators are balanced)."""
+    on the full grid; here ``n_reference`` random ones of each, so operators are balanced).
+    ``progress`` phase ``"means"`` (:func:`~modelweave.circuits.nodes.position_means`)."""
     picked = [s.grid(model, op, n=s.n_reference) for op in s.reference_operators]
     width = max(int(g.lengths.max()) for g in picked)
     pad = model.tokenization.pad_token_id
@@ -176,7 +175,7 @@ def reference_means(model: Model, s: Settings) -> PositionMeans:
     tokens = torch.cat([padded(g.clean) for g in picked])
     mask = torch.cat([torch.nn.functional.pad(g.mask, (0, width - g.mask.shape[1]))
                       for g in picked])
-    return position_means(model, tokens, mask)
+    return position_means(model, tokens, mask, progress=progress)
 
 
 def split_prompts(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
@@ -189,22 +188,28 @@ def split_prompts(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
 
 def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMeans,
                      progress: Progress = None) -> OperatorResult:
-    """Stages 1 and 3-6 of the module docstring for one operator."""
-    say = progress or (lambda *_: None)
+    """Stages 1 and 3-6 of the module docstring for one operator.
+
+    ``progress`` phases, each as ``"<operator>/<phase>"``: ``prompts``, ``effects`` (heads and
+    MLPs by position), ``heads`` (head curve), ``attribution`` (neuron attribution and its
+    exact check), ``neurons`` (neuron curve), ``maps`` (key maps over the grid),
+    ``knockouts``."""
+    p = nested(progress, operator)
     sec: dict = {}
     c = model.cfg
     with _timed(sec, "prompts"):
-        say(f"{operator}: prompts", 0, None)
+        stage = Steps(p, "prompts", 1)
         batch = s.prompts(model, operator)
         disc, evalset = split_prompts(batch, s)
+        stage.advance()
     with _timed(sec, "localise"):
-        say(f"{operator}: heads and MLPs by position", 0, None)
-        effects = position_effects(model, disc)
+        effects = position_effects(model, disc, progress=p)
         evaluator = NodeEvaluator(model, evalset, means)
-        heads = head_curve(model, evaluator, effects.head_ranking(), target=s.head_target)
+        heads = head_curve(model, evaluator, effects.head_ranking(), target=s.head_target,
+                           progress=p)
         circuit_f = heads.faithfulness[heads.counts.index(heads.chosen)]
     with _timed(sec, "neurons"):
-        say(f"{operator}: neuron attribution", 0, None)
+        stage = Steps(p, "attribution", 1)
         attribution = neuron_attribution(model, disc)
         ranking = rank_neurons(attribution)
         flat = ranking.flatten().topk(min(s.n_confirm, ranking.numel())).indices.tolist()
@@ -213,37 +218,41 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
         attributed = attribution.mean(0)
         confirm = {"neurons": [list(x) for x in chosen], "exact": exact.tolist(),
                    "attribution": [float(attributed[L, n]) for L, n in chosen]}
+        stage.advance()
         scores = decodability(model, evalset if len(evalset) >= 20 else batch, s.decodable)
         first = s.first_layer if s.first_layer is not None else first_decodable_layer(
             scores, s.decodable_threshold)
-        curve = neuron_curve(evaluator, heads.heads, ranking, first, target=s.neuron_target)
+        curve = neuron_curve(evaluator, heads.heads, ranking, first, target=s.neuron_target,
+                             progress=p)
     with _timed(sec, "maps"):
-        say(f"{operator}: key maps over the grid", 0, None)
         grid = s.grid(model, operator)
         top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
         neurons = [(L, n) for L, idx in top.items() for n in idx]
-        maps = neuron_maps(model, grid, neurons)
+        maps = neuron_maps(model, grid, neurons, progress=p)
     with _timed(sec, "classify"):
         found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
                               threshold=s.threshold, gated=is_gated(model))
         matches = dict(zip(neurons, found, strict=True))
     with _timed(sec, "knockouts"):
-        say(f"{operator}: knockouts", 0, None)
         result = OperatorResult(operator, len(disc), len(evalset), batch.dropped, effects, heads,
                                 circuit_f, scores, ranking, confirm, curve, maps, matches, [],
                                 [], sec)
         knock_set = batch.select(slice(len(disc), None))
         owned = sorted(result.heuristic_neurons().items(), key=lambda kv: (-len(kv[1]), kv[0]))
         big = [(name, owners) for name, owners in owned if len(owners) >= s.min_neurons]
+        stage = Steps(p, "knockouts", len(big[: s.max_knockouts]) + len(s.knockout_per_layer))
         for name, owners in big[: s.max_knockouts]:  # the heuristics with the most neurons
             try:
                 result.knockouts.append(heuristic_knockout(model, knock_set, name, owners,
                                                            neurons, seed=s.seed))
             except TaskError:  # it holds for all or none of the prompts: nothing to compare
                 continue
+            finally:
+                stage.advance()
         for per_layer in s.knockout_per_layer:
             result.prompt_knockouts.append(prompt_knockout(model, knock_set, matches, neurons,
                                                            per_layer, seed=s.seed))
+            stage.advance()
     return result
 
 
@@ -255,9 +264,8 @@ def is_gated(model: Model) -> bool:
 def find_heuristics(model: Model, operators="+", progress: Progress = None,
                     **settings) -> list[OperatorResult]:
     """Run the analysis (module docstring) for each operator; ``settings``: the fields of
-    :class:`Settings`."""
+    :class:`Settings`. ``progress`` phases: ``"means"`` (reference means), then each
+    operator's (:func:`analyse_operator`)."""
     s = Settings(operators=parse_operators(operators), **settings).check(model)
-    say = progress or (lambda *_: None)
-    say("reference means", 0, None)
-    means = reference_means(model, s)
+    means = reference_means(model, s, progress)
     return [analyse_operator(model, op, s, means, progress) for op in s.operators]

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ...errors import ModelWeaveError
+from ...progress import Progress
 from ..config import Experiment, Unit
 from ..worker import UnitReport
 
@@ -34,8 +35,9 @@ class Job:
         experiment: the experiment.
         force: recompute finished units (their old copies are replaced).
         report: called once per unit with its report (driver side).
-        progress: ``progress(unit)`` gives a callback for a unit's inner steps (in-process
-            executors only).
+        progress: ``progress(unit)`` gives the :data:`~modelweave.progress.Progress` callable
+            a unit's method reports its phases to (in-process executors only; Ray workers
+            report none).
         options: executor options (Ray: address, workers, recycle_after, max_worker_memory,
             resources per model).
     """
@@ -44,7 +46,7 @@ class Job:
     experiment: Experiment
     force: bool
     report: Callable[[Unit, UnitReport], None]
-    progress: Callable[[Unit], Callable[[int], None]] | None = None
+    progress: Callable[[Unit], Progress] | None = None
     options: dict = field(default_factory=dict)
 
 

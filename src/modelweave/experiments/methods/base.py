@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ...errors import ModelWeaveError
+from ...progress import Progress
 
 if TYPE_CHECKING:
     from ...models import Model
@@ -93,8 +94,6 @@ class ConfigError(ModelWeaveError):
     """An experiment file that cannot be run as written (raise it from ``check_params``)."""
 
 
-Progress = Callable[[int], None] | None
-"""``progress(k)``: a long method reports ``k`` more steps done (None: nobody listens)."""
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,7 @@ class Discover(MethodKind):
         batch = unit_batch(model, unit, experiment)
         params = dict(unit.params)
         method = params.pop("method", "eap-ig")
-        found = discover(model, batch, method, **params,
-                         progress=(lambda _phase, k: progress(k)) if progress else None)
+        found = discover(model, batch, method, **params, progress=progress)
         circuit = found.circuit
         circuit.save(folder / "circuit.json")
         (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))

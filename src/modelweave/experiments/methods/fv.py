@@ -63,6 +63,7 @@ class FunctionVectors(MethodKind):
         datasets = p.pop("datasets")
         layer = p.pop("layer", None)
         run = run_function_vectors(model, datasets, fv_layer=layer, seed=experiment.seed,
+                                   progress=progress,
                                    **{k: v for k, v in p.items() if v is not None})
         run.save(folder)
         return {"heads": [list(h) for h in run.heads], "fv_layer": run.fv_layer,

@@ -56,17 +56,20 @@ class Heuristics(MethodKind):
         from ...analysis.heuristics.emergence import emergence, find_checkpoints
         from ...analysis.heuristics.pipeline import find_heuristics
         from ...analysis.heuristics.results import save_results, summary
+        from ...progress import nested
 
         p = dict(unit.params)
         operators = p.pop("operators", "+")
         checkpoints = p.pop("checkpoints", None)
         settings = {SETTINGS[k]: v for k, v in p.items()}
-        results = find_heuristics(model, operators, seed=experiment.seed, **settings)
+        results = find_heuristics(model, operators, progress=progress, seed=experiment.seed,
+                                  **settings)
         meta = {"model": unit.model, "settings": {"operators": operators, **settings}}
         out = {"operators": [summary(r, model.cfg.d_mlp) for r in results]}
         if checkpoints:
             found = find_checkpoints(checkpoints)
             meta["emergence"] = [emergence(found, r.operator, seed=experiment.seed,
+                                           progress=nested(progress, f"{r.operator} emergence"),
                                            **{**settings, "first_layer": r.neurons.first_layer})
                                  for r in results]
             out["emergence_share_present"] = {e["operator"]: e["share_present"]

@@ -75,7 +75,7 @@ class Influence(MethodKind):
         queries = [q for spec in specs for q in resolve_queries(
             spec, n=experiment.n, seed=experiment.seed, tokenizer=model.tokenizer)]
         plan = plan_influence(model, docs, queries, settings, calibrate=False)
-        result = run_influence(plan, folder, cache=folder / "cache")
+        result = run_influence(plan, folder, cache=folder / "cache", progress=progress)
         rows = result.per_query(k=top_k)
         tasks = {}
         for task in result.tasks():

@@ -28,6 +28,7 @@ import torch
 
 from ...io import read_json, write_json
 from ...models.device_map import require_resident
+from ...progress import Progress
 from .costs import available_gb, estimate_memory, time_one_batch
 from .data import (
     Document,
@@ -183,7 +184,7 @@ def _mark(folder: Path, stage: str, seconds: float) -> None:
 
 
 def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Path | None = None,
-                  progress: Callable[[str, int, int], None] | None = None,
+                  progress: Progress = None,
                   log: Callable[[str], None] | None = None) -> InfluenceScores:
     """Run the stages of ``plan`` (skipping any finished before), return and (with ``out``)
     save the scores.
@@ -192,7 +193,9 @@ def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Pat
         out: folder for ``scores.safetensors`` + ``influence.json``.
         cache: where factors and scores are kept (default ``OUT/cache``, else
             ``runs/influence/cache``), in folders named by their content keys.
-        progress: ``progress(stage, done, total)``; log: ``log(line)`` at each stage's end.
+        progress: phases :data:`~.progress.STAGES` (``"baseline "`` before the query
+            gradients and scores of the gradient baseline); log: ``log(line)`` at each
+            stage's end.
     """
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
@@ -326,7 +329,7 @@ def _scores(analyzer, plan: Plan, train, queries, strategy: str, seconds: dict,
 def compute_influence(model, documents: list[Document], queries: list[Query],
                       settings: InfluenceSettings | None = None, *,
                       out: str | Path | None = None, cache: str | Path | None = None,
-                      progress: Callable[[str, int, int], None] | None = None,
+                      progress: Progress = None,
                       log: Callable[[str], None] | None = None) -> InfluenceScores:
     """:func:`plan_influence` then :func:`run_influence` (see both)."""
     plan = plan_influence(model, documents, queries, settings, calibrate=False)

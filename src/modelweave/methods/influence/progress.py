@@ -11,8 +11,10 @@ from __future__ import annotations
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+
+from ...progress import Progress
 
 #: the stages, in order, with kronfluence's bar descriptions that belong to each
 STAGES = ("covariance", "eigendecomposition", "lambda", "query gradients", "scores")
@@ -22,8 +24,8 @@ _BARS = {"Fitting covariance": "covariance", "Eigendecomposition": "eigendecompo
 _MODULES = ("kronfluence.factor.covariance", "kronfluence.factor.eigen",
             "kronfluence.score.pairwise", "kronfluence.score.dot_product")
 
-Callback = Callable[[str, int, int], None]
-"""``callback(stage, done, total)``: ``done`` of ``total`` steps of ``stage`` finished."""
+Callback = Progress
+"""``callback(stage, done, total)``: the progress protocol (:mod:`modelweave.progress`)."""
 
 
 def peak_memory_gb() -> float:
@@ -34,7 +36,7 @@ def peak_memory_gb() -> float:
 class StageClock:
     """Seconds spent in each stage (bars nested inside another bar are subtracted from it)."""
 
-    def __init__(self, callback: Callback | None = None, prefix: str = ""):
+    def __init__(self, callback: Callback = None, prefix: str = ""):
         self.callback, self.prefix = callback, prefix
         self.seconds: dict[str, float] = defaultdict(float)
         self._open: list[list] = []

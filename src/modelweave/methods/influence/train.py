@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ...models.training import Batch, adamw, train_steps
+from ...progress import Progress
 from .data import Document, encode_documents
 from .modules import resolve_modules
 
@@ -34,11 +35,12 @@ def train_on_documents(model, documents: list[Document], *, modules: str | list[
                        layers: list[int] | None = None, epochs: int = 5, lr: float = 1e-4,
                        batch_size: int = 8, max_tokens: int = 256, weight_decay: float = 0.0,
                        seed: int = 0, out: str | Path | None = None,
-                       progress: Callable[[int, int, float], None] | None = None
-                       ) -> TrainResult:
+                       progress: Progress = None,
+                       on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train the ``modules`` (see :func:`~.modules.resolve_modules`) of a copy of ``model``
-    on ``documents`` for ``epochs`` shuffled passes; ``progress(step, steps, loss)``. With
-    ``out`` the trained model and tokenizer are saved there."""
+    on ``documents`` for ``epochs`` shuffled passes. ``progress`` phase ``"train"``: steps
+    done of ``epochs * ceil(len(documents) / batch_size)``; ``on_step(step, loss)`` after
+    every step. With ``out`` the trained model and tokenizer are saved there."""
     from ...models import Model
 
     names = resolve_modules(model, modules, layers)
@@ -68,10 +70,10 @@ def train_on_documents(model, documents: list[Document], *, modules: str | list[
         return _padded([ids[j] for j in orders[step // per_epoch][b:b + batch_size]], pad)
 
     def report(done: int, loss: float, _record: None) -> None:
-        progress(done, steps, loss)
+        on_step(done, loss)
 
     losses = train_steps(hf, rows_of, optimizer, schedule, steps=steps, device=model.device,
-                         on_step=report if progress else None)
+                         on_step=report if on_step else None, progress=progress)
     for p in hf.parameters():
         p.requires_grad_(False)
     if out is not None:

@@ -29,6 +29,7 @@ import torch
 from ...engine.suffix import base_run
 from ...models.adapters import linear_weight
 from ...models.device_map import module_tensor
+from ...progress import Progress, Steps
 from ...tasks import TaskBatch
 from ..activation_patching import patch_units
 from ..grids import Unit
@@ -130,7 +131,7 @@ def _answer_prob(answers: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor
 
 def head_effects(model, batch: TaskBatch, z_mean: torch.Tensor,
                  layers: list[int] | None = None, max_rows: int = 256,
-                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
+                 progress: Progress = None) -> torch.Tensor:
     """Causal indirect effect of every head, averaged over ``batch``'s corrupted
     (shuffled-label) prompts: P(answer | head's last-token ``hook_z`` := ``z_mean``) -
     P(answer).
@@ -138,6 +139,7 @@ def head_effects(model, batch: TaskBatch, z_mean: torch.Tensor,
     Args:
         z_mean: [n_layers, n_heads, d_head] task means (:class:`LastTokenActs` ``z`` mean).
         layers: the layers to measure (others stay NaN); default every layer.
+        progress: phase ``"effects"``: heads patched of all (every prompt-length group).
 
     Returns:
         [n_layers, n_heads] mean change in the answer's first-token probability.
@@ -145,8 +147,9 @@ def head_effects(model, batch: TaskBatch, z_mean: torch.Tensor,
     cfg = model.cfg
     layers = list(range(cfg.n_layers)) if layers is None else list(layers)
     total = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
-    count = 0
-    for group in length_groups(batch):
+    count, groups = 0, list(length_groups(batch))
+    steps = Steps(progress, "effects", len(groups) * len(layers) * cfg.n_heads)
+    for group in groups:
         n, last = len(group), int(group.lengths[0]) - 1
         names = [f"blocks.{layer}.attn.hook_z" for layer in layers]
         _, base = base_run(model, group.corrupt, names)
@@ -159,7 +162,7 @@ def head_effects(model, batch: TaskBatch, z_mean: torch.Tensor,
         metric = _answer_prob(group.answers)
         base_p = metric(base.last_logits[None])[0].mean().item()
         raw = patch_units(model, group, base, source, "heads-by-pos", units, metric, max_rows,
-                          progress)
+                          steps.within())
         for unit, value in raw.items():
             total[unit.layer, unit.index] += n * (value - base_p)
         count += n

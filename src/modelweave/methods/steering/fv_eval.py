@@ -15,7 +15,6 @@ evaluated layer, next to the clean ``shots``-shot accuracy (the ceiling).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ...engine.suffix import base_run, run_suffix
 from ...errors import SteeringError
 from ...io import load_bundle, save_bundle
 from ...models.steering import check_layer
+from ...progress import Progress, Steps, nested
 from ...tasks import TaskBatch, make_batch
 from ...tasks.icl import dataset_of, icl_task_name
 from .fv import (
@@ -168,7 +168,7 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
                          effect_layers: list[int] | None = None, seed: int = 0,
                          heads: list[tuple[int, int]] | None = None,
                          only_correct: bool = True,
-                         progress: Callable[[str], None] | None = None) -> FVRun:
+                         progress: Progress = None) -> FVRun:
     """The function-vector pipeline (module docstring) over ICL ``tasks`` (dataset names).
 
     Args:
@@ -182,8 +182,10 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
         heads: use these ``(layer, head)`` instead of the top-``k`` by effect.
         only_correct: keep only queries answered correctly ``shots``-shot (the paper);
             ``False`` keeps every prompt (for untrained test models).
+        progress: phases per dataset ``d``, as ``"<d>/<phase>"``: ``prompts`` (the clean
+            prompts' activations), ``effects`` (:func:`head_effects`), ``eval`` (accuracy
+            with the vector at every layer).
     """
-    say = progress or (lambda _msg: None)
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [check_layer(model, x) for x in layers]
     fv_layer = check_layer(model, n_layers // 3 if fv_layer is None else fv_layer)
@@ -192,12 +194,14 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
     datasets = [dataset_of(icl_task_name(t)) for t in tasks]
     results, means = [], {}
     for d in datasets:
-        say(f"{d}: clean {shots}-shot prompts")
+        p = nested(progress, d)
+        stage = Steps(p, "prompts", 1)
         batch = make_batch(model, icl_task_name(d), n=n_clean, seed=seed, shots=shots)
         acts = last_token_acts(model, batch)
         ok = (correct_rows(acts, batch) if only_correct
               else torch.ones(len(batch), dtype=torch.bool))
         kept = ok.nonzero()[:, 0]
+        stage.advance()
         if not len(kept):
             results.append(TaskFV(d, len(batch), 0, 0,
                                   torch.full((n_layers, model.cfg.n_heads), float("nan"))))
@@ -206,8 +210,7 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
         good = acts.select(kept)
         means[d] = (good.z.mean(0), good.result.mean(0), good.resid.mean(0))
         corrupt = batch.select(kept[:n_corrupt])
-        say(f"{d}: head effects on {len(corrupt)} shuffled-label prompts")
-        effects = head_effects(model, corrupt, means[d][0], effect_layers)
+        effects = head_effects(model, corrupt, means[d][0], effect_layers, progress=p)
         results.append(TaskFV(d, len(batch), len(kept), len(corrupt), effects))
     measured = [t.effects for t in results if t.n_correct]
     mean_effects = torch.stack(measured).mean(0) if measured else None
@@ -218,14 +221,16 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
             continue
         _, result_mean, resid_mean = means[t.task]
         t.vector, t.layer_means = function_vector(result_mean, heads), resid_mean
-        say(f"{t.task}: evaluating at {len(layers)} layers")
+        stage = Steps(nested(progress, t.task), "eval", 3)
         zero = make_batch(model, icl_task_name(t.task), n=n_eval, seed=seed + 1, shots=0)
         few = make_batch(model, icl_task_name(t.task), n=n_eval, seed=seed + 1, shots=shots)
         for setting, b, which in (("zero_shot", zero, "clean"), ("shuffled", few, "corrupt")):
             t.accuracy[setting] = addition_accuracy(
                 model, b, {"none": None, "fv": t.vector, "layer_mean": resid_mean[layers]},
                 layers, which)
+            stage.advance()
         t.ceiling = addition_accuracy(model, few, {"none": None}, [fv_layer])["none"][0]
+        stage.advance()
     settings = dict(n_clean=n_clean, n_corrupt=n_corrupt, n_eval=n_eval, top_k=top_k,
                     shots=shots, seed=seed, effect_layers=effect_layers,
                     only_correct=only_correct)
