@@ -34,9 +34,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: install
 	$(VENV)/bin/modelweave run examples/quickstart.yaml  # the full tour: examples/full.yaml
 
+# The second run: the float-tolerance tests (marker `numeric`) again on torch's portable
+# kernels (no AVX2/AVX512 dispatch), one thread, so their tolerances hold on two numeric paths.
 test: install browser
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(PY) -m pytest -n 2 --dist loadgroup
+	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup \
+	  -m numeric -p no:cacheprovider -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -40,6 +40,7 @@ def fast_and_naive(model, batch, grid, direction, indices=None):
     return units, fast, naive_patch(model, batch, grid, units, direction)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_engine_equals_naive_loop(family):
     model = tiny(family)
@@ -54,6 +55,7 @@ def test_fast_engine_equals_naive_loop(family):
             assert spread > 1e-3, (grid, direction)  # the patches do something
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("family", MIXED)
 def test_suffix_runs_on_mixed_layer_types(family):
     """Every (layer, pos) start reproduces the base run; a patch at (layer, pos) equals the
@@ -81,7 +83,14 @@ def test_suffix_runs_on_mixed_layer_types(family):
             effects[layer, pos] = (fast - base.last_logits).abs().max().item()
     assert sum(e > 1e-3 for e in effects.values()) > len(effects) // 2  # patches do something
     if types[-1] == "sliding_attention":  # the last position cannot see outside its window
-        assert effects[model.cfg.n_layers - 1, 0] == 0 < effects[model.cfg.n_layers - 1, 10]
+        # not bit-exact: the suffix pass re-does the layer with other shapes than the base
+        # run (logits_to_keep=1), so even an unpatched suffix from (last layer, 0) differs
+        # from the base run by rounding; the patch outside the window adds nothing to that.
+        # Measured (AMD EPYC, qwen2_sliding; 1 and 2 threads alike): outside 4.8e-7 with the
+        # AVX512 kernels, 7.2e-7 with ATEN_CPU_CAPABILITY=default (= the unpatched
+        # difference on each path), in-window effect 1.31; so <= 1e-5 of it (18x margin)
+        inside = effects[model.cfg.n_layers - 1, 10]
+        assert inside > 0 and effects[model.cfg.n_layers - 1, 0] <= 1e-5 * inside
     assert config.layer_types == types  # restored
     cache = _prefix_cache(model, base, 9, 1)
     for layer, kind in enumerate(types):

@@ -47,9 +47,11 @@ def results(trained):
     return find_heuristics(trained[1], "+,-", **SMALL)
 
 
+@pytest.mark.numeric
 def test_every_stage_agrees_with_a_direct_computation(trained, results):
     model = trained[1]
     assert [r.operator for r in results] == ["+", "-"]
+    agree = 0
     for r in results:
         assert r.n_discovery == (30 if r.operator == "+" else 27) and r.n_eval > 0  # 55 "-" prompts
         # the heads curve stops at the first count reaching 0.9, which is the chosen one
@@ -71,10 +73,17 @@ def test_every_stage_agrees_with_a_direct_computation(trained, results):
         assert r.maps.key.shape == (10 * len(range(r.neurons.first_layer, 3)), len(grid))
         # the confirmation re-measures the top attributed neurons exactly
         assert len(r.confirm["exact"]) == 20
-        assert sum((a > 0) == (e > 0) for a, e in zip(r.confirm["attribution"],
-                                                      r.confirm["exact"], strict=True)) >= 15
+        agree += sum((a > 0) == (e > 0) for a, e in zip(r.confirm["attribution"],
+                                                        r.confirm["exact"], strict=True))
         assert set(r.seconds) == {"prompts", "localise", "neurons", "maps", "classify",
                                   "knockouts"}
+    # attribution signs agree with exact patching, pooled over both operators' 20 neurons (one
+    # operator's count swings with float rounding: 13..20 over seeds and paths; seed 0's "+"
+    # is 19 with 1 thread but 14 with 2). Measured on an AMD EPYC, seeds 0..4, AVX512 kernels /
+    # ATEN_CPU_CAPABILITY=default, 1 thread: 37/38, 31/31, 39/38, 36/34, 37/39 of 40; seed 0
+    # with 2 threads (AVX512): 32. Worst 31, so >= 28 leaves 3; random signs reach 28 with
+    # probability 0.008 (Binomial(40, 1/2)); the rank correlation is worse conditioned (-0.09..0.64)
+    assert agree >= 28
 
 
 def test_holds_agrees_with_the_classifier_sets():

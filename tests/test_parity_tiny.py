@@ -14,6 +14,8 @@ from parity import (
 )
 from tiny import FAMILIES, random_tokens, tiny_hf_model
 
+pytestmark = pytest.mark.numeric  # float tolerances against the unmodified HF model
+
 
 @pytest.fixture(params=FAMILIES)
 def model(request):

@@ -19,6 +19,7 @@ from reference import Reference
 
 from tiny import FAMILIES, random_tokens, tiny_hf_model
 
+pytestmark = pytest.mark.numeric  # float tolerances against a slow reference
 B, T = 3, 6
 
 
