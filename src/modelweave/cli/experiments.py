@@ -48,7 +48,8 @@ def run_cmd(
     on; the command then exits 1."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from ..experiments import get_method, load_experiment, run_experiment
+    from ..experiments import load_experiment, run_experiment
+    from ..experiments.methods import get_method
     from ..experiments.page import build_report
     from ..planner import parse_size
 
