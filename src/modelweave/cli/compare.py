@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..io import write_json
 from .app import app, console
 
 
@@ -49,7 +50,7 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     result = {"circuits": names, "level": level, "pairs": pairs,
               "shared": [{"circuits": list(g), "components": c} for g, c in shared.items()]}
-    (out / "compare.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "compare.json", result, indent=1)
     files = [out / "compare.json"]
     if shared:
         upset_figure(shared, names, out / "upset.png", f"shared {level}")

@@ -47,7 +47,8 @@ def run_cmd(
     """Run an experiment: skips finished units, so a killed run continues where it stopped.
     A unit that fails is recorded (RUN/failed/UNIT.json, with its traceback) and the others go
     on; the command then exits 1."""
-    from ..experiments import get_method, load_experiment, run_experiment
+    from ..experiments import load_experiment, run_experiment
+    from ..experiments.methods import get_method
     from ..experiments.page import build_report
     from ..planner import parse_size
 

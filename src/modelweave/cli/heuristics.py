@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..io import write_json
 from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
 from .progress import progress_bars
 
@@ -115,7 +116,7 @@ def heuristics_emergence(
                            first_layer=first_layer, grid_fraction=grid_fraction, seed=seed)
     out = out or Path("runs") / "emergence"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "emergence.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "emergence.json", result, indent=1)
     emergence_figure(result).write_html(out / "emergence.html", include_plotlyjs="directory")
     if json_out:
         print(json.dumps({k: v for k, v in result.items() if k != "final_matches"}

@@ -148,9 +148,9 @@ def _read_vector(path: Path, layer: int | None) -> tuple:
         sv = SteeringVectors.load(path)
         return sv.at(layer if layer is not None else sv.layers[0])
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from ..io import load_tensors
 
-        tensors = list(load_file(str(path)).values())
+        tensors = list(load_tensors(path, error=SteeringError).values())
         if len(tensors) != 1:
             raise SteeringError(f"{path}: expected one tensor, found {len(tensors)}")
         return tensors[0]
@@ -161,7 +161,9 @@ def _read_vector(path: Path, layer: int | None) -> tuple:
 
         return torch.from_numpy(np.load(path))
     if path.suffix == ".json":
-        return torch.tensor(json.loads(path.read_text()), dtype=torch.float32)
+        from ..io import read_json
+
+        return torch.tensor(read_json(path, error=SteeringError), dtype=torch.float32)
     raise SteeringError(f"vector file {path}: use .safetensors, .pt, .npy or .json")
 
 
@@ -191,6 +193,7 @@ def ablate_direction_cmd(
     equivalent to ablating with hooks (OLMo-2's post-norms)."""
     import torch
 
+    from ..io import atomic_path
     from ..methods.steering.ablation import ablate_direction, check_weight_edit, save_ablated
     from ..methods.steering.vectors import contrastive_vectors, load_pairs_file
 
@@ -218,7 +221,8 @@ def ablate_direction_cmd(
             "max_embedding_component": float((edited.hf_model.get_input_embeddings().weight
                                               .detach().float() @ r.to(edited.device))
                                              .abs().max())}
-    torch.save(direction.float().cpu(), out / "direction.pt")
+    with atomic_path(out / "direction.pt") as tmp:
+        torch.save(direction.float().cpu(), tmp)
     if json_out:
         print(json.dumps(info))
         return

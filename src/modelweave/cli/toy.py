@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..io import write_json
 from .app import app, console
 from .progress import progress_bars
 
@@ -134,7 +135,7 @@ def toy_series(
     files = []
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "series.json").write_text(json.dumps(rows, indent=1))
+        write_json(out / "series.json", rows, indent=1)
         fig = series_figure(rows, f"{method} over checkpoints of {folder}")
         fig.write_html(out / f"series_{method}.html", include_plotlyjs="directory")
         files = [out / "series.json", out / f"series_{method}.html"]

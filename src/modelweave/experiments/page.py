@@ -13,14 +13,14 @@ Every text that comes from prompts, tokens or files is escaped (:mod:`modelweave
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
+from ..io import atomic_write, read_json, write_json
 from ..report.blocks import note, table
 from ..report.html import html_page
 from .methods import METHODS, ReportContext, methods
-from .store import RunStore, atomic_write
+from .store import RunStore
 
 #: the file in a unit's folder naming the figures its kind drew there
 FIGURES = "figures.json"
@@ -70,11 +70,11 @@ def draw_unit(folder: Path, record: dict) -> list[Path]:
         return []
     listed = folder / FIGURES
     if listed.exists():
-        files = [folder / name for name in json.loads(listed.read_text())]
+        files = [folder / name for name in read_json(listed)]
         if all(f.exists() for f in files):
             return files
     files = kind.draw(folder, record)
-    atomic_write(listed, json.dumps([str(Path(f).relative_to(folder)) for f in files]))
+    write_json(listed, [str(Path(f).relative_to(folder)) for f in files])
     return files
 
 

@@ -56,6 +56,7 @@ import torch
 from ..metrics.scores import metric_on_last
 from ..models import Model
 from ..models.attention import captured_attention
+from ..models.parts import attention
 from ..tasks import TaskBatch, TaskError
 from .grids import SITES, Unit, check_sweep, grid_units
 from .result import PatchingResult
@@ -69,7 +70,7 @@ ATP_GRIDS = (*SITES, *QK_GRIDS)
 def _capture_attention(model: Model, layers: list[int]) -> Iterator[dict[int, dict]]:
     """Within: runs record each of ``layers``' attention inputs (see
     :func:`modelweave.models.attention.captured_attention`), by layer."""
-    modules = [model.block(layer).get_submodule(model.adapter.attn) for layer in layers]
+    modules = [attention(model, layer) for layer in layers]
     with captured_attention(model.hf_model, modules) as records:
         yield dict(zip(layers, records, strict=True))
 

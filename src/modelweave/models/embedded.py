@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import EmbeddedModelMissingError
+from ..errors import EmbeddedModelMissingError, ModelWeaveError
+from ..io import fsync_dir, read_json, write_json
 
 NAME = "smollm2-135m"
 ALIASES = (NAME, "smollm2", "default")
@@ -60,8 +60,8 @@ def is_cached() -> bool:
     if gguf is None or not stamp.is_file() or not (cached_dir() / "model.safetensors").is_file():
         return False
     try:
-        return json.loads(stamp.read_text()) == _source_stamp(gguf)
-    except (OSError, ValueError):
+        return read_json(stamp) == _source_stamp(gguf)
+    except (OSError, ModelWeaveError):
         return False
 
 
@@ -110,10 +110,13 @@ def ensure_cached() -> Path:
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "modelweave-source.json").write_text(json.dumps(_source_stamp(gguf)))
+            write_json(tmp / "modelweave-source.json", _source_stamp(gguf))
             if target.exists():
                 shutil.rmtree(target)
+            # The cache is a folder of files written by transformers, not one file: io's atomic
+            # writes cover single files, so the whole folder is renamed into place in one step.
             os.replace(tmp, target)
+            fsync_dir(target.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target

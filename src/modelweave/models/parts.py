@@ -1,17 +1,20 @@
-"""The modules of a block that methods run or hook besides its weights: the norms, the MLP, the
-q/k/v projections, named through the adapter so that no method spells an HF module path.
+"""The modules of a block that methods run, hook or edit besides reading its weights: the
+norms, the attention, the MLP, the q/k/v and output projections, named through the adapter so
+that no method spells an HF module path.
 
-Weights themselves are read through :mod:`modelweave.models.weights` (``model.W_Q[L]`` ...).
+Weights themselves are read through :mod:`modelweave.models.weights` (``model.W_Q[L]`` ...);
+the modules here are for hooks and for in-place edits (:func:`projection_weight`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from ..errors import ModelWeaveError
-from .adapters import projections
+from .adapters import linear_weight, projections
 
 if TYPE_CHECKING:
     from .model import Model
@@ -41,6 +44,42 @@ def out_norm(model: Model, layer: int, part: str) -> nn.Module | None:
         raise ModelWeaveError(f"part must be 'attn' or 'mlp', not {part!r}")
     path = model.adapter.attn_out_norm if part == "attn" else model.adapter.mlp_out_norm
     return model.block(layer).get_submodule(path) if path else None
+
+
+def attention(model: Model, layer: int) -> nn.Module:
+    """The attention module of ``layer`` (the one whose attention function carries
+    ``hook_pattern``; :func:`~modelweave.models.attention.captured_attention` records it)."""
+    return model.block(layer).get_submodule(model.adapter.attn)
+
+
+def attn_out_proj(model: Model, layer: int) -> nn.Module:
+    """The attention output projection of ``layer`` (``W_O``/``b_O``'s module)."""
+    return model.block(layer).get_submodule(model.adapter.out_proj)
+
+
+def mlp_out_proj(model: Model, layer: int) -> nn.Module:
+    """The MLP output projection of ``layer`` (``W_out``/``b_out``'s module)."""
+    return model.block(layer).get_submodule(model.adapter.mlp_down)
+
+
+def position_embedding(model: Model) -> nn.Module | None:
+    """The learned position embedding (GPT-2; ``W_pos``'s module), or ``None`` for families
+    without one."""
+    path = model.adapter.pos_embed
+    return model.hf_model.get_submodule(path) if path else None
+
+
+def projection_weight(module: nn.Module) -> torch.Tensor:
+    """The weight of a linear module (``nn.Linear`` or GPT-2's ``Conv1D``) as ``[out, in]``:
+    the parameter itself, or a view of it for ``Conv1D``, so an in-place edit of the returned
+    tensor edits the model."""
+    return linear_weight(module)
+
+
+def qk_normed(model: Model) -> bool:
+    """Whether a norm acts on the projections' queries/keys before attention reads them
+    (OLMo-2's and Cohere's q/k norms), so ``W_Q``/``W_K`` alone do not give them."""
+    return model.adapter.qkv_proj is not None or model.adapter.qk_norm is not None
 
 
 def mlp_module(model: Model, layer: int) -> nn.Module:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import Model
-from ..models.parts import attn_in_norm
+from ..models.parts import attn_in_norm, qk_normed
 
 MODES = ("q", "k", "v")
 
@@ -59,8 +59,8 @@ class HeadWeights:
 
 def head_weights(model: Model, layer: int) -> HeadWeights:
     """The head matrices of ``layer`` read from the HF modules through the adapter."""
-    cfg, a = model.cfg, model.adapter
-    if a.qkv_proj is not None or a.qk_norm is not None:
+    cfg = model.cfg
+    if qk_normed(model):
         raise ValueError(f"composition scores need plain q/k/v projections; {cfg.architecture} "
                          "applies norms after them")
     gain = torch.ones(cfg.d_model)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import read_json, write_json
+from ..io import load_tensors, read_json, write_json
 from ..models.training import Batch, adamw, train_steps
 from ..progress import Progress
 from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
@@ -280,9 +280,8 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
                        betas=tuple(cfg.betas), warmup=cfg.warmup)
     start = 0
     if start_ckpt is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(start_ckpt / "model.safetensors"), strict=False)
+        weights = load_tensors(start_ckpt / "model.safetensors", error=ToyError)
+        model.load_state_dict(weights, strict=False)
         state = torch.load(start_ckpt / "trainer_state.pt", weights_only=True)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -12,8 +12,7 @@ it, so nothing else changes) along these lines::
 
     from __future__ import annotations
 
-    import json
-
+    from ...io import read_json, write_json
     from .base import MethodKind, register, unit_batch
 
 
@@ -36,12 +35,12 @@ it, so nothing else changes) along these lines::
             # Compute on the loaded model; write data files (never figures) into `folder`
             # (empty, this unit's own); return a small JSON-ready summary (in done.json).
             value = len(unit_batch(model, unit, experiment))   # the task, n prompts, seed
-            (folder / "toy.json").write_text(json.dumps({"value": value}))
+            write_json(folder / "toy.json", {"value": value})
             return {"value": value}
 
         def load(self, folder, record):
             # The unit's result as a Python object, read from its files, no model needed.
-            return json.loads((folder / "toy.json").read_text())
+            return read_json(folder / "toy.json")
 
         def report_section(self, units, ctx) -> str:   # optional (default: a summary table)
             from ...report.blocks import table

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...io import load_bundle, write_json
 from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class Discover(MethodKind):
         found = discover(model, batch, method, **params, progress=progress)
         circuit = found.circuit
         circuit.save(folder / "circuit.json")
-        (folder / "circuit.mib.json").write_text(json.dumps(to_mib(circuit, model.cfg.d_model)))
-        (folder / "summary.json").write_text(json.dumps(found.summary(), indent=1))
+        write_json(folder / "circuit.mib.json", to_mib(circuit, model.cfg.d_model))
+        write_json(folder / "summary.json", found.summary(), indent=1)
         heads = save_top_patterns(model, batch, circuit, folder)
         return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
 
@@ -103,8 +103,6 @@ class Discover(MethodKind):
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """Per circuit: its sizes and scores, graph, faithfulness curve, the role scores of
         its top heads (when the run has ``heads`` results) and their attention patterns."""
-        from safetensors.torch import load_file
-
         from ...report.blocks import escape, figure, table
         from ...report.circuit_graph import circuit_svg
         from ...report.curves import curve_figure
@@ -132,8 +130,7 @@ class Discover(MethodKind):
                 parts.append("<p>Role scores of the circuit's top heads:</p>"
                              + table(["head", *names], rows))
             if (folder / "patterns.json").exists():
-                meta = json.loads((folder / "patterns.json").read_text())
-                patterns = load_file(str(folder / "patterns.safetensors"))
+                meta, patterns = load_bundle(folder / "patterns")
                 parts.append(f'<p>Example prompt: <span class="prompt">'
                              f'{escape(meta["prompt"])}</span></p>')
                 tokens = [f"{j}:{escape(t)}" for j, t in enumerate(meta["tokens"])]

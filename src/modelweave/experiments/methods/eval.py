@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...io import read_json, write_json
 from .base import MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ class Eval(MethodKind):
                           seed=experiment.seed, scoring=unit.params.get("scoring", "first"),
                           corruption=unit.params.get("corruption"))
         aggregates = {name: getattr(result, name).to_dict() for name in _AGGREGATES}
-        (folder / "eval.json").write_text(json.dumps({**result.to_dict(per_example=True),
-                                                      "aggregates": aggregates}))
+        write_json(folder / "eval.json", {**result.to_dict(per_example=True),
+                                          "aggregates": aggregates})
         return result.to_dict()
 
     def plan(self, params: dict) -> PlanSpec:
@@ -41,7 +41,7 @@ class Eval(MethodKind):
 
     def load(self, folder: Path, record: dict) -> dict:
         """The evaluation as a dict, per-example values included."""
-        return json.loads((folder / "eval.json").read_text())
+        return read_json(folder / "eval.json")
 
     def headline(self, summary: dict) -> str:
         if not isinstance(summary.get("accuracy"), int | float):

@@ -29,10 +29,11 @@ class Heads(MethodKind):
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
+        from ...io import atomic_write
         from ...methods.head_roles import head_roles
 
         roles = head_roles(model, seed=experiment.seed)
-        roles.to_dataframe().to_csv(folder / "head_roles.csv", index=False)
+        atomic_write(folder / "head_roles.csv", roles.to_dataframe().to_csv(index=False))
         summary: dict = {role: [{"head": f"{layer}.{head}", "score": score}
                                 for layer, head, score in roles.top(role, 5)]
                          for role in roles.scores}
@@ -43,8 +44,7 @@ class Heads(MethodKind):
     def draw(self, folder: Path, record: dict) -> list[Path]:
         """``<role>.png``/``.html`` per role (and ``dla``), layer × head, and
         ``pattern_<layer>_<head>.*`` per saved attention pattern."""
-        from safetensors.torch import load_file
-
+        from ...io import load_tensors
         from ...report.figures import save_heatmap
         from ._patterns import draw_patterns
 
@@ -54,7 +54,7 @@ class Heads(MethodKind):
                  if role not in ("layer", "head")}
         files = []
         if "dla_logit_diff" in record["summary"] and (folder / "dla.safetensors").exists():
-            grids["dla"] = load_file(str(folder / "dla.safetensors"))["heads"]
+            grids["dla"] = load_tensors(folder / "dla.safetensors")["heads"]
             files = draw_patterns(folder, lambda name: "pattern_" + name[1:].replace(".h", "_"))
         layers, heads = [str(i) for i in range(n_layers)], [str(h) for h in range(n_heads)]
         for role, values in grids.items():
@@ -110,8 +110,7 @@ def _grid(column, n_layers: int, n_heads: int):
 def _dla(model: Model, unit: Unit, experiment: Settings, folder: Path) -> float:
     """Each head's direct logit attribution on the unit's task (``dla.safetensors``) and the
     patterns of the three heads of largest |DLA|; returns the mean logit difference."""
-    from safetensors.torch import save_file
-
+    from ...io import save_tensors
     from ...methods.dla import direct_logit_attribution
     from ._patterns import save_patterns
     from .base import unit_batch
@@ -119,7 +118,7 @@ def _dla(model: Model, unit: Unit, experiment: Settings, folder: Path) -> float:
     batch = unit_batch(model, unit, experiment)
     dla = direct_logit_attribution(model, batch)
     if dla.heads is not None:
-        save_file({"heads": dla.heads.contiguous()}, str(folder / "dla.safetensors"))
+        save_tensors(folder / "dla.safetensors", {"heads": dla.heads.contiguous()})
         order = dla.heads.flatten().abs().argsort(descending=True)[:3].tolist()
         n_heads = model.cfg.n_heads
         save_patterns(model, batch, [(i // n_heads, i % n_heads) for i in order], folder,

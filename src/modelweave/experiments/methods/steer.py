@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...io import read_json, write_json
 from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Steer(MethodKind):
             words = {w.lower() for w in p["words"]}
             summary["share_unsteered"] = _share(plain.texts, words)
             summary["share_steered"] = _share(steered.texts, words)
-        (folder / "steer.json").write_text(json.dumps({**summary, "generations": rows}))
+        write_json(folder / "steer.json", {**summary, "generations": rows})
         return summary
 
     def command_output(self, record: dict, files: list[Path]) -> dict:
@@ -94,7 +94,7 @@ class Steer(MethodKind):
         return {"model": (record.get("run") or {}).get("model", record["model"]),
                 **record["summary"], "site": p.get("site", "hook_resid_post"),
                 "positions": p.get("positions", "all"), "method": p.get("method", "mean"),
-                "generations": json.loads(saved.read_text())["generations"],
+                "generations": read_json(saved)["generations"],
                 "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
@@ -104,7 +104,7 @@ class Steer(MethodKind):
                            note="steering: planned as forward passes")
 
     def load(self, folder: Path, record: dict) -> dict:
-        return json.loads((folder / "steer.json").read_text())
+        return read_json(folder / "steer.json")
 
     def headline(self, summary: dict) -> str:
         if "share_steered" in summary:

@@ -12,10 +12,10 @@ toy-analyse`` runs one analysis so); by default those that do not apply are skip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...io import read_json, write_json
 from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ class Toy(MethodKind):
 
                 raise ToyError(f"{name}: {err}") from None
             summary.update(_SUMMARY[name](results[name]))
-            (folder / f"{name}.json").write_text(json.dumps(results[name], indent=1))
-        (folder / "toy.json").write_text(json.dumps({k: f"{k}.json" for k in results}))
+            write_json(folder / f"{name}.json", results[name], indent=1)
+        write_json(folder / "toy.json", {k: f"{k}.json" for k in results})
         return summary
 
     def draw(self, folder: Path, record: dict) -> list[Path]:
@@ -91,7 +91,7 @@ class Toy(MethodKind):
         found = {f.stem: f for f in files if f.suffix == ".json" and f.stem in ANALYSES}
         out = dict(record["summary"]) if len(found) != 1 else {}
         for name, path in found.items() if len(found) == 1 else ():
-            out.update(_COMMAND[name](json.loads(path.read_text())))
+            out.update(_COMMAND[name](read_json(path)))
         return {**out, "files": [str(f) for f in files]}
 
     def plan(self, params: dict) -> PlanSpec:
@@ -102,8 +102,8 @@ class Toy(MethodKind):
 
     def load(self, folder: Path, record: dict) -> dict:
         """The analyses' results as plain dicts: analysis -> its data (see ``toy.json``)."""
-        index = json.loads((folder / "toy.json").read_text())
-        return {name: json.loads((folder / entry).read_text()) if isinstance(entry, str)
+        index = read_json(folder / "toy.json")
+        return {name: read_json(folder / entry) if isinstance(entry, str)
                 else entry for name, entry in index.items()}  # older units: data inline
 
     def headline(self, summary: dict) -> str:
@@ -166,7 +166,7 @@ def _grokking(model: Model, seed: int) -> dict:
     analysis = analyse_grokking(model, [(s, load_model(p, device="cpu")) for s, p in ckpts])
     history = []
     if (run_dir / "train.json").is_file():
-        history = json.loads((run_dir / "train.json").read_text())["history"]
+        history = read_json(run_dir / "train.json")["history"]
     return {"run": str(run_dir), **analysis.to_dict(), "history": history}
 
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...errors import SteeringError, WeightEditError
-from ...models.adapters import linear_weight
 from ...models.device_map import is_offloaded
+from ...models.parts import attn_out_proj, mlp_out_proj, position_embedding, projection_weight
 from ...models.steering import check_vector
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _edit_rows(weight: torch.Tensor, r: torch.Tensor) -> None:
 
 def _edit_linear(module: torch.nn.Module, r: torch.Tensor) -> None:
     """In place: W <- W - r rᵀ W (W [d_model, in]) and b <- b - (b . r) r."""
-    weight = linear_weight(module)  # a view for GPT-2's Conv1D: edited through it
+    weight = projection_weight(module)  # a view for GPT-2's Conv1D: edited through it
     rf = r.to(weight.device, torch.float32)
     new = weight.float() - torch.outer(rf, rf @ weight.float())
     weight.copy_(new.to(weight.dtype))
@@ -131,15 +131,14 @@ def ablate_weights(model: Model, direction: torch.Tensor, *, inplace: bool = Fal
     if target.tokenization is not None and model.tokenization is not None:
         target.tokenization = model.tokenization
     _untie(target)
-    hf, a = target.hf_model, target.adapter
+    positions = position_embedding(target)
     with torch.no_grad():
-        _edit_rows(hf.get_input_embeddings().weight, r)
-        if a.pos_embed:
-            _edit_rows(hf.get_submodule(a.pos_embed).weight, r)
+        _edit_rows(target.hf_model.get_input_embeddings().weight, r)
+        if positions is not None:
+            _edit_rows(positions.weight, r)
         for layer in range(target.cfg.n_layers):
-            block = target.block(layer)
-            _edit_linear(block.get_submodule(a.out_proj), r)
-            _edit_linear(block.get_submodule(a.mlp_down), r)
+            _edit_linear(attn_out_proj(target, layer), r)
+            _edit_linear(mlp_out_proj(target, layer), r)
     return target
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ...engine.suffix import base_run
-from ...models.adapters import linear_weight
 from ...models.device_map import module_tensor
+from ...models.parts import out_norm
 from ...progress import Progress, Steps
 from ...tasks import TaskBatch
 from ..activation_patching import patch_units
@@ -99,15 +99,13 @@ def project_head(model, layer: int, head: int, z: torch.Tensor,
     """A head's output ``z`` [..., d_head] mapped into the residual: ``z @ W_O[:, head]ᵀ``,
     no bias; for post-norm families (OLMo-2) times the norm gain and ``scale`` (the frozen
     scale ``s``, e.g. its mean over prompts). Returns [..., d_model] float32."""
-    cfg, a = model.cfg, model.adapter
-    block = model.block(layer)
-    w_o = linear_weight(block.get_submodule(a.out_proj)).detach().float()
-    w_h = w_o.view(cfg.d_model, cfg.n_heads, cfg.d_head)[:, head]  # [d_model, d_head]
-    out = z.float().to(w_h.device) @ w_h.T
-    if a.attn_out_norm:
+    w_h = model.W_O[layer].detach().float()[head]  # [d_head, d_model]
+    out = z.float().to(w_h.device) @ w_h
+    norm = out_norm(model, layer, "attn")
+    if norm is not None:
         if scale is None:
             raise ValueError("post-norm families need the frozen scale to map a head's output")
-        gain = module_tensor(block.get_submodule(a.attn_out_norm)).detach().float()
+        gain = module_tensor(norm).detach().float()
         out = gain.to(out.device) * out * torch.as_tensor(scale, dtype=torch.float32,
                                                           device=out.device)
     return out
