@@ -202,3 +202,20 @@ def test_jsonl_write_append_read(tmp_path):
 
     with pytest.raises(RowError, match=r"rows\.jsonl:6: invalid JSON"):
         list(read_jsonl(path, RowError))
+
+
+def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from modelweave.io import atomic_folder
+
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("two")
+        raise RuntimeError("killed mid-save")
+    assert (target / "a.txt").read_text() == "one"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("three")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporaries left

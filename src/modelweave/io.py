@@ -2,9 +2,9 @@
 
 Every file the package writes goes through here, so none is ever seen half-written:
 
-- :func:`atomic_write` / :func:`atomic_path`: the data goes to a temporary file in the same
-  folder (``.NAME.NONCE.PID.tmp``), is flushed to disk (``fsync``), renamed over ``NAME`` in
-  one step (``os.replace``) and the folder's entry is flushed too where the OS allows. An
+- :func:`atomic_write` / :func:`atomic_path` (:func:`atomic_folder` for a folder): the data goes
+  to a temporary file in the same folder (``.NAME.NONCE.PID.tmp``), is flushed to disk
+  (``fsync``), renamed over ``NAME`` in one step (``os.replace``) and the folder's entry is flushed too where the OS allows. An
   exception mid-write leaves the old file as it was and removes the temporary; a process
   killed mid-write leaves a temporary whose writer pid :func:`remove_stale_temporaries`
   recognises.
@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "append_jsonl", "atomic_path", "atomic_write", "bundle_paths", "fsync_dir", "load_bundle",
-    "load_tensor_metadata", "load_tensors", "pid_alive", "read_json", "read_jsonl",
-    "remove_stale_temporaries", "save_bundle", "save_tensors", "temporary_path", "write_json",
-    "write_jsonl", "writer_pid",
+    "append_jsonl", "atomic_folder", "atomic_path", "atomic_write", "bundle_paths", "fsync_dir",
+    "load_bundle", "load_tensor_metadata", "load_tensors", "pid_alive", "read_json",
+    "read_jsonl", "remove_stale_temporaries", "save_bundle", "save_tensors", "temporary_path",
+    "write_json", "write_jsonl", "writer_pid",
 ]
 
 ErrorType = type[Exception]
@@ -93,6 +93,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder to fill with ``folder``'s new content (e.g. by
+    ``save_pretrained``); on leaving the block its files are flushed and it replaces ``folder``.
+
+    An exception inside the block removes the temporary and leaves ``folder`` untouched. An
+    old ``folder`` is first renamed aside and removed only after the new one is in place, so
+    a crash leaves either the old or the new folder under its name (or, between the two
+    renames, the old one beside it as a temporary).
+    """
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(folder)
+    try:
+        tmp.mkdir()
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync_file(file)
+        old = temporary_path(folder) if folder.exists() else None
+        if old is not None:
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(folder.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write(path: str | Path, data: str | bytes, *, encoding: str = "utf-8") -> Path:

@@ -15,13 +15,14 @@ from ..progress import Progress
 from ..tasks import TaskBatch
 from .acdc import acdc
 from .circuit import Circuit
+from .eap import METHODS as EAP_METHODS
 from .eap import edge_attribution
 from .evaluation import CircuitEvaluator, faithfulness_curve, minimal_circuit
 from .exact import exact_edge_scores, path_search
 from .graph import CircuitError
 from .node_pruning import prune_nodes
 
-SCORING = ("eap", "eap-ig", "exact")
+SCORING = (*EAP_METHODS, "exact")  # eap and eap-ig are defined by the EAP module
 SELECTING = ("acdc", "prune", "path")
 METHODS = SCORING + SELECTING
 

@@ -29,7 +29,7 @@ that as a hook. Prompts are right-padded: a prompt of length L has its real toke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -258,7 +258,7 @@ def ablate(tensor: torch.Tensor, value: torch.Tensor | None = None,
     return torch.where(k, tensor, value)
 
 
-def units_mask(width: int, units, kept: bool = True) -> torch.Tensor:
+def units_mask(width: int, units: Iterable[int], kept: bool = True) -> torch.Tensor:
     """[width] bool: True at ``units`` (``kept=False``: False there and True elsewhere)."""
     mask = torch.full((width,), not kept, dtype=torch.bool)
     mask[list(units)] = kept

@@ -51,7 +51,7 @@ def top1_accuracy(logits: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     return (correct == top[..., None]).any(-1).float()
 
 
-def normalize(value: Value, clean, corrupt) -> Value:
+def normalize(value: Value, clean: Value, corrupt: Value) -> Value:
     """(value - corrupt) / (clean - corrupt): 1 = the clean run's metric, 0 = the corrupted's.
 
     Works on floats, tensors and arrays alike (elementwise, broadcasting): ``value`` e.g. a

@@ -22,7 +22,6 @@ and the config records ``modelweave_toy.attn_only = true``.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import load_tensors, read_json, write_json
+from ..io import atomic_folder, load_tensors, read_json, write_json
 from ..models.training import Batch, adamw, train_steps
 from ..progress import Progress
 from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
@@ -201,14 +200,11 @@ def list_checkpoints(out: str | Path) -> list[Path]:
 
 
 def _save(model, tokenizer, folder: Path, trainer_state: dict | None) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
 
 
 def _resume_point(out: Path, cfg: ToyConfig) -> tuple[Path | None, list[dict], float]:

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ...tasks import TaskBatch
 
 
+#: discovery methods with a memory model of their own (their gradient passes, then the curve)
+_MEMORY_KINDS = {"eap": "eap", "eap-ig": "eap-ig"}
+
+
 @register
 class Discover(MethodKind):
     """``- discover: {method: eap-ig, target: 0.9, ...}``: writes ``circuit.json``, its MIB
@@ -76,15 +80,13 @@ class Discover(MethodKind):
         faithfulness evaluator's patched passes."""
         from ...circuits.discovery import METHODS
         from ...planner import PlanError, PlanSpec
-        from ...planner.plan import BATCH
-
         method = params.get("method", "eap-ig")
         if method not in METHODS:
             raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
                             f"{', '.join(METHODS)}")
         label = f"{self.name}/{method}"
-        if method in BATCH:
-            return PlanSpec.of(method, label=label)
+        if method in _MEMORY_KINDS:
+            return PlanSpec.of(_MEMORY_KINDS[method], label=label)
         return PlanSpec.of("faithfulness", label=label,
                            note=f"{method}: planned as patched passes like the faithfulness "
                                 "evaluator's")

@@ -24,8 +24,6 @@ _BARS = {"Fitting covariance": "covariance", "Eigendecomposition": "eigendecompo
 _MODULES = ("kronfluence.factor.covariance", "kronfluence.factor.eigen",
             "kronfluence.score.pairwise", "kronfluence.score.dot_product")
 
-Callback = Progress
-"""``callback(stage, done, total)``: the progress protocol (:mod:`modelweave.progress`)."""
 
 
 def peak_memory_gb() -> float:
@@ -36,7 +34,7 @@ def peak_memory_gb() -> float:
 class StageClock:
     """Seconds spent in each stage (bars nested inside another bar are subtracted from it)."""
 
-    def __init__(self, callback: Callback = None, prefix: str = ""):
+    def __init__(self, callback: Progress = None, prefix: str = ""):
         self.callback, self.prefix = callback, prefix
         self.seconds: dict[str, float] = defaultdict(float)
         self._open: list[list] = []
