@@ -5,9 +5,9 @@ Every file the package writes goes through here, so none is ever seen half-writt
 - :func:`atomic_write` / :func:`atomic_path` (:func:`atomic_folder` for a folder): the data goes
   to a temporary file in the same folder (``.NAME.NONCE.PID.tmp``), is flushed to disk
   (``fsync``), renamed over ``NAME`` in one step (``os.replace``) and the folder's entry is
-  flushed too where the OS allows. An exception mid-write leaves the old file as it was and removes the temporary; a process
-  killed mid-write leaves a temporary whose writer pid :func:`remove_stale_temporaries`
-  recognises.
+  flushed too where the OS allows. An exception mid-write leaves the old file as it was and
+  removes the temporary; a process killed mid-write leaves a temporary whose writer pid
+  :func:`remove_stale_temporaries` recognises.
 - :func:`write_json` / :func:`read_json`: one JSON document per file (``indent`` and
   ``sort_keys`` as each file has always been written).
 - :func:`save_tensors` / :func:`load_tensors`: one safetensors file.
