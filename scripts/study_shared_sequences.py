@@ -15,9 +15,10 @@ from pathlib import Path
 from transformers.utils import logging as hf_logging
 
 from modelweave import load_model
-from modelweave.analysis import by_role, overlap, shared_components, upset_figure
+from modelweave.analysis import by_role, overlap, shared_components
 from modelweave.circuits import discover
 from modelweave.methods.head_roles import head_roles
+from modelweave.report.compare import upset_figure
 from modelweave.runtime import keep_freed_memory
 from modelweave.tasks import make_batch
 

@@ -112,3 +112,20 @@ def test_toy_analyse_errors_are_one_line(tiny_run, tmp_path):
         assert "\n" not in str(result.exception)
     assert isinstance(runner.invoke(app, ["toy-analyse", "grokking", str(out)]).exception,
                       ToyError)
+
+
+def test_toy_series_out_writes_json_and_plot(tiny_run, tmp_path):
+    """``toy-series --out`` saves the rows and draws them (one trace per metric) as HTML."""
+    from modelweave.report.toy import series_figure
+
+    out, _ = tiny_run
+    result = CliRunner().invoke(app, ["toy-series", str(out), "--method", "composition",
+                                      "--out", str(tmp_path / "s"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["files"] == [str(tmp_path / "s" / "series.json"),
+                             str(tmp_path / "s" / "series_composition.html")]
+    assert (tmp_path / "s" / "series_composition.html").stat().st_size > 0
+    fig = series_figure(data["rows"], "t", log_y=True)
+    assert [t.name for t in fig.data] == [k for k in data["rows"][0] if k != "step"]
+    assert fig.layout.yaxis.type == "log"

@@ -10,8 +10,7 @@ from .compare import (
     overlap,
     shared_components,
     transfer_faithfulness,
-    upset_figure,
 )
 
 __all__ = ["Overlap", "by_role", "cmap", "components", "depth_overlap", "depth_profile", "overlap",
-           "shared_components", "transfer_faithfulness", "upset_figure"]
+           "shared_components", "transfer_faithfulness"]

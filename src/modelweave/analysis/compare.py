@@ -6,7 +6,7 @@
   *relative* depth (layer ``L`` of an ``n``-layer model sits at ``L / (n - 1)``: first layer 0,
   last layer 1), binned, per kind (attention, MLP).
 - :func:`shared_components`: which components every subset of circuits shares exclusively
-  (the data of an UpSet plot), and :func:`upset_figure` to draw it.
+  (the data of an UpSet plot; :func:`modelweave.report.compare.upset_figure` draws it).
 - :func:`by_role`: the shared heads split by their head role (from ``head_roles``).
 - :func:`transfer_faithfulness`: a circuit found in one model, evaluated in another of the
   same architecture.
@@ -142,34 +142,3 @@ def transfer_faithfulness(circuit: Circuit, evaluator) -> float:
     :class:`~modelweave.circuits.CircuitEvaluator`); the graphs must match."""
     circuit.check_model(evaluator.graph, evaluator.model.name)
     return evaluator.faithfulness(circuit.in_graph)
-
-
-def upset_figure(shared: dict[tuple[str, ...], list[str]], names: list[str], path, title: str = ""
-                 ) -> None:
-    """An UpSet plot (matplotlib PNG): a bar per subset with its count of exclusively shared
-    components, over a dot matrix saying which circuits the subset is."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = sorted(shared, key=lambda g: (-len(shared[g]), -len(g)))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(4, 0.6 * len(groups) + 2), 4.5),
-                                      sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    xs = range(len(groups))
-    top.bar(xs, [len(shared[g]) for g in groups], color="#4c72b0")
-    for x, g in zip(xs, groups, strict=True):
-        top.text(x, len(shared[g]), str(len(shared[g])), ha="center", va="bottom", fontsize=8)
-    top.set_ylabel("components")
-    top.set_title(title, fontsize=9)
-    for x, g in zip(xs, groups, strict=True):
-        ys = [names.index(n) for n in g]
-        bottom.scatter([x] * len(names), range(len(names)), color="#ddd", s=30)
-        bottom.scatter([x] * len(ys), ys, color="#222", s=30)
-        if len(ys) > 1:
-            bottom.plot([x, x], [min(ys), max(ys)], color="#222")
-    bottom.set_yticks(range(len(names)), names, fontsize=8)
-    bottom.set_xticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

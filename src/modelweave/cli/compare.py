@@ -23,8 +23,9 @@ def compare(
 ) -> None:
     """Compare circuits: pairwise Jaccard, precision and recall (same model), relative-depth
     overlap (any models), and the components every subset of them shares (UpSet figure)."""
-    from ..analysis import depth_overlap, overlap, shared_components, upset_figure
+    from ..analysis import depth_overlap, overlap, shared_components
     from ..circuits import Circuit, CircuitError
+    from ..report.compare import upset_figure
 
     if len(circuits) < 2:
         raise CircuitError("compare needs at least two circuit files")

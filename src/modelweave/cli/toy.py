@@ -127,7 +127,8 @@ def toy_series(
     json_out: JsonOpt = False,
 ) -> None:
     """Run one method over every checkpoint of a run: a metric-over-steps table and plot."""
-    from ..toy.series import find_checkpoints, run_series, series_figure
+    from ..report.toy import series_figure
+    from ..toy.series import find_checkpoints, run_series
 
     ckpts = find_checkpoints(folder)
     with progress_bars(method, enabled=not json_out) as bars:

@@ -5,7 +5,9 @@
   key frequencies highlighted;
 - :func:`progress_figure`: restricted, excluded, train and test loss over checkpoints (Nanda et
   al. 2023's progress measures);
-- :func:`composition_figure`: Q-, K- and V-composition heatmaps (earlier head x later head).
+- :func:`composition_figure`: Q-, K- and V-composition heatmaps (earlier head x later head);
+- :func:`series_figure`: every metric of a checkpoint series
+  (:func:`modelweave.toy.series.run_series`) against step.
 
 ``save_grokking`` / ``save_composition`` write them as HTML files into a folder.
 """
@@ -82,6 +84,22 @@ def composition_figure(scores: dict[str, list], title: str = "composition scores
     fig.update_yaxes(autorange="reversed", title_text="earlier head (writes)", col=1)
     fig.update_xaxes(title_text="later head (reads)")
     fig.update_layout(title=title, template="plotly_white", height=420)
+    return fig
+
+
+def series_figure(rows: list[dict], title: str = "", log_y: bool = False):
+    """A plotly figure: every numeric column of ``rows`` against ``step``."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    steps = [r["step"] for r in rows]
+    keys = [k for k in rows[0] if k != "step" and isinstance(rows[0][k], int | float)]
+    for key in keys:
+        fig.add_trace(go.Scatter(x=steps, y=[r[key] for r in rows], mode="lines+markers",
+                                 name=key))
+    fig.update_layout(title=title, xaxis_title="step", template="plotly_white")
+    if log_y:
+        fig.update_yaxes(type="log")
     return fig
 
 

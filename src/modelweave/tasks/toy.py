@@ -189,10 +189,18 @@ class ToyParentheses(_ToyTask):
         raise TaskError("toy_parentheses: no example found; use an even n >= 2")
 
 
+def toy_meta(model) -> dict | None:
+    """The ``modelweave_toy`` entry of a model's HF config, or ``None`` when it is not a toy
+    checkpoint. Written by :func:`modelweave.toy.train.train_toy`, it holds ``task`` (the toy
+    dataset's name, e.g. ``"induction"``), ``task_params`` (the dataset's parameters, e.g. ``p``
+    or ``length``) and ``attn_only`` (whether the model was trained without MLPs)."""
+    return getattr(model.hf_model.config, "modelweave_toy", None)
+
+
 def task_for_model(model) -> Task:
     """The toy task (with the checkpoint's own parameters) of a model trained by
     :func:`modelweave.toy.train.train_toy`, read from ``config.modelweave_toy``."""
-    meta = getattr(model.hf_model.config, "modelweave_toy", None)
+    meta = toy_meta(model)
     if not meta:
         raise TaskError(f"{model.name} is not a toy checkpoint (no modelweave_toy in its config)")
     return get_task("toy_" + meta["task"], **meta["task_params"])

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import Model
+from ..tasks.toy import toy_meta
 
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
@@ -52,7 +53,7 @@ def _frequency_of_row(p: int) -> torch.Tensor:
 
 
 def _toy_p(model: Model) -> int:
-    meta = getattr(model.hf_model.config, "modelweave_toy", None) or {}
+    meta = toy_meta(model) or {}
     if meta.get("task") != "modular_addition":
         raise ValueError(f"{model.name} is not a modular-addition toy model")
     return int(meta["task_params"]["p"])

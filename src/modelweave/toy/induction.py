@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models import Model
+from ..tasks.toy import toy_meta
 from .composition import CompositionScores, composition_scores
 
 METHODS = ("head_roles", "k_composition", "eap_ig")
@@ -116,7 +117,7 @@ def induction_circuit(model: Model, *, n: int = 32, seed: int = 0, steps: int = 
 
     if model.cfg.n_layers < 2:
         raise ValueError("an induction circuit needs at least two layers")
-    meta = getattr(model.hf_model.config, "modelweave_toy", None) or {}
+    meta = toy_meta(model) or {}
     params = task_params or (meta.get("task_params") if meta.get("task") == "induction" else {})
     task = get_task("toy_induction", **(params or {}))
     length = task.params["length"]

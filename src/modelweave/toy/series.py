@@ -1,5 +1,5 @@
 """Any checkpoint series through a method: one row of numbers per checkpoint, for a
-metric-over-steps plot.
+metric-over-steps plot (:func:`modelweave.report.toy.series_figure`).
 
 A series is a list of ``(step, HF directory)``: a toy run's ``OUT/checkpoints/step-N``, or a
 fine-tuning run's ``OUT/checkpoints/step-N`` (:func:`modelweave.models.finetune.finetune` with
@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ModelWeaveError
 from ..progress import Progress, Steps
+from ..tasks.toy import toy_meta
 
 METHODS = ("eval", "heads", "composition", "grokking")
 
@@ -52,7 +53,7 @@ def _eval(model, task: str | None, n: int, seed: int) -> dict:
 def _heads(model, seed: int) -> dict:
     from ..methods.head_roles import pattern_scores
 
-    meta = getattr(model.hf_model.config, "modelweave_toy", None) or {}
+    meta = toy_meta(model) or {}
     length = meta.get("task_params", {}).get("length", 20)
     scores = pattern_scores(model, batch=16, length=length, seed=seed)
     return {f"max_{k}": float(v.max()) for k, v in scores.items()}
@@ -107,19 +108,3 @@ def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | 
         rows.append({"step": step, **row})
         steps.advance()
     return rows
-
-
-def series_figure(rows: list[dict], title: str = "", log_y: bool = False):
-    """A plotly figure: every numeric column of ``rows`` against ``step``."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    steps = [r["step"] for r in rows]
-    keys = [k for k in rows[0] if k != "step" and isinstance(rows[0][k], int | float)]
-    for key in keys:
-        fig.add_trace(go.Scatter(x=steps, y=[r[key] for r in rows], mode="lines+markers",
-                                 name=key))
-    fig.update_layout(title=title, xaxis_title="step", template="plotly_white")
-    if log_y:
-        fig.update_yaxes(type="log")
-    return fig

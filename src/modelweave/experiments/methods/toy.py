@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...io import read_json, write_json
+from ...tasks.toy import toy_meta
 from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Toy(MethodKind):
             progress: Progress = None) -> dict:
         chosen = unit.params.get("analyses", list(ANALYSES))
         require = bool(unit.params.get("require", False))
-        meta = getattr(model.hf_model.config, "modelweave_toy", None) or {}
+        meta = toy_meta(model) or {}
         deep = model.cfg.n_layers > 1
         applies = {"composition": deep, "induction": deep and meta.get("task") == "induction",
                    "grokking": meta.get("task") == "modular_addition"}
