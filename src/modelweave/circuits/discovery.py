@@ -11,20 +11,21 @@ import time
 from dataclasses import dataclass, field
 
 from ..models import Model
+from ..names import DEFAULT_METHOD, SCORING, SELECTING
+from ..names import DISCOVERY_METHODS as METHODS
 from ..progress import Progress
 from ..tasks import TaskBatch
 from .acdc import acdc
 from .circuit import Circuit
-from .eap import METHODS as EAP_METHODS
 from .eap import edge_attribution
 from .evaluation import CircuitEvaluator, faithfulness_curve, minimal_circuit
 from .exact import exact_edge_scores, path_search
 from .graph import CircuitError
 from .node_pruning import prune_nodes
 
-SCORING = (*EAP_METHODS, "exact")  # eap and eap-ig are defined by the EAP module
-SELECTING = ("acdc", "prune", "path")
-METHODS = SCORING + SELECTING
+# SCORING (eap, eap-ig, exact), SELECTING (acdc, prune, path), METHODS (both) and
+# DEFAULT_METHOD are defined in :mod:`modelweave.names`
+__all__ = ["DEFAULT_METHOD", "METHODS", "SCORING", "SELECTING", "Discovery", "discover"]
 
 
 @dataclass
@@ -75,9 +76,9 @@ def _score(model: Model, batch: TaskBatch, method: str, metric: str, steps: int,
                        metric=metric, intervention=intervention, **common)
 
 
-def discover(model: Model, batch: TaskBatch, method: str = "eap-ig", *, target: float = 0.9,
-             metric: str = "logit_diff", steps: int = 5, threshold: float | None = None,
-             intervention: str = "patching", batch_size: int = 16,
+def discover(model: Model, batch: TaskBatch, method: str = DEFAULT_METHOD, *,
+             target: float = 0.9, metric: str = "logit_diff", steps: int = 5,
+             threshold: float | None = None, intervention: str = "patching", batch_size: int = 16,
              progress: Progress = None) -> Discovery:
     """Find a circuit for ``batch`` with ``method`` and check it.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..models import Model
+from ..names import EAP_METHODS
 from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit
@@ -33,7 +34,7 @@ from .post_norms import sender_differences
 from .runs import embeddings, sender_outputs
 from .wiring import check_model
 
-METHODS = ("eap", "eap-ig")
+METHODS = EAP_METHODS
 
 
 def _differing_suffix(batch: TaskBatch) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 from ..engine.ablation import MeanAccumulator, replacement
 from ..metrics.functional import normalize
 from ..models import Model
+from ..names import INTERVENTIONS
 from ..progress import Progress, Steps
 from ..tasks import TaskBatch
 from .circuit import Circuit, prune
@@ -34,7 +35,6 @@ from .runs import patched_logits, sender_outputs
 from .wiring import check_model
 
 PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-INTERVENTIONS = ("patching", "mean")
 
 
 class CircuitEvaluator:

@@ -11,6 +11,7 @@ import torch
 
 from ..metrics.functional import kl_divergence
 from ..metrics.scores import METRICS, metric_on_last
+from ..names import GRADIENT_METRICS  # noqa: F401 - discovery's metrics, defined there
 from ..tasks import TaskBatch, TaskError
 
 NAMES = (*METRICS, "kl")

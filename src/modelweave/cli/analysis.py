@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..names import DIRECTIONS, GRIDS, PATCH_DIRECTION, PATCH_GRID, PATCH_K, PATCH_METHOD
 from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Built-in task or task file.")]
@@ -79,16 +80,15 @@ def eval_cmd(
 def patch(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "ioi",
-    grid: Annotated[str, typer.Option(help="heads, heads-by-pos, resid, attn, mlp, neurons")]
-    = "heads",
+    grid: Annotated[str, typer.Option(help=", ".join(GRIDS))] = PATCH_GRID,
     method: Annotated[str, typer.Option(
         help="exact, attribution (alias atp), atp* (QK fix + GradDrop estimates) or locate "
-             "(exact top k, verified in AtP* order)")] = "exact",
-    direction: Annotated[str, typer.Option(help="denoising or noising")] = "denoising",
+             "(exact top k, verified in AtP* order)")] = PATCH_METHOD,
+    direction: Annotated[str, typer.Option(help=" or ".join(DIRECTIONS))] = PATCH_DIRECTION,
     n: NOpt = 32,
     seed: int = 0,
     layers: Annotated[str | None, typer.Option(help="Only these layers, e.g. 0,5,10")] = None,
-    k: Annotated[int, typer.Option(help="(locate) how many components to find")] = 20,
+    k: Annotated[int, typer.Option(help="(locate) how many components to find")] = PATCH_K,
     budget: Annotated[int | None, typer.Option(
         help="(locate) at most this many exact patches")] = None,
     out: OutOpt = None,

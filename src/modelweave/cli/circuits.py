@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..circuits.discovery import METHODS, SCORING, SELECTING
+from ..names import DEFAULT_METHOD, GRADIENT_METRICS, INTERVENTIONS, SCORING, SELECTING
+from ..names import DISCOVERY_METHODS as METHODS
 from .analysis import JsonOpt, NOpt, OutOpt, TaskOpt
 from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 
@@ -15,17 +16,18 @@ from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
 def discover(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "ioi",
-    method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "eap-ig",
+    method: Annotated[str, typer.Option(help=", ".join(METHODS))] = DEFAULT_METHOD,
     target: Annotated[float, typer.Option(help="Faithfulness the smallest circuit must reach "
                                           f"({', '.join(SCORING)}).")] = 0.9,
-    metric: Annotated[str, typer.Option(help="logit_diff, prob_diff, logprob or kl")]
-    = "logit_diff",
+    metric: Annotated[str, typer.Option(help=f"{', '.join(GRADIENT_METRICS[:-1])} or "
+                                        f"{GRADIENT_METRICS[-1]}")] = "logit_diff",
     steps: Annotated[int, typer.Option(min=1, help="EAP-IG integration steps.")] = 5,
     threshold: Annotated[float | None, typer.Option(
         help=f"The threshold of {', '.join(SELECTING)}: ACDC's tau (0.01), pruning's kept "
              "fraction (0.8), path search's minimal effect (0.02).")] = None,
-    intervention: Annotated[str, typer.Option(help="patching (corrupted run) or mean")]
-    = "patching",
+    intervention: Annotated[str, typer.Option(
+        help=f"{' or '.join(INTERVENTIONS)}: what missing edges carry, the corrupted run's "
+             "values or the senders' means")] = "patching",
     n: NOpt = 32,
     seed: int = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per pass.")] = 16,

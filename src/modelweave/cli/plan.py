@@ -8,7 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..names import DEFAULT_METHOD, EAP_METHODS, PATCH_METHODS
 from .app import JsonOpt, app, console, print_json
+
+#: sub-methods the help text names, as examples (every kind's ``method`` value is accepted)
+_EXAMPLES = ", ".join((*EAP_METHODS, *PATCH_METHODS[2:]))
 
 
 def _params(pairs: list[str]) -> dict:
@@ -29,8 +33,8 @@ def plan_cmd(
                                        "smollm2-135m, a preset (llama-3-8b, olmo-2-7b, "
                                        "pythia-6.9b, command-r7b, aya-23-8b...) or a cached "
                                        "hub id.")] = "smollm2-135m",
-    method: Annotated[str, typer.Option(help="eval, patch, discover, lens, heads... or eap, "
-                                        "eap-ig, atp*, locate.")] = "eap-ig",
+    method: Annotated[str, typer.Option(help="eval, patch, discover, lens, heads... or "
+                                        f"{_EXAMPLES}.")] = DEFAULT_METHOD,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Method parameter KEY=VALUE (method=eap, grid=heads, steps=5, "
         "batch_size=16).")] = None,

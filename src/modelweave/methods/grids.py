@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..models import Model
+from ..names import DIRECTIONS, GRIDS, SITES
 from ..tasks import TaskBatch, TaskError
 
-SITES = {"resid": "hook_resid_pre", "attn": "hook_attn_out", "mlp": "hook_mlp_out",
-         "heads": "attn.hook_z", "heads-by-pos": "attn.hook_z", "neurons": "mlp.hook_post"}
-GRIDS = tuple(SITES)
+__all__ = ["DIRECTIONS", "GRIDS", "SITES", "Unit", "check_sweep", "grid_units"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,9 @@ def grid_units(model: Model, grid: str, length: int, layers: list[int] | None = 
 
 def check_sweep(batch: TaskBatch, direction: str) -> None:
     """The preconditions every sweep shares: a known direction, prompts of one length."""
-    if direction not in ("denoising", "noising"):
-        raise TaskError(f"direction must be 'denoising' or 'noising', got {direction!r}")
+    if direction not in DIRECTIONS:
+        raise TaskError(f"direction must be {' or '.join(map(repr, DIRECTIONS))}, got "
+                        f"{direction!r}")
     if not batch.same_length:
         raise TaskError("patching needs prompts of one length: make_batch(..., "
                         "same_length=True)")

@@ -13,15 +13,15 @@ import torch
 
 from ..errors import ModelWeaveError
 from ..models import Model
+from ..names import PATCH_ALIASES as ALIASES
+from ..names import PATCH_DIRECTION, PATCH_GRID, PATCH_K, PATCH_METHOD
+from ..names import PATCH_METHODS as METHODS
 from ..progress import Progress
 from ..tasks import TaskBatch
 from .result import PatchingResult
 
-#: the patching methods, in order of cost (estimates first is not the point: exact is the
-#: default and the reference)
-METHODS = ("exact", "attribution", "atp*", "locate")
-#: other accepted names -> the method they mean (``atp``: plain attribution patching)
-ALIASES = {"atp": "attribution"}
+# METHODS (in order of cost; exact is the default and the reference), ALIASES (``atp``: plain
+# attribution patching) and the defaults of :func:`patch` are defined in :mod:`modelweave.names`
 
 
 def patch_method(method: str) -> str:
@@ -70,8 +70,9 @@ class Patching:
         return out
 
 
-def patch(model: Model, batch: TaskBatch, grid: str = "heads", *, method: str = "exact",
-          direction: str = "denoising", layers: list[int] | None = None, k: int = 20,
+def patch(model: Model, batch: TaskBatch, grid: str = PATCH_GRID, *,
+          method: str = PATCH_METHOD, direction: str = PATCH_DIRECTION,
+          layers: list[int] | None = None, k: int = PATCH_K,
           budget: int | None = None, progress: Progress = None) -> Patching:
     """Patch every unit of ``grid`` (see :data:`modelweave.methods.GRIDS`) with ``method``.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...io import load_bundle, write_json
+from ...names import DEFAULT_METHOD, DISCOVERY_METHODS, GRADIENT_METRICS, INTERVENTIONS
 from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
@@ -32,21 +33,17 @@ class Discover(MethodKind):
     title, section, noun, order = "Circuits", "circuits", "circuit", 30
 
     @property
-    def params(self) -> dict[str, tuple | None]:  # the names live with the library call
-        from ...circuits.discovery import METHODS
-
-        return {"method": METHODS, "target": None,
-                "metric": ("logit_diff", "prob_diff", "logprob", "kl"), "steps": None,
-                "threshold": None, "intervention": ("patching", "mean"), "batch_size": None}
+    def params(self) -> dict[str, tuple | None]:  # the names of the library call's
+        return {"method": DISCOVERY_METHODS, "target": None, "metric": GRADIENT_METRICS,
+                "steps": None, "threshold": None, "intervention": INTERVENTIONS,
+                "batch_size": None}
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
         from ...circuits import discover, to_mib
 
         batch = unit_batch(model, unit, experiment)
-        params = dict(unit.params)
-        method = params.pop("method", "eap-ig")
-        found = discover(model, batch, method, **params, progress=progress)
+        found = discover(model, batch, **unit.params, progress=progress)  # absent: defaults
         circuit = found.circuit
         circuit.save(folder / "circuit.json")
         write_json(folder / "circuit.mib.json", to_mib(circuit, model.cfg.d_model))
@@ -78,12 +75,12 @@ class Discover(MethodKind):
         """A discovery method with a memory model of its own (EAP, EAP-IG: their gradient
         passes, then the faithfulness curve) follows it; every other one is planned as the
         faithfulness evaluator's patched passes."""
-        from ...circuits.discovery import METHODS
         from ...planner import PlanError, PlanSpec
-        method = params.get("method", "eap-ig")
-        if method not in METHODS:
+
+        method = params.get("method", DEFAULT_METHOD)
+        if method not in DISCOVERY_METHODS:
             raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
-                            f"{', '.join(METHODS)}")
+                            f"{', '.join(DISCOVERY_METHODS)}")
         label = f"{self.name}/{method}"
         if method in _MEMORY_KINDS:
             return PlanSpec.of(_MEMORY_KINDS[method], label=label)

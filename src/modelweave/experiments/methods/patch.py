@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...names import DIRECTIONS, GRIDS, PATCH_ALIASES, PATCH_GRID, PATCH_METHOD, PATCH_METHODS
 from .base import MethodKind, Progress, ReportContext, Settings, Unit, register, unit_batch
 
 if TYPE_CHECKING:
@@ -30,23 +31,17 @@ class Patch(MethodKind):
     title, section, noun, order = "Activation patching", "patching", "patching", 20
 
     @property
-    def params(self) -> dict[str, tuple | None]:  # the names live with the library call
-        from ...methods.grids import GRIDS
-        from ...methods.patching import ALIASES, METHODS
-
-        grids = tuple(sorted(GRIDS, key=lambda g: not g.startswith("heads")))  # default first
-        return {"grid": grids, "method": (*METHODS, *ALIASES),
-                "direction": ("denoising", "noising"), "layers": None, "k": None,
-                "budget": None}
+    def params(self) -> dict[str, tuple | None]:  # the names of the library call's
+        grids = tuple(sorted(GRIDS, key=lambda g: not g.startswith(PATCH_GRID)))  # default 1st
+        return {"grid": grids, "method": (*PATCH_METHODS, *PATCH_ALIASES),
+                "direction": DIRECTIONS, "layers": None, "k": None, "budget": None}
 
     def check_params(self, params: dict, where: str) -> dict:
         """The default checks, then ``method`` with its alias resolved (``atp`` ->
         ``attribution``)."""
-        from ...methods.patching import ALIASES
-
         params = super().check_params(params, where)
         if "method" in params:
-            params["method"] = ALIASES.get(params["method"], params["method"])
+            params["method"] = PATCH_ALIASES.get(params["method"], params["method"])
         return params
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
@@ -55,10 +50,12 @@ class Patch(MethodKind):
         from ...methods.patching import patch
 
         batch = unit_batch(model, unit, experiment)
-        p = unit.params
-        found = patch(model, batch, p.get("grid", "heads"), method=p.get("method", "exact"),
-                      direction=p.get("direction", "denoising"), layers=p.get("layers"),
-                      k=int(p.get("k", 20)), budget=p.get("budget"), progress=progress)
+        # a param left out takes the library call's default
+        given = {key: unit.params[key] for key in ("grid", "method", "direction", "layers", "k",
+                                                  "budget") if key in unit.params}
+        if "k" in given:
+            given["k"] = int(given["k"])
+        found = patch(model, batch, **given, progress=progress)
         found.result.save(folder / "result")
         if found.located is not None:
             save_tensors(folder / "exact.safetensors", {"exact": found.exact})
@@ -84,11 +81,10 @@ class Patch(MethodKind):
     def plan(self, params: dict) -> PlanSpec:
         """Exact sweeps and ``locate`` as exact suffix patching (locate: an upper bound in
         time), attribution and AtP* as one gradient pass."""
-        from ...methods.patching import ALIASES
         from ...planner import PlanError, PlanSpec
 
-        method = params.get("method", "exact")
-        method = ALIASES.get(method, method)
+        method = params.get("method", PATCH_METHOD)
+        method = PATCH_ALIASES.get(method, method)
         if method not in _PLANS:
             raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
                             f"{', '.join(_PLANS)}")
