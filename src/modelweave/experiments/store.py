@@ -29,12 +29,20 @@ import time
 import traceback
 from pathlib import Path
 
+from ..errors import ModelWeaveError
 from ..io import atomic_write, pid_alive, read_json, remove_stale_temporaries
 from .config import Experiment, Unit
 from .methods import METHODS, get_method, scalar_summary
 
 DONE = "done.json"
 HOST = socket.gethostname()
+
+
+class UnknownUnitError(ModelWeaveError, KeyError):
+    """A unit id with no finished unit in the run directory (also a ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
+        return str(self.args[0]) if self.args else ""
 
 
 def remove_stale_staging(staging: Path) -> list[Path]:
@@ -194,7 +202,11 @@ class RunStore:
         -> DataFrame."""
         record = self.records().get(unit_id)
         if record is None:
-            raise KeyError(f"no finished unit {unit_id!r} in {self.root}")
+            known = sorted(self.records())
+            more = f", ... ({len(known)} in all)" if len(known) > 5 else ""
+            shown = ", ".join(known[:5]) + more
+            raise UnknownUnitError(f"no finished unit {unit_id!r} in {self.root}; known units: "
+                                   f"{shown or 'none'}")
         return get_method(record["method"]).load(self.folder(unit_id), record)
 
     def to_dataframe(self):
