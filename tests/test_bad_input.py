@@ -54,3 +54,43 @@ def test_cli_plan_rejects_n_and_seq_zero():
     result = run("plan", "--model", "llama-3-8b", "--method", "eval", "--n", "0", "--seq", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "'--n'" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def _ray_job(gpus_per_worker, device="cpu"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(options={"gpus_per_worker": gpus_per_worker},
+                           experiment=SimpleNamespace(device=device))
+
+
+def test_gpus_per_worker_above_the_cluster_gpus(monkeypatch):
+    from types import SimpleNamespace
+
+    from modelweave.experiments.executors import on_ray
+
+    fake = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
+    monkeypatch.setattr(on_ray, "_import_ray", lambda: fake)
+    for device in ("cpu", "cuda"):
+        with pytest.raises(on_ray.RayUnavailableError, match="--gpus-per-worker 2: the cluster "
+                           "has 0 GPUs; use at most 0"):
+            on_ray.execute([], _ray_job(2, device))
+    fake = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0, "GPU": 1.0})
+    monkeypatch.setattr(on_ray, "_import_ray", lambda: fake)
+    with pytest.raises(ModelWeaveError, match="has 1 GPUs"):
+        on_ray.execute([], _ray_job(3, "cuda"))
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
+    from modelweave.experiments.executors import on_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(on_ray.RayUnavailableError, match=r"needs Ray: pip install"):
+        on_ray.connect(None, 1)
+
+
+def test_empty_device_map_names_an_example():
+    from modelweave.errors import ModelLoadError
+    from modelweave.models.device_map import check_device_map
+
+    with pytest.raises(ModelLoadError, match=r"device map is empty; pass device_map='auto'"):
+        check_device_map({}, ["model.embed_tokens.weight", "lm_head.weight"])

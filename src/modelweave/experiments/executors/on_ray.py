@@ -168,10 +168,12 @@ def execute(units: list[Unit], job: Job) -> None:
     ray = _import_ray()
     opts = job.options
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0)) if job.experiment.device != "cpu" else 0
+    cluster_gpus = int(resources.get("GPU", 0))
+    gpus = cluster_gpus if job.experiment.device != "cpu" else 0
     per_worker = opts.get("gpus_per_worker") or (1 if gpus else 0)
-    if gpus and per_worker > gpus:
-        raise RayUnavailableError(f"--gpus-per-worker {per_worker}: the cluster has {gpus} GPUs")
+    if per_worker > cluster_gpus:  # such a worker could never be scheduled
+        raise RayUnavailableError(f"--gpus-per-worker {per_worker}: the cluster has "
+                                  f"{cluster_gpus} GPUs; use at most {cluster_gpus} or omit it")
     workers = max(1, min(opts.get("workers") or max(1, gpus // max(per_worker, 1)), len(units)))
     cpus = opts.get("cpus_per_worker") or max(1, int(resources.get("CPU", 1)) // workers)
     recycle_after = opts.get("recycle_after") or 0
