@@ -64,3 +64,16 @@ def test_bad_input_gives_one_clear_error(setup):
         locate(model, batch, "heads-by-pos", k=9999)
     with pytest.raises(TaskError, match="budget of exact patches must be at least 1, got 0"):
         locate(model, batch, "heads-by-pos", k=3, budget=0)
+    with pytest.raises(TaskError, match=r"grid with an exact sweep: .*got 'nope'"):
+        locate(model, batch, "nope", k=3)
+    with pytest.raises(TaskError, match="k must be at least 1, got 0"):
+        locate(model, batch, "heads-by-pos", k=0)
+
+
+def test_atp_star_layers_out_of_range(setup):
+    from modelweave.methods.atp_star import atp_star
+
+    model, batch, _, _ = setup
+    for grid in ("heads-by-pos", "queries"):
+        with pytest.raises(TaskError, match=r"layer 7 out of range: layers are 0\.\.2"):
+            atp_star(model, batch, grid, layers=[0, 7])

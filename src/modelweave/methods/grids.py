@@ -30,7 +30,7 @@ def grid_units(model: Model, grid: str, length: int, layers: list[int] | None = 
     layers = list(range(cfg.n_layers)) if layers is None else layers
     bad = [layer for layer in layers if not 0 <= layer < cfg.n_layers]
     if bad:
-        raise TaskError(f"layer {bad[0]} out of range (model has {cfg.n_layers})")
+        raise TaskError(f"layer {bad[0]} out of range: layers are 0..{cfg.n_layers - 1}")
     width = cfg.n_heads if grid.startswith("heads") else cfg.d_mlp
     indices = list(range(width)) if indices is None else indices
     bad = [i for i in indices if not 0 <= i < width]
