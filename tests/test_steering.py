@@ -185,3 +185,13 @@ def test_bad_input_is_one_clear_error(models, tmp_path):
         load_pairs_file(pairs)
     with pytest.raises(WeightEditError):
         ablate_weights(models["olmo2"], torch.ones(32))
+    for zero in (torch.zeros(32), torch.full((32,), float("nan"))):
+        with pytest.raises(SteeringError, match=r"direction of norm (0|nan): it needs a "
+                           "non-zero, finite vector"), ablate_direction(model, zero):
+            pass
+    with pytest.raises(SteeringError, match="direction of norm 0"):
+        ablate_weights(model, torch.zeros(32))
+    odd = tmp_path / "pairs.txt"
+    odd.write_text("a\tb\n")
+    with pytest.raises(SteeringError, match=r"unknown suffix '.txt'; use .jsonl, .json"):
+        load_pairs_file(odd)

@@ -40,7 +40,8 @@ def unit(model: Model, direction: torch.Tensor) -> torch.Tensor:
     direction = check_vector(model, direction).float()
     norm = direction.norm()
     if not torch.isfinite(norm) or norm == 0:
-        raise SteeringError("cannot ablate a zero (or non-finite) direction")
+        raise SteeringError(f"cannot ablate a direction of norm {float(norm):g}: it needs a "
+                            "non-zero, finite vector (it is normalised to length 1)")
     return direction / norm
 
 

@@ -103,7 +103,8 @@ def load_pairs_file(path: str | Path) -> tuple[list[str], list[str]]:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
     else:
-        raise SteeringError(f"pairs file {path}: use .jsonl, .json, .csv or .tsv")
+        raise SteeringError(f"pairs file {path}: unknown suffix {path.suffix!r}; use .jsonl, "
+                            ".json, .csv or .tsv")
     try:
         pos, neg = [r["positive"] for r in rows], [r["negative"] for r in rows]
     except (KeyError, TypeError):
