@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import EmbeddedModelMissingError, ModelWeaveError
-from ..io import fsync_dir, read_json, write_json
+from ..io import atomic_folder, read_json, write_json
 
 NAME = "smollm2-135m"
 ALIASES = (NAME, "smollm2", "default")
@@ -106,17 +104,8 @@ def ensure_cached() -> Path:
         del model.config.quantization_config
         model.hf_quantizer = None
         model.is_quantized = False
-        tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=target.parent))
-        try:
+        with atomic_folder(target) as tmp:  # the whole folder appears in one rename
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / "modelweave-source.json", _source_stamp(gguf))
-            if target.exists():
-                shutil.rmtree(target)
-            # The cache is a folder of files written by transformers, not one file: io's atomic
-            # writes cover single files, so the whole folder is renamed into place in one step.
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -108,10 +108,8 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
                          progress=progress)
     seconds = time.perf_counter() - start
     peft_model.save_pretrained(out / "adapter")
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(out / "merged")
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(out / "merged")
+    merged = peft_model.merge_and_unload()  # in place: the training copy is not needed again
+    _save_hf(merged, model, out / "merged")
     write_json(out / "finetune.json", {
         "model": model.name, "task": batch.task, "steps": steps, "lora_r": lora_r, "lr": lr,
         "batch_size": batch_size, "n": len(batch), "seed": seed, "seconds": seconds,
@@ -143,7 +141,12 @@ def _training_rows(batch, scoring: str, pad: int) -> tuple[torch.Tensor, torch.T
 def _save_merged(peft_model, model: Model, folder: Path) -> None:
     """The adapter merged into a copy of the base weights, saved as an HF model directory."""
     merged = copy.deepcopy(peft_model).merge_and_unload()
-    merged.save_pretrained(folder)
+    _save_hf(merged, model, folder)
+    del merged
+
+
+def _save_hf(hf_model, model: Model, folder: Path) -> None:
+    """An HF model directory: ``hf_model``'s weights and config with ``model``'s tokenizer."""
+    hf_model.save_pretrained(folder)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(folder)
-    del merged
