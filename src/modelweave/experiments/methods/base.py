@@ -217,7 +217,7 @@ class MethodKind(ABC):
         seconds): by default the summary's scalar values (the first seed's), and for a unit
         of K > 1 seeds ``seeds`` (K) and ``x_seeds_mean``/``_low``/``_high`` per headline
         number ``x``."""
-        from ..seeds import seed_columns
+        from ._seeded import seed_columns
 
         return {**scalar_summary(record["summary"]), **seed_columns(self, record["summary"])}
 
@@ -242,7 +242,7 @@ class MethodKind(ABC):
         writes the "No ... units" note). By default a table of the summary rows; a unit of
         K > 1 seeds shows its numbers as ``mean [low, high]`` over the seeds, with K and the
         stability of its :meth:`components` (Jaccard, stable core) when it has them."""
-        from ..seeds import seeded_table
+        from ._seeded import seeded_table
 
         return seeded_table(self, units)
 
