@@ -5,13 +5,14 @@ it (what an experiment's ``seeds: K`` or a command's ``--seeds K`` does). Separa
 ``load_model`` afresh and run one seed (what a user running the command K times, with
 ``--seed s``, pays, minus Python's start). Also timed: one seed with its load (the cost of a
 single run), so ``k_over_one`` is what K seeds cost relative to one. The first load (warming
-the file cache) is not counted. Median of ``--repeats`` rounds, alternating the two ways.
+the file cache) is not counted. Median of ``--repeats`` rounds, alternating the order; wall
+and CPU seconds of this process (CPU time is the steadier one on a shared machine).
 
     .venv/bin/python bench/seeds.py                          # eval on ioi, K=3: ~1 min
     .venv/bin/python bench/seeds.py --method patch --n 8 --repeats 1
 
-Last line: ``k=3 shared_s=... separate_s=... ratio=... one_s=... k_over_one=...`` (ratio =
-shared / separate; below 1 means sharing the load saves time).
+Last line: ``k=3 shared_s=... separate_s=... ratio=... ratio_cpu=... one_s=... k_over_one=...
+load_s=...`` (ratio = shared / separate, wall time; below 1 means sharing the load saves time).
 """
 
 from __future__ import annotations
@@ -53,40 +54,43 @@ def main() -> None:
     def folder() -> Path:
         return Path(tempfile.mkdtemp(dir=scratch))
 
-    def shared() -> float:
-        start = time.perf_counter()
+    def shared() -> None:
         model = load_model(args.model)
         run_seeds(kind, model, Unit(args.model, args.task, kind.name, params, args.k),
                   settings, folder())
-        return time.perf_counter() - start
 
-    def separate(k: int) -> float:
-        start = time.perf_counter()
+    def separate(k: int) -> None:
         for i in range(k):
             model = load_model(args.model)
             run_seeds(kind, model, Unit(args.model, args.task, kind.name, params),
                       RunSettings(n=args.n, seed=i, tasks=(args.task,)), folder())
             del model
-        return time.perf_counter() - start
 
     times: dict[str, list[float]] = {"shared": [], "separate": [], "one": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
     for r in range(args.repeats):
         ways = [("shared", shared), ("separate", lambda: separate(args.k)),
                 ("one", lambda: separate(1))]
         for name, way in ways if r % 2 == 0 else ways[::-1]:
-            times[name].append(way())
+            start, start_cpu = time.perf_counter(), time.process_time()
+            way()
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     start = time.perf_counter()
     load_model(args.model)
     load_s = time.perf_counter() - start
     print(f"{args.method} on {args.task}, n={args.n}, {args.model}, torch threads "
           f"{torch.get_num_threads()} of {os.cpu_count()} cores, median of {args.repeats}")
-    print(f"one seed (load + run):          {med['one']:.2f} s")
-    print(f"{args.k} seeds, model loaded once:    {med['shared']:.2f} s")
-    print(f"{args.k} separate runs, {args.k} loads:       {med['separate']:.2f} s")
-    print(f"one load alone:                 {load_s:.2f} s")
+    for name, what in (("one", "one seed (load + run)"),
+                       ("shared", f"{args.k} seeds, model loaded once"),
+                       ("separate", f"{args.k} separate runs, {args.k} loads")):
+        print(f"{what:<34} wall {med[name]:7.2f} s   CPU {med_cpu[name]:7.2f} s")
+    print(f"{'one load alone':<34} wall {load_s:7.2f} s")
     print(f"k={args.k} shared_s={med['shared']:.2f} separate_s={med['separate']:.2f} "
-          f"ratio={med['shared'] / med['separate']:.2f} one_s={med['one']:.2f} "
+          f"ratio={med['shared'] / med['separate']:.2f} "
+          f"ratio_cpu={med_cpu['shared'] / med_cpu['separate']:.2f} one_s={med['one']:.2f} "
           f"k_over_one={med['shared'] / med['one']:.2f} load_s={load_s:.2f}")
 
 

@@ -52,8 +52,13 @@ the report page and the command line, never by ``run``), :meth:`MethodKind.plan`
 model the planner uses for a unit: a :class:`~modelweave.planner.PlanSpec`),
 :meth:`MethodKind.summary_row` (the dataframe's columns for a unit, default: the summary's
 scalar values), :meth:`MethodKind.headline` (the CLI's one-line result),
+:meth:`MethodKind.headline_keys` (the numbers shown as ``mean [low, high]`` over seeds),
+:meth:`MethodKind.components` (the set a unit found, whose stability over seeds is reported),
 :meth:`MethodKind.command_output` (the CLI's ``--json`` object), :meth:`MethodKind.check_params`
 (validation beyond closed value sets) and :meth:`MethodKind.label` (the unit id suffix).
+
+Every kind runs for K seeds of prompts (``seeds: K``, ``--seeds K``) without code of its own:
+:mod:`modelweave.experiments.seeds` calls ``run`` once per seed.
 
 A unit runs the same way from an experiment file (the runner: ``run`` in a worker, ``draw``
 when the report page is rendered) and from a single-method command (``modelweave patch``:
