@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..names import DIRECTIONS, GRIDS, PATCH_DIRECTION, PATCH_GRID, PATCH_K, PATCH_METHOD
 from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
+from .method_run import SeedsOpt
 
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Built-in task or task file.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory for results and figures "
@@ -35,6 +36,7 @@ def eval_cmd(
     task: Annotated[str, typer.Option("--task", "-t", help="Built-in task or task file.")] = "ioi",
     n: Annotated[int, typer.Option(min=1, help="Examples to generate.")] = 64,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     corruption: Annotated[str | None, typer.Option(help="Corruption scheme.")] = None,
     scoring: Annotated[str, typer.Option(help="first (first answer token) or full "
                                          "(teacher-forced whole answer).")] = "first",
@@ -73,7 +75,7 @@ def eval_cmd(
     run_method("eval", model=model, task=task, n=n, seed=seed,
                params={"scoring": scoring, "corruption": corruption}, out=out,
                json_out=json_out, device=device, dtype=dtype,
-               trust_remote_code=trust_remote_code, show=show)
+               trust_remote_code=trust_remote_code, show=show, seeds=seeds)
 
 
 @app.command()
@@ -87,6 +89,7 @@ def patch(
     direction: Annotated[str, typer.Option(help=" or ".join(DIRECTIONS))] = PATCH_DIRECTION,
     n: NOpt = 32,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     layers: Annotated[str | None, typer.Option(help="Only these layers, e.g. 0,5,10")] = None,
     k: Annotated[int, typer.Option(help="(locate) how many components to find")] = PATCH_K,
     budget: Annotated[int | None, typer.Option(
@@ -127,7 +130,7 @@ def patch(
     out = out or default_out("patch", task_name(task), grid, method.replace("*", "-star"))
     run_method("patch", model=model, task=task, params=params, n=n, seed=seed, out=out,
                json_out=json_out, device=device, dtype=dtype,
-               trust_remote_code=trust_remote_code, show=show)
+               trust_remote_code=trust_remote_code, show=show, seeds=seeds)
 
 
 @app.command()
@@ -136,6 +139,7 @@ def lens(
     task: TaskOpt = "ioi",
     n: NOpt = 16,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     out: OutOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
@@ -156,7 +160,7 @@ def lens(
 
     out = out or default_out("lens", task_name(task))
     run_method("lens", model=model, task=task, params={}, n=n, seed=seed, out=out,
-               json_out=json_out, device=device, dtype=dtype, show=show)
+               json_out=json_out, device=device, dtype=dtype, show=show, seeds=seeds)
 
 
 @app.command()
@@ -166,6 +170,7 @@ def heads(
                                              "logit difference to each head.")] = None,
     n: NOpt = 16,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     out: OutOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
@@ -186,4 +191,4 @@ def heads(
 
     run_method("heads", model=model, task=task, params={}, n=n, seed=seed,
                out=out or default_out("heads"), json_out=json_out, device=device, dtype=dtype,
-               show=show)
+               show=show, seeds=seeds)

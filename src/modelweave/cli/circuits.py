@@ -10,6 +10,7 @@ from ..names import DEFAULT_METHOD, GRADIENT_METRICS, INTERVENTIONS, SCORING, SE
 from ..names import DISCOVERY_METHODS as METHODS
 from .analysis import JsonOpt, NOpt, OutOpt, TaskOpt
 from .app import DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, app, console
+from .method_run import SeedsOpt
 
 
 @app.command()
@@ -30,6 +31,7 @@ def discover(
              "values or the senders' means")] = "patching",
     n: NOpt = 32,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per pass.")] = 16,
     out: OutOpt = None,
     json_out: JsonOpt = False,
@@ -53,7 +55,8 @@ def discover(
     out = out or default_out("discover", task_name(task), method)
     done = run_method("discover", model=model, task=task, params=params, n=n, seed=seed,
                       out=out, json_out=json_out, device=device, dtype=dtype,
-                      trust_remote_code=trust_remote_code, prepare=check_model, show=show)
+                      trust_remote_code=trust_remote_code, prepare=check_model, show=show,
+                      seeds=seeds)
     if not done.summary["reached"] and method in SCORING:
         raise CircuitError(
             f"target faithfulness {target} not reached; the best circuit tried has faithfulness "

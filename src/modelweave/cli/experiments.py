@@ -50,6 +50,7 @@ def run_cmd(
     from ..experiments import load_experiment, run_experiment
     from ..experiments.methods import get_method
     from ..experiments.page import build_report
+    from ..experiments.seeds import seed_lines
     from ..planner import parse_size
 
     spec = load_experiment(experiment)
@@ -87,6 +88,8 @@ def run_cmd(
                 headline = get_method(unit.method).headline(summary)
                 bar.console.print(f"done  {unit.id} in {seconds:.1f} s: {headline}",
                                   highlight=False)
+                for line in seed_lines(get_method(unit.method), summary):
+                    bar.console.print(f"      {line}", highlight=False)
                 if live_report and seen[0] < len(units):
                     build_report(out)  # the last one is rendered by run_experiment
 

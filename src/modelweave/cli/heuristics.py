@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..io import write_json
 from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
+from .method_run import SeedsOpt
 from .progress import progress_bars
 
 MaxOpOpt = Annotated[int, typer.Option("--max-op", min=1, help="Operands are below this.")]
@@ -48,6 +49,7 @@ def heuristics(
     min_neurons: Annotated[int, typer.Option(help="Knock out heuristics with at least this "
                                              "many neurons.")] = 10,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
                                              "runs/heuristics).")] = None,
     json_out: JsonOpt = False,
@@ -80,7 +82,7 @@ def heuristics(
               "threshold": threshold, "min_neurons": min_neurons}
     run_method("heuristics", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("heuristics"), json_out=json_out, device=device,
-               dtype=dtype, show=show)
+               dtype=dtype, show=show, seeds=seeds)
 
 
 @app.command("heuristics-emergence")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import SteeringError
 from .app import DeviceOpt, DtypeOpt, ModelOpt, _load, app, console
+from .method_run import SeedsOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 PairsOpt = Annotated[Path, typer.Option("--pairs", help="Contrastive pairs: .jsonl/.json "
@@ -41,6 +42,7 @@ def fv(
     effect_layers: Annotated[str | None, typer.Option(help="Layers whose heads' effects are "
                                                       "measured (default all).")] = None,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default "
                                              "runs/fv).")] = None,
     json_out: JsonOpt = False,
@@ -79,7 +81,7 @@ def fv(
               "effect_layers": effect_layers}
     run_method("fv", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("fv"), json_out=json_out, device=device, dtype=dtype,
-               show=show)
+               show=show, seeds=seeds)
 
 
 @app.command()
@@ -97,6 +99,7 @@ def steer(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     temperature: Annotated[float, typer.Option(min=0, help="0 = greedy.")] = 0.0,
     seed: int = 0,
+    seeds: SeedsOpt = 1,
     save: Annotated[Path | None, typer.Option(help="Save the vector (PATH.safetensors + "
                                               "PATH.json).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder: steer.json and "
@@ -126,7 +129,7 @@ def steer(
               "max_new_tokens": max_new_tokens, "temperature": temperature}
     done = run_method("steer", model=model, task=None, params=params, n=len(prompt),
                       seed=seed, out=out or default_out("steer"), json_out=json_out,
-                      device=device, dtype=dtype, show=show)
+                      device=device, dtype=dtype, show=show, seeds=seeds)
     if save:
         from ..methods.steering.vectors import SteeringVectors
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..io import write_json
 from .app import app, console
+from .method_run import SeedsOpt
 from .progress import progress_bars
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -92,6 +93,7 @@ def toy_analyse(
     out: Annotated[Path | None, typer.Option("--out", help="Write JSON and figures here "
                                              "(default runs/toy-analyse-<analysis>).")] = None,
     json_out: JsonOpt = False,
+    seeds: SeedsOpt = 1,
 ) -> None:
     """Ground-truth analyses of toy models: grokking (key frequencies, neuron spectra,
     restricted/excluded loss over the checkpoints), composition (Q/K/V heatmaps), induction
@@ -113,7 +115,7 @@ def toy_analyse(
 
     run_method("toy", model=model, task=None, params={"analyses": [what], "require": True},
                n=32, seed=0, out=out or default_out("toy-analyse", what), json_out=json_out,
-               device="cpu" if what == "grokking" else None, show=show)
+               device="cpu" if what == "grokking" else None, show=show, seeds=seeds)
 
 
 @app.command("toy-series")

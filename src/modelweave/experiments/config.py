@@ -7,11 +7,12 @@
     tasks: [ioi, seq_digits]
     n: 32                           # prompts per task (default 32)
     seed: 0
+    seeds: 3                        # seeds of prompts per unit (default 1; see .seeds)
     methods:
       - eval: {n: 64, tasks: all}   # a method may name its own tasks ("all": every built-in)
       - patch: {grid: heads}
       - discover: {method: eap-ig, target: 0.9}
-      - lens: {}
+      - lens: {seeds: 1}            # a method entry may set its own seeds
       - heads: {}                   # head roles: one unit per model, not per task
 
 Every error names the field and the allowed values. The methods, their parameters and how
@@ -28,12 +29,13 @@ import yaml
 
 from .methods import METHODS, RegistryView
 from .methods.base import ConfigError, Unit
+from .seeds import check_k
 
 #: method -> allowed parameters and, where the set is closed, their allowed values (a live
 #: view of the registered method kinds' ``params``).
 METHOD_PARAMS: RegistryView[dict[str, tuple | None]] = RegistryView(lambda kind: kind.params)
-TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "methods", "device", "dtype",
-             "device_map")
+TOP_LEVEL = ("name", "model", "models", "tasks", "n", "seed", "seeds", "methods", "device",
+             "dtype", "device_map")
 
 __all__ = ["METHOD_PARAMS", "TOP_LEVEL", "ConfigError", "Experiment", "Unit", "load_experiment",
            "parse_experiment"]
@@ -53,6 +55,8 @@ class Experiment:
     dtype: str | None = None
     #: ``auto``/``balanced``/``sequential`` or ``{module prefix: device}`` (see ``load_model``)
     device_map: str | dict | None = field(default=None, hash=False)
+    #: seeds of prompts each unit runs (a method entry's ``seeds`` overrides it)
+    seeds: int = 1
 
     def units(self) -> list[Unit]:
         """Every unit, models outermost; a per-model method (``heads``) once per model."""
@@ -61,8 +65,9 @@ class Experiment:
             for method, params in self.methods:
                 params = dict(params)
                 tasks = params.pop("tasks", None) or self.tasks
+                seeds = params.pop("seeds", None) or self.seeds
                 tasks = (None,) if METHODS[method].per_model else tasks
-                out += [Unit(model, task, method, params) for task in tasks]
+                out += [Unit(model, task, method, params, seeds) for task in tasks]
         ids = [u.id for u in out]
         clashes = sorted({i for i in ids if ids.count(i) > 1})
         if clashes:
@@ -78,7 +83,7 @@ class Experiment:
         methods = [{m: {k: list(v) if k == "tasks" else v for k, v in p.items()}}
                    for m, p in self.methods]
         return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
-                "methods": methods, "n": self.n, "seed": self.seed,
+                "methods": methods, "n": self.n, "seed": self.seed, "seeds": self.seeds,
                 "device": self.device, "dtype": self.dtype, "device_map": self.device_map}
 
 
@@ -119,13 +124,15 @@ def _method(entry, index: int) -> tuple[str, dict]:
     params = params or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{where}.{method}: parameters must be a mapping, got {params!r}")
-    tasks = None
+    own = {}  # the entry's own tasks and seeds, kept beside the kind's parameters
     if "tasks" in params:  # this method's own task list
-        tasks = _tasks(params["tasks"], f"{where}.{method}.tasks")
-    checked = METHODS[method].check_params({k: v for k, v in params.items() if k != "tasks"},
+        own["tasks"] = _tasks(params["tasks"], f"{where}.{method}.tasks")
+    if "seeds" in params:
+        own["seeds"] = check_k(params["seeds"], f"{where}.{method}.seeds")
+    checked = METHODS[method].check_params({k: v for k, v in params.items() if k not in own},
                                            f"{where}.{method}")
-    ordered = {k: tasks if k == "tasks" else checked[k] for k in params
-               if k == "tasks" or k in checked}  # as written, then what the kind added
+    ordered = {k: own[k] if k in own else checked[k] for k in params
+               if k in own or k in checked}  # as written, then what the kind added
     return method, {**ordered, **checked}
 
 
@@ -151,9 +158,10 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
                                                                             else 0)):
             raise ConfigError(f"{key}: expected a {'positive' if key == 'n' else 'non-negative'}"
                               f" integer, got {data[key]!r}")
+    seeds = check_k(data["seeds"], "seeds") if "seeds" in data else 1
     experiment = Experiment(str(data.get("name", Path(source).stem)), models, tasks, methods,
                             data.get("n", 32), data.get("seed", 0), data.get("device"),
-                            data.get("dtype"), _device_map(data))
+                            data.get("dtype"), _device_map(data), seeds)
     experiment.units()  # duplicate units are a config error
     return experiment
 

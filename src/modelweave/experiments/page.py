@@ -5,9 +5,12 @@ Sections (each present even when the run has nothing for it): the overview, then
 registered experiment method kind, in its order, rendered by the kind's ``report_section``
 (built in: tasks (accuracy table), patching (heatmaps), circuits (graph, faithfulness curve
 with CPR/CMD, the circuit's top heads with their role scores and attention patterns over an
-example prompt), logit lens, head roles). This module never names a method. Before rendering,
-each finished unit's figure files are drawn by its kind's ``draw`` (once: ``figures.json`` in
-the unit's folder lists what was drawn, and a unit is drawn again only when one is missing).
+example prompt), logit lens, head roles). A unit of K > 1 seeds shows its numbers as
+``mean [low, high]`` over the seeds and its stability (:mod:`.seeds`): in the default section
+table, or in a block under a kind's own section. This module never names a method. Before
+rendering, each finished unit's figure files are drawn by its kind's ``draw`` (once:
+``figures.json`` in the unit's folder lists what was drawn, and a unit is drawn again only when
+one is missing).
 Every text that comes from prompts, tokens or files is escaped (:mod:`modelweave.report`).
 """
 
@@ -19,7 +22,8 @@ from pathlib import Path
 from ..io import atomic_write, read_json, write_json
 from ..report.blocks import note, table
 from ..report.html import html_page
-from .methods import METHODS, ReportContext, methods
+from .methods import METHODS, MethodKind, ReportContext, methods
+from .seeds import seeds_section
 from .store import RunStore
 
 #: the file in a unit's folder naming the figures its kind drew there
@@ -43,7 +47,9 @@ def _overview(manifest: dict, records: dict) -> str:
     total = sum(r["seconds"] for r in records.values())
     rows = [["experiment", config.get("name", "")], ["models", ", ".join(config.get("models", []))],
             ["tasks", ", ".join(config.get("tasks", []))], ["prompts per task", config.get("n")],
-            ["seed", manifest.get("seed")], ["units finished", len(records)],
+            ["seed", manifest.get("seed")],
+            *([["seeds per unit", config["seeds"]]] if config.get("seeds", 1) != 1 else []),
+            ["units finished", len(records)],
             ["compute time", f"{total:.0f} s"], ["versions", versions],
             ["git revision", manifest.get("git_revision") or "none"]]
     return table(["", ""], rows)
@@ -78,6 +84,14 @@ def draw_unit(folder: Path, record: dict) -> list[Path]:
     return files
 
 
+def _seeds_block(kind: MethodKind, units: list[tuple[str, dict]]) -> str:
+    """Seeded units' numbers as ``mean [low, high]`` over their seeds, under a section the
+    kind draws itself (the default section shows them in its own table)."""
+    if type(kind).report_section is MethodKind.report_section:
+        return ""
+    return seeds_section(kind, units)
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Render ``RUN/report.html`` from the stored results of ``run_dir`` (drawing the figures
     of units not drawn yet); returns its path."""
@@ -89,8 +103,8 @@ def build_report(run_dir: str | Path) -> Path:
     bodies = {"overview": _overview(manifest, records) + _failures(store.failures())}
     for kind in methods():
         units = ctx.units(kind.name)
-        bodies[kind.section_id] = (kind.report_section(units, ctx) if units
-                                   else note(kind.empty_note))
+        bodies[kind.section_id] = (kind.report_section(units, ctx) + _seeds_block(kind, units)
+                                   if units else note(kind.empty_note))
     name = str(manifest.get("config", {}).get("name", store.root.name))
     page = html_page(name, [(k, title, bodies[k]) for k, title in sections()])
     return atomic_write(store.root / "report.html", page)

@@ -9,7 +9,7 @@ workers see) runs unplanned, as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ModelWeaveError
@@ -126,7 +126,7 @@ def plan_run(experiment: Experiment, units: list[Unit], memory_bytes: int | None
         param, default = plan.batch_param, plan.batch_default
         if (param and param not in unit.params and param in get_method(unit.method).params
                 and plan.batch is not None and plan.batch < min(default, n)):
-            unit = Unit(unit.model, unit.task, unit.method, {**unit.params, param: plan.batch})
+            unit = replace(unit, params={**unit.params, param: plan.batch})
         out.units.append(unit)
     if refused:
         more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..progress import Progress
 from .config import Experiment, Unit
 from .methods import get_method
+from .seeds import run_seeds
 from .store import RunStore
 
 
@@ -110,7 +111,8 @@ class UnitWorker:
             model = self._model(unit.model)
             start = time.perf_counter()  # the unit's time, not its model's loading
             staged = self.store.stage(unit)
-            summary = get_method(unit.method).run(model, unit, self.experiment, staged, progress)
+            summary = run_seeds(get_method(unit.method), model, unit, self.experiment, staged,
+                                progress)  # the kind's run, once per seed (K = unit.seeds)
             seconds = time.perf_counter() - start
             extra = {"run": _run_facts(model), "worker": self.facts()}
             record = self.store.commit(unit, staged, summary, seconds, extra, replace=self.force)

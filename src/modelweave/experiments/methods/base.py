@@ -52,8 +52,13 @@ the report page and the command line, never by ``run``), :meth:`MethodKind.plan`
 model the planner uses for a unit: a :class:`~modelweave.planner.PlanSpec`),
 :meth:`MethodKind.summary_row` (the dataframe's columns for a unit, default: the summary's
 scalar values), :meth:`MethodKind.headline` (the CLI's one-line result),
+:meth:`MethodKind.headline_keys` (the numbers shown as ``mean [low, high]`` over seeds),
+:meth:`MethodKind.components` (the set a unit found, whose stability over seeds is reported),
 :meth:`MethodKind.command_output` (the CLI's ``--json`` object), :meth:`MethodKind.check_params`
 (validation beyond closed value sets) and :meth:`MethodKind.label` (the unit id suffix).
+
+Every kind runs for K seeds of prompts (``seeds: K``, ``--seeds K``) without code of its own:
+:mod:`modelweave.experiments.seeds` calls ``run`` once per seed.
 
 A unit runs the same way from an experiment file (the runner: ``run`` in a worker, ``draw``
 when the report page is rendered) and from a single-method command (``modelweave patch``:
@@ -93,8 +98,6 @@ class ConfigError(ModelWeaveError):
     """An experiment file that cannot be run as written (raise it from ``check_params``)."""
 
 
-
-
 @dataclass(frozen=True)
 class Unit:
     """One piece of work: a method with its parameters on one model and (usually) one task."""
@@ -103,14 +106,18 @@ class Unit:
     task: str | None
     method: str
     params: dict = field(default_factory=dict, hash=False)
+    #: seeds of prompts the unit runs (``seeds: K``, :mod:`modelweave.experiments.seeds`)
+    seeds: int = 1
 
     @property
     def id(self) -> str:
         """A file-system-safe name, unique within an experiment: model, task (``all`` for a
-        per-model method) and the method with its kind's naming parameters."""
+        per-model method), the method with its kind's naming parameters, and ``seedsK`` for
+        a unit of K > 1 seeds (``m__ioi__eval``, ``m__ioi__eval__seeds3``)."""
         kind = _REGISTRY.get(self.method)
         label = kind.label(self.params) if kind else ""
         parts = [self.model, self.task or "all", self.method + (f"-{label}" if label else "")]
+        parts += [f"seeds{self.seeds}"] if self.seeds != 1 else []
         return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
 
 
@@ -180,6 +187,14 @@ class MethodKind(ABC):
         :class:`~modelweave.planner.PlanError` for a parameter it cannot plan."""
         return None
 
+    def components(self, folder: Path, record: dict) -> list[str] | None:
+        """The set a unit discovered (edges, nodes, neurons, heads), read from its saved
+        files in ``folder``; ``record`` is as for :meth:`load` (plus ``seed``). With K seeds
+        (:mod:`modelweave.experiments.seeds`) its stability over the seeds (inclusion
+        frequency, Jaccard, stable core) is computed from these sets. Default: None (the kind
+        finds no set)."""
+        return None
+
     # -- config ------------------------------------------------------------------------------
     def check_params(self, params: dict, where: str) -> dict:
         """Validate a config entry's parameters (without ``tasks``, which the config checks)
@@ -204,12 +219,22 @@ class MethodKind(ABC):
     # -- results -----------------------------------------------------------------------------
     def summary_row(self, record: dict) -> dict:
         """The dataframe columns of one finished unit (after unit, model, task, method,
-        seconds): by default the summary's scalar values."""
-        return scalar_summary(record["summary"])
+        seconds): by default the summary's scalar values (the first seed's), and for a unit
+        of K > 1 seeds ``seeds`` (K) and ``x_seeds_mean``/``_low``/``_high`` per headline
+        number ``x``."""
+        from ._seeded import seed_columns
+
+        return {**scalar_summary(record["summary"]), **seed_columns(self, record["summary"])}
 
     def headline(self, summary: dict) -> str:
         """The one line the command line prints after the unit finished."""
         return ", ".join(k for k in summary)[:60]
+
+    def headline_keys(self, summary: dict) -> list[str]:
+        """The summary's headline numbers (shown as ``mean [low, high]`` over seeds): by
+        default every number ``x`` with its interval ``x_ci`` beside it."""
+        return [k for k, v in summary.items() if f"{k}_ci" in summary
+                and isinstance(v, int | float) and not isinstance(v, bool)]
 
     def command_output(self, record: dict, files: list[Path]) -> dict:
         """The JSON object a single-method command prints with ``--json``: by default the
@@ -219,13 +244,12 @@ class MethodKind(ABC):
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """The HTML body of this method's report section (under its ``<h2>`` title), given
         its finished units as ``(unit id, record)`` (at least one; with none, the report
-        writes the "No ... units" note). By default a table of the summary rows."""
-        from ...report.blocks import table
+        writes the "No ... units" note). By default a table of the summary rows; a unit of
+        K > 1 seeds shows its numbers as ``mean [low, high]`` over the seeds, with K and the
+        stability of its :meth:`components` (Jaccard, stable core) when it has them."""
+        from ._seeded import seeded_table
 
-        summaries = [(r["task"] or "all", self.summary_row(r)) for _, r in units]
-        columns = list(dict.fromkeys(k for _, row in summaries for k in row))
-        return table(["task", *columns],
-                     [[task, *(row.get(c, "") for c in columns)] for task, row in summaries])
+        return seeded_table(self, units)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
