@@ -160,3 +160,30 @@ def test_cli_compare_prints_chance_beside_each_overlap(tmp_path):
     assert (tmp_path / "o" / "overlap_null.png").exists()
     text = CliRunner().invoke(app, ["compare", *map(str, files), "--out", str(tmp_path / "p")])
     assert text.exit_code == 0 and "chance" in text.output
+
+
+def test_cli_cmap_json_and_an_unmatched_group_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tiny import save_tiny_model
+
+    src = str(save_tiny_model(tmp_path / "src", "llama", seed=1))
+    tgt = str(save_tiny_model(tmp_path / "tgt", "llama", seed=0))
+    args = ["cmap", "--source", src, "--target", tgt, "--task", "ioi", "--n", "6"]
+    ok = CliRunner().invoke(app, [*args, "--group", "g=a0.h1,a2.h3", "--group", "m=m1",
+                                  "--null-draws", "3", "--skip-unmatched",
+                                  "--out", str(tmp_path / "o"), "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout.strip().splitlines()[-1])  # (stderr: loading bars)
+    g = data["groups"]["g"]
+    assert g["recovery_ci"][0] <= g["recovery"] <= g["recovery_ci"][1]
+    assert g["recovery_null"]["draws"] == 3 and data["groups"]["m"]["recovery_null"] is None
+    assert (tmp_path / "o" / "cmap.png").exists()
+    assert CMAPResult.load(tmp_path / "o" / "cmap.json").groups["g"].draws
+    bad = subprocess.run([sys.executable, "-c", "from modelweave.cli import main; main()", *args,
+                          "--group", "layer0=a0.h0,a0.h1,a0.h2,a0.h3", "--out",
+                          str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot draw 4 random head(s) of layer 0" in lines[0]
