@@ -22,8 +22,8 @@ from transformers.utils import logging as hf_logging
 
 from modelweave import load_model
 from modelweave.analysis import overlap, transfer_faithfulness
-from modelweave.analysis.cmap import cmap_nulls
-from modelweave.circuits import CircuitEvaluator, discover
+from modelweave.analysis.cmap import CMAPResult, cmap_nulls
+from modelweave.circuits import Circuit, CircuitEvaluator, discover
 from modelweave.metrics.uncertainty import across_seeds
 from modelweave.models.finetune import finetune
 from modelweave.report.compare import cmap_figure
@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--tuned", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/study-finetune"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="load OUT/base.json, OUT/tuned.json and OUT/cmap-SEED.json where "
+                             "they exist instead of computing them again")
     args = parser.parse_args()
     keep_freed_memory()
     hf_logging.set_verbosity_error()
@@ -62,10 +65,16 @@ def main() -> None:
     circuits, evaluators = {}, {}
     print("| model | circuit edges | nodes | faithfulness | CPR | CMD |\n|---|---|---|---|---|---|")
     for name, model in (("base", base), ("tuned", tuned)):
+        path = args.out / f"{name}.json"
+        if args.reuse and path.exists():
+            circuits[name] = c = Circuit.load(path)
+            print(f"| {name} | {c.n_edges} | {len(c.nodes)} | (saved) | {c.curve['cpr']:.3f} | "
+                  f"{c.curve['cmd']:.3f} |")
+            continue
         found = discover(model, batch, "eap-ig", target=0.9)
         circuits[name], evaluators[name] = found.circuit, CircuitEvaluator(model, batch)
         c = found.circuit
-        c.save(args.out / f"{name}.json")
+        c.save(path)
         print(f"| {name} | {c.n_edges} | {len(c.nodes)} | {found.faithfulness:.3f} | "
               f"{c.curve['cpr']:.3f} | {c.curve['cmd']:.3f} |")
     o = overlap(circuits["base"], circuits["tuned"], null_draws=1000)
@@ -75,9 +84,11 @@ def main() -> None:
         print(f"| {m} | {getattr(o, m):.3f} | {o.null.chance[m]:.3f} | "
               f"{_ci(null.null_low, null.null_high)} | {null.p_value:.3g} |")
     print(f"\nshared: {', '.join(o.shared)}")
-    print(f"Base circuit in the tuned model: faithfulness "
-          f"{transfer_faithfulness(circuits['base'], evaluators['tuned']):.3f}; tuned circuit in "
-          f"the base model: {transfer_faithfulness(circuits['tuned'], evaluators['base']):.3f}")
+    if evaluators:
+        print(f"Base circuit in the tuned model: faithfulness "
+              f"{transfer_faithfulness(circuits['base'], evaluators['tuned']):.3f}; tuned "
+              f"circuit in the base model: "
+              f"{transfer_faithfulness(circuits['tuned'], evaluators['base']):.3f}")
     cfg = base.cfg
     heads = {f"a{layer}.h{h}" for layer in range(cfg.n_layers) for h in range(cfg.n_heads)}
     in_base = {n for n in circuits["base"].nodes if n.startswith("a")}
@@ -91,13 +102,17 @@ def main() -> None:
     groups = {k: v for k, v in groups.items() if v}
     runs = []
     for seed in seeds:
+        path = args.out / f"cmap-{seed}.json"
+        if args.reuse and path.exists():
+            runs.append(CMAPResult.load(path))
+            continue
         prompts = make_batch(base, args.task, n=args.cmap_n, seed=seed, same_length=True)
         result = cmap_nulls(tuned, base, prompts, groups, null_draws=args.null_draws,
                             on_unmatched="skip", seed=seed)
-        result.save(args.out / f"cmap-{seed}.json")
+        result.save(path)
         runs.append(result)
     first = runs[0]
-    print(f"\nCMAP tuned -> base, {args.cmap_n} prompts per seed, seeds {args.seeds}; seed "
+    print(f"\nCMAP tuned -> base, {first.n} prompts per seed, seeds {args.seeds}; seed "
           f"{seeds[0]}: logit diff tuned {first.source:.3f} {_ci(*first.source_ci)}, base "
           f"{first.target:.3f} {_ci(*first.target_ci)}\n")
     print(f"| group | components | recovery (seed {seeds[0]}) [bootstrap] | mean of "
@@ -117,7 +132,7 @@ def main() -> None:
               f"{seeds_agg.mean:.3f} {_ci(seeds_agg.ci_low, seeds_agg.ci_high)} | {null} | "
               f"{ps} |")
     cmap_figure(first, "docs/img/finetune_cmap.png",
-                "share of the fine-tune's gain recovered in the base model (CMAP)")
+                "share of the fine-tune's gain recovered in the base (CMAP)")
 
 
 if __name__ == "__main__":

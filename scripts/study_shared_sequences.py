@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from modelweave import load_model
 from modelweave.analysis import overlap, shared_components
-from modelweave.circuits import discover
+from modelweave.circuits import Circuit, discover
 from modelweave.methods.head_roles import head_roles
 from modelweave.metrics.uncertainty import across_seeds
 from modelweave.report.compare import upset_figure
@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--null-draws", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("runs/study-shared"))
     parser.add_argument("--figure", default="docs/img/shared_sequences_upset.png")
+    parser.add_argument("--reuse", action="store_true",
+                        help="load OUT/TASK-SEED.json where it exists instead of discovering")
+    parser.add_argument("--circuits-only", action="store_true",
+                        help="find and save the circuits, then stop")
     args = parser.parse_args()
     keep_freed_memory()
     hf_logging.set_verbosity_error()
@@ -50,14 +54,23 @@ def main() -> None:
     for seed in seeds:
         circuits[seed] = {}
         for task in tasks:
+            path = args.out / f"{task}-{seed}.json"
+            if args.reuse and path.exists():
+                circuits[seed][task] = c = Circuit.load(path)
+                print(f"| {task} | {seed} | - | "
+                      f"{c.n_edges} | {len(c.nodes)} | (saved) | {c.curve['cpr']:.3f} | "
+                      f"{c.curve['cmd']:.3f} |")
+                continue
             batch = make_batch(model, task, n=args.n, seed=seed, same_length=True)
             found = discover(model, batch, "eap-ig", target=0.9)
             c = found.circuit
-            c.save(args.out / f"{task}-{seed}.json")
+            c.save(path)
             circuits[seed][task] = c
             print(f"| {task} | {seed} | {len(batch)} | {c.n_edges} | {len(c.nodes)} | "
                   f"{found.faithfulness:.3f} | {c.curve['cpr']:.3f} | {c.curve['cmd']:.3f} |",
                   flush=True)
+    if args.circuits_only:
+        return
     print(f"\nNode overlap (a / b), seed {seeds[0]}, beside a random circuit shaped like b "
           f"(exact chance; {args.null_draws} matched draws for the 95% range and p)\n")
     print("| pair | measure | observed | chance | null 95% range | p | mean of "

@@ -111,10 +111,10 @@ def cmap_figure(result, path, title: str = "") -> None:
     for i, n in enumerate(names):
         null = groups[n].get("recovery_null")
         if null:
-            ax.plot([null["null_low"], null["null_high"]], [i, i], color="#999", lw=5,
-                    alpha=0.7, solid_capstyle="butt",
-                    label=None if labelled else "matched random heads (95% range)")
-            ax.plot([null["null_mean"]], [i], "|", color="#444", ms=10)
+            ax.plot([null["null_low"], null["null_high"]], [i + 0.3, i + 0.3], color="#e08a2c",
+                    lw=4, solid_capstyle="butt", zorder=3,
+                    label=None if labelled else "matched random heads (mean, 95% range)")
+            ax.plot([null["null_mean"]], [i + 0.3], "|", color="#7a3d00", ms=9, zorder=4)
             labelled = True
     ax.set_yticks(range(len(names)), [f"{n} ({groups[n]['n_components']})" for n in names],
                   fontsize=8)
