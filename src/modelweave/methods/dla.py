@@ -36,6 +36,9 @@ class DLAResult:
         neurons: layer -> [d_mlp], for the layers asked for.
         constant: the norm's and unembedding's biases.
         logit_diff: the model's actual mean logit difference (= the sum of the parts).
+        per_prompt: the values before the mean over prompts: ``logit_diff`` and ``embed``
+            [N], ``attn`` and ``mlp`` [N, layer], ``heads`` [N, layer, head] (for intervals
+            over prompts, :func:`layer_bands`).
     """
 
     embed: float
@@ -45,6 +48,7 @@ class DLAResult:
     constant: float
     logit_diff: float
     neurons: dict[int, torch.Tensor] = field(default_factory=dict)
+    per_prompt: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -117,13 +121,15 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
             d = direction.view(direction.shape[0], *([1] * (v.dim() - 2)), -1)
             return (apply(v) * d).sum(-1)
 
-        embed = contrib(at_last("blocks.0.hook_resid_pre")).mean().item()
-        attn = torch.stack([contrib(at_last(f"blocks.{i}.hook_attn_out")).mean()
-                            for i in range(n)])
-        mlp = torch.stack([contrib(at_last(f"blocks.{i}.hook_mlp_out")).mean()
-                           for i in range(n)])
-        heads = torch.stack([contrib(at_last(f"blocks.{i}.attn.hook_result")).mean(0)
-                             for i in range(n)])
+        embed_each = contrib(at_last("blocks.0.hook_resid_pre"))  # [N]
+        attn_each = torch.stack([contrib(at_last(f"blocks.{i}.hook_attn_out"))
+                                 for i in range(n)], dim=1)  # [N, layer]
+        mlp_each = torch.stack([contrib(at_last(f"blocks.{i}.hook_mlp_out"))
+                                for i in range(n)], dim=1)
+        heads_each = torch.stack([contrib(at_last(f"blocks.{i}.attn.hook_result"))
+                                  for i in range(n)], dim=1)  # [N, layer, head]
+        embed, attn, mlp = embed_each.mean().item(), attn_each.mean(0), mlp_each.mean(0)
+        heads = heads_each.mean(0)
         neurons = {}
         for layer in neuron_layers:
             w_out = model.W_out[layer].float().to(direction.device)  # [d_mlp, d_model]
@@ -137,5 +143,19 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, neuron_layers: list
             neurons[layer] = (post * (columns * direction[:, None]).sum(-1)).mean(0).cpu()
         constant = ((norm_bias * direction).sum(-1) + unembed_bias).mean().item()
         diff = logit_diff(logits, batch)
+    per_prompt = {"logit_diff": diff.float().cpu(), "embed": embed_each.cpu(),
+                  "attn": attn_each.cpu(), "mlp": mlp_each.cpu(), "heads": heads_each.cpu()}
     return DLAResult(embed, attn.cpu(), heads.cpu(), mlp.cpu(),
-                     constant, diff.mean().item(), neurons)
+                     constant, diff.mean().item(), neurons, per_prompt)
+
+
+def layer_bands(result: DLAResult, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Per-layer attention and MLP contributions with pointwise bootstrap bands over prompts:
+    ``{"attn": Band, "mlp": Band}`` (:func:`~modelweave.metrics.uncertainty.bootstrap_curve`;
+    x = layer). Needs ``result.per_prompt``."""
+    from ..metrics.uncertainty import ResamplingError, bootstrap_curve
+
+    if not result.per_prompt:
+        raise ResamplingError("this DLA result has no per-prompt values to resample")
+    return {kind: bootstrap_curve(result.per_prompt[kind], n_resamples=n_resamples, seed=seed)
+            for kind in ("attn", "mlp")}

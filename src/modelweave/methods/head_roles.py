@@ -15,11 +15,16 @@ unembedding restricted to a token set:
 - ``copying``: fraction of sampled tokens whose own logit is the highest among the sample.
 - ``successor``: fraction of ordinal tokens (digits, number words, months, days, letters)
   whose successor gets the highest logit among their class (Gould et al. 2023).
+
+Every score is a mean over items (random sequences for the pattern scores, sampled tokens for
+copying, ordinal tokens for successor); :attr:`HeadRoles.items` keeps the per-item values, so
+:meth:`HeadRoles.interval` gives a bootstrap interval over items and :func:`role_null` compares
+a set of heads with random heads of the same layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,10 +38,34 @@ ORDINALS = [[str(d) for d in range(10)], NUMBER_WORDS[:10], MONTHS, DAYS, LETTER
 
 @dataclass
 class HeadRoles:
-    """``scores[role]`` is [layer, head], each in [0, 1]."""
+    """``scores[role]`` is [layer, head], each in [0, 1]; ``items[role]`` (when computed) is
+    [n_items, layer, head], whose mean over items is the score."""
 
     model: str
     scores: dict[str, torch.Tensor]
+    items: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def interval(self, role: str, layer: int, head: int, *, n_resamples: int = 2000,
+                 seed: int = 0):
+        """A head's score with its bootstrap interval over the role's items (an
+        :class:`~modelweave.metrics.stats.Aggregate`; NaN ends without ``items``)."""
+        from ..metrics.stats import Aggregate
+        from ..metrics.uncertainty import bootstrap_stat
+
+        if role not in self.items:
+            return Aggregate(float(self.scores[role][layer, head]), float("nan"),
+                             float("nan"), 0)
+        return bootstrap_stat(self.items[role][:, layer, head], n_resamples=n_resamples,
+                              seed=seed)
+
+    def top_intervals(self, role: str, k: int = 5, seed: int = 0) -> list[dict]:
+        """The ``k`` top heads as ``{"head": "L.H", "score", "score_ci": [low, high]}``."""
+        out = []
+        for layer, head, score in self.top(role, k):
+            agg = self.interval(role, layer, head, seed=seed)
+            out.append({"head": f"{layer}.{head}", "score": score,
+                        "score_ci": [agg.ci_low, agg.ci_high]})
+        return out
 
     def top(self, role: str, k: int = 5) -> list[tuple[int, int, float]]:
         """The ``k`` highest-scoring heads for a role: (layer, head, score)."""
@@ -86,10 +115,11 @@ def _random_tokens(model: Model, batch: int, length: int, seed: int) -> torch.Te
     return tokens
 
 
-def pattern_scores(model: Model, batch: int = 8, length: int = 20, seed: int = 0
-                   ) -> dict[str, torch.Tensor]:
+def pattern_scores(model: Model, batch: int = 8, length: int = 20, seed: int = 0,
+                   per_item: bool = False) -> dict[str, torch.Tensor]:
     """previous_token, duplicate_token and induction scores, each [layer, head] (``length``
-    is shortened to fit a model with a shorter context)."""
+    is shortened to fit a model with a shorter context); ``per_item``: [batch, layer, head],
+    one score per random sequence."""
     config = model.hf_model.config
     context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings",
                                                                 None)
@@ -104,10 +134,11 @@ def pattern_scores(model: Model, batch: int = 8, length: int = 20, seed: int = 0
     out = {"previous_token": [], "duplicate_token": [], "induction": []}
     for name in names:
         p = cache[name].float()  # [batch, head, q, k]
-        out["previous_token"].append(p[:, :, prev_q, prev_q - 1].mean((0, 2)))
-        out["duplicate_token"].append(p[:, :, second, second - length].mean((0, 2)))
-        out["induction"].append(p[:, :, second[:-1], second[:-1] - length + 1].mean((0, 2)))
-    return {k: torch.stack(v).cpu() for k, v in out.items()}
+        out["previous_token"].append(p[:, :, prev_q, prev_q - 1].mean(2))
+        out["duplicate_token"].append(p[:, :, second, second - length].mean(2))
+        out["induction"].append(p[:, :, second[:-1], second[:-1] - length + 1].mean(2))
+    items = {k: torch.stack(v, dim=1).cpu() for k, v in out.items()}  # [batch, layer, head]
+    return items if per_item else {k: v.mean(0) for k, v in items.items()}
 
 
 def effective_embeddings(model: Model, token_ids: list[int]) -> torch.Tensor:
@@ -151,35 +182,63 @@ def _single_token_ids(model: Model, words: list[str]) -> list[int] | None:
     return ids if len(set(ids)) == len(ids) else None
 
 
-def ov_scores(model: Model, n_tokens: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
-    """copying and successor scores, each [layer, head] (successor needs a tokenizer)."""
+def ov_scores(model: Model, n_tokens: int = 200, seed: int = 0, per_item: bool = False
+              ) -> dict[str, torch.Tensor]:
+    """copying and successor scores, each [layer, head] (successor needs a tokenizer);
+    ``per_item``: [items, layer, head], one 0/1 hit per sampled (copying) or ordinal
+    (successor) token."""
     cfg = model.cfg
     pool = _token_pool(model)  # each id is its own one-token prompt: no long sequence
     sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
                   [:n_tokens]].sort().values.tolist()
     classes = [ids for ids in (_single_token_ids(model, c) for c in ORDINALS) if ids] \
         if model.tokenizer is not None else []
-    copying = torch.zeros(cfg.n_layers, cfg.n_heads)
-    successor = torch.zeros(cfg.n_layers, cfg.n_heads)
+    copying, successor = [], []
     emb_sample = effective_embeddings(model, sample)
     emb_classes = [effective_embeddings(model, ids) for ids in classes]
     for layer in range(cfg.n_layers):
         logits = ov_logits(model, layer, emb_sample, sample)  # [n, head, n]
         own = torch.arange(len(sample))
-        copying[layer] = (logits.argmax(-1) == own[:, None]).float().mean(0)
+        copying.append((logits.argmax(-1) == own[:, None]).float())  # [n, head]
         hits = []
         for ids, emb in zip(classes, emb_classes, strict=True):
             logits = ov_logits(model, layer, emb[:-1], ids)  # successors of all but the last
             hits.append((logits.argmax(-1) == torch.arange(1, len(ids))[:, None]).float())
         if hits:
-            successor[layer] = torch.cat(hits).mean(0)
-    scores = {"copying": copying}
+            successor.append(torch.cat(hits))
+    items = {"copying": torch.stack(copying, dim=1).cpu()}  # [items, layer, head]
     if classes:
-        scores["successor"] = successor
-    return scores
+        items["successor"] = torch.stack(successor, dim=1).cpu()
+    return items if per_item else {k: v.mean(0) for k, v in items.items()}
 
 
 def head_roles(model: Model, seed: int = 0) -> HeadRoles:
-    """Every role score for every head (see the module docstring)."""
-    return HeadRoles(model.name, {**pattern_scores(model, seed=seed),
-                                  **ov_scores(model, seed=seed)})
+    """Every role score for every head, with the per-item values (see the module
+    docstring)."""
+    items = {**pattern_scores(model, seed=seed, per_item=True),
+             **ov_scores(model, seed=seed, per_item=True)}
+    return HeadRoles(model.name, {k: v.mean(0) for k, v in items.items()}, items)
+
+
+def role_null(roles: HeadRoles, role: str, heads: list[tuple[int, int]], draws: int = 200,
+              seed: int = 0):
+    """The mean ``role`` score of ``heads`` ((layer, head) pairs) beside random heads with
+    the same count per layer (the chosen ones excluded): a
+    :class:`~modelweave.metrics.nulls.NullComparison`. For heads picked *because* they score
+    highest this says how far they stand out of their layers, not that the role is real.
+
+    Raises:
+        NullError: a layer has no other heads to draw.
+    """
+    from ..metrics.nulls import compare, heads_universe, matched_draws
+
+    grid = roles.scores[role]
+    names = [f"a{layer}.h{head}" for layer, head in heads]
+
+    def mean(group: list[str]) -> float:
+        return float(sum(grid[int(n[1:].split(".h")[0]), int(n.split(".h")[1])]
+                         for n in group) / len(group))
+
+    sets = matched_draws(names, heads_universe(*grid.shape), draws, seed=seed)
+    return compare(mean(names), [mean(s) for s in sets],
+                   null=f"{draws} random head sets with the same count of heads per layer")

@@ -25,6 +25,8 @@ class LensResult:
             answer's first token.
         top_tokens: for the first prompt, [layer][pos] -> the top-k tokens as text.
         top_probs: [layer, pos, k] their probabilities.
+        answer_prob_last: [N, layer] each prompt's P(answer) at its own last position (for
+            the band of the headline curve, :meth:`band`; None in older results).
     """
 
     model: str
@@ -35,13 +37,25 @@ class LensResult:
     answer_rank: torch.Tensor
     top_tokens: list[list[list[str]]]
     top_probs: torch.Tensor
+    answer_prob_last: torch.Tensor | None = None
 
     def save(self, path: str | Path) -> None:
         """Write ``path.json`` and ``path.safetensors``."""
         meta = {k: getattr(self, k) for k in ("model", "task", "layers", "positions",
                                               "top_tokens")}
-        save_bundle(path, meta, {k: getattr(self, k) for k in
-                                 ("answer_prob", "answer_rank", "top_probs")}, indent=None)
+        names = ("answer_prob", "answer_rank", "top_probs") + (
+            ("answer_prob_last",) if self.answer_prob_last is not None else ())
+        save_bundle(path, meta, {k: getattr(self, k) for k in names}, indent=None)
+
+    def band(self, *, n_resamples: int = 1000, seed: int = 0):
+        """P(answer) at the last position after each layer, the mean over prompts with its
+        pointwise bootstrap band (a :class:`~modelweave.metrics.uncertainty.Band`, x = layer
+        index, ``embed`` = 0)."""
+        from ..metrics.uncertainty import ResamplingError, bootstrap_curve
+
+        if self.answer_prob_last is None:
+            raise ResamplingError("this lens result has no per-prompt values to resample")
+        return bootstrap_curve(self.answer_prob_last, n_resamples=n_resamples, seed=seed)
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
@@ -62,7 +76,9 @@ def logit_lens(model: Model, batch: TaskBatch, k: int = 5, corrupt: bool = False
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n)]
     _, cache = model.run_with_cache(tokens, names, attention_mask=batch.mask)
     answers = batch.answers.to(model.device)
-    probs_out, ranks_out, top_p, top_t = [], [], [], []
+    probs_out, ranks_out, top_p, top_t, last_p = [], [], [], [], []
+    rows = torch.arange(tokens.shape[0], device=model.device)
+    last = batch.lengths.to(model.device) - 1
     str_tokens = model.to_str_tokens(tokens[0, : batch.lengths[0]])
     with torch.no_grad():
         for name in names:
@@ -74,6 +90,7 @@ def logit_lens(model: Model, batch: TaskBatch, k: int = 5, corrupt: bool = False
             answer_p = probs.gather(2, index)[..., 0]
             rank = (logits > answer_logit).sum(-1).float()
             probs_out.append((answer_p * mask).sum(0) / mask.sum(0).clamp(min=1))
+            last_p.append(answer_p[rows.to(answer_p.device), last.to(answer_p.device)])
             ranks_out.append((rank * mask).sum(0) / mask.sum(0).clamp(min=1))
             best = probs[0, : len(str_tokens)].topk(k)
             top_p.append(best.values)
@@ -81,4 +98,4 @@ def logit_lens(model: Model, batch: TaskBatch, k: int = 5, corrupt: bool = False
     return LensResult(model.name, batch.task, ["embed"] + [str(i) for i in range(n)],
                       [f"{i}: {t}" for i, t in enumerate(str_tokens)],
                       torch.stack(probs_out).cpu(), torch.stack(ranks_out).cpu(), top_t,
-                      torch.stack(top_p).cpu())
+                      torch.stack(top_p).cpu(), torch.stack(last_p, dim=1).cpu())
