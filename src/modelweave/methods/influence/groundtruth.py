@@ -102,7 +102,8 @@ def small_model(texts: list[str], *, seed: int = 0, vocab_size: int = 600, d_mod
     """A small random Llama (``layers`` blocks, ``d_model``, tied embeddings) with a byte-level
     BPE tokenizer of ``vocab_size`` trained on ``texts`` and unit-scale embeddings (training
     changes only linear maps, so the tied embedding stays as drawn): cheap enough to retrain
-    many times on a CPU for leave-k-out ground truth. Weights drawn with ``torch.manual_seed(seed)``."""
+    many times on a CPU for leave-k-out ground truth. Weights drawn with
+    ``torch.manual_seed(seed)``."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
