@@ -3,7 +3,8 @@
 - :func:`retrieval`: per method, the rank of each query's best known source document
   (``Query.sources``), the top-k hit counts and the mean reciprocal rank, each with its
   percentile-bootstrap interval over queries
-  (:func:`~modelweave.metrics.uncertainty.bootstrap_stat`), and the paired difference of every method's top-1 hits
+  (:func:`~modelweave.metrics.uncertainty.bootstrap_stat`), and the paired difference of
+  every method's top-1 hits
   from a reference method's;
 - :func:`leave_out_correlation`: per method, the Spearman correlation over retrainings between
   the loss change a leave-k-out retraining measured and the one the scores predict, per query,
