@@ -211,3 +211,17 @@ def test_leave_out_rejects_bad_subsets():
         random_subsets(5, 5, 3)
     with pytest.raises(InfluenceError, match="at least 2"):
         random_subsets(5, 2, 1)
+
+
+def test_summary_and_report_show_every_method_side_by_side():
+    from modelweave.experiments.methods.influence import retrieval_summary
+    from modelweave.report.influence import retrieval_html
+
+    result = _fake_result()
+    result.scores["ekfac"] = result.scores.pop("good")
+    s = retrieval_summary(result)
+    assert s["source_top1"] == pytest.approx(0.75)
+    assert s["source_top1_ci"][0] <= 0.75 <= s["source_top1_ci"][1]
+    assert set(s["source_top1_baselines"]) == {"bad", "bm25"}
+    html = retrieval_html(s["retrieval"])
+    assert "9/12 [" in html and html.count("<tr>") == 4
