@@ -140,8 +140,8 @@ def main() -> None:
         (args.out / f"seed{args.only}.json").write_text(json.dumps(result, indent=1))
         return
     if args.pool:
-        old = json.loads((args.out / "truth.json").read_text())
-        report["seeds"] = old["seeds"]
+        if (args.out / "truth.json").is_file():
+            report["seeds"] = json.loads((args.out / "truth.json").read_text())["seeds"]
         for path in sorted(args.out.glob("seed*.json")):
             report["seeds"][path.stem.removeprefix("seed")] = json.loads(path.read_text())
         args.seeds = 0
