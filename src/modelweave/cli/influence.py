@@ -63,7 +63,8 @@ def influence(
 ) -> None:
     """Attribute completions to training documents with EK-FAC influence functions: a
     [queries x documents] score table (positive = the document raises the completion's
-    log-probability), with the plain-gradient baseline beside it."""
+    log-probability), with the plain-gradient, cosine-gradient, BM25 and IDF-overlap baselines
+    beside it (source retrieval with intervals where queries name their sources)."""
     from ..experiments.methods import get_method
     from ..experiments.methods.influence import influence_settings
     from ..methods.influence import load_documents, plan_influence, resolve_queries, run_influence
@@ -95,9 +96,17 @@ def influence(
                                             "category": t.category, "has_answer": t.has_answer}
                                            for t in result.top(i, top)]}
                            for i, row in enumerate(rows)]}
-    if "gradient" in result.scores:
-        for i, entry in enumerate(summary["results"]):
-            entry["top_gradient"] = [t.id for t in result.top(i, top, "gradient")]
+    for method in result.methods:
+        if method != "ekfac":
+            for i, entry in enumerate(summary["results"]):
+                entry[f"top_{method}"] = [t.id for t in result.top(i, top, method)]
+    line = None
+    if any(q.sources for q in found):
+        from ..experiments.methods.influence import retrieval_summary
+        from ..methods.influence.evaluate import retrieval_line
+
+        summary.update(retrieval_summary(result, seed))
+        line = retrieval_line(summary["retrieval"])
     if json_out:
         json.dump(summary, sys.stdout)
         print()
@@ -113,6 +122,9 @@ def influence(
         table.add_row(f"{q.id}\n[dim]{q.prompt[-50:]!r}[/dim]", repr(q.completion), shown,
                       f"{share:.2f}")
     console.print(table)
+    if line:
+        console.print(f"Source top-1 (95% CI over queries): {line}", highlight=False,
+                      soft_wrap=True)
     console.print("Stage times (s): " + ", ".join(f"{k} {v:.1f}"
                                                     for k, v in result.seconds.items()),
                   highlight=False)

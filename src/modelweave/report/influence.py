@@ -77,3 +77,24 @@ def correlation_figure(result: InfluenceScores, method: str = "ekfac"):
                                 colorscale="RdBu_r"),
                      layout=dict(title="Query-query correlation of influence vectors",
                                  height=520, yaxis_autorange="reversed"))
+
+
+def retrieval_html(table: dict) -> str:
+    """A table of source retrieval per method (EK-FAC and each baseline side by side): top-k
+    hits with their bootstrap intervals over queries (in counts) and the mean reciprocal rank
+    with its interval. ``table`` is :func:`~modelweave.methods.influence.evaluate.retrieval`'s
+    result (or a summary's ``retrieval``)."""
+    ks = sorted(int(k[3:]) for k in next(iter(table.values())) if k.startswith("top")
+                and k[3:].isdigit())
+    head = "".join(f"<th>top-{k} hits [95% CI]</th>" for k in ks)
+    rows = []
+    for method, block in table.items():
+        cells = []
+        for k in ks:
+            t = block[f"top{k}"]
+            lo, hi = (round(x * t["n"]) for x in t["share_ci"])
+            cells.append(f"<td>{t['hits']}/{t['n']} [{lo}, {hi}]</td>")
+        mrr = f"{block['mrr']:.2f} [{block['mrr_ci'][0]:.2f}, {block['mrr_ci'][1]:.2f}]"
+        rows.append(f"<tr><td>{escape(method)}</td>{''.join(cells)}<td>{mrr}</td></tr>")
+    return (f"<table><tr><th>method</th>{head}<th>mean reciprocal rank</th></tr>"
+            + "".join(rows) + "</table>")

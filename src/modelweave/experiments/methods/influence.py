@@ -27,8 +27,10 @@ class Influence(MethodKind):
     """``- influence: {docs: corpus.jsonl, queries: [facts.jsonl, arith], layers: 20-29}``:
     writes the score table (``scores.safetensors``, ``influence.json``; factors under
     ``cache/``). Queries default to the experiment's tasks (``n`` examples each, its seed);
-    its summary holds, per task, the mean top-10 share and the answer-in-top-10 count, and the
-    same-task vs different-task correlation test. The command line's spellings are accepted:
+    its summary holds, per task, the mean top-10 share and the answer-in-top-10 count, the
+    same-task vs different-task correlation test and, where queries name their ``sources``,
+    source retrieval by EK-FAC and every baseline side by side with intervals
+    (:func:`retrieval_summary`). The command line's spellings are accepted:
     ``modules: "a.b,c.d"`` (a comma-separated list; ``mlp`` and ``all`` as they are),
     ``layers: "20-29"``, ``query_rank: 0`` (full rank, as None). ``modelweave influence``
     builds its settings from the same parameters (:func:`influence_settings`)."""
@@ -87,6 +89,8 @@ class Influence(MethodKind):
                 / len(mine)}
         summary = {"documents": len(docs), "queries": len(queries), "tasks": tasks,
                    "seconds": result.seconds, "peak_memory_gb": result.peak_memory_gb}
+        if any(q.sources for q in result.queries):
+            summary.update(retrieval_summary(result, experiment.seed))
         if len(result.tasks()) > 1:
             test = task_correlation_test(result.matrix(), [q.task for q in result.queries],
                                          n_perm=1000, seed=experiment.seed)
@@ -113,6 +117,9 @@ class Influence(MethodKind):
             for key, value in values.items():
                 if key != "queries":
                     row[f"{task} {key}"] = value
+        for method, block in s.get("retrieval", {}).items():
+            t = block["top1"]
+            row[f"{method} source top-1"] = f"{t['hits']}/{t['n']}"
         if "correlation" in s:
             row["same-task corr"] = s["correlation"]["same_task"]
             row["corr p"] = s["correlation"]["p_value"]
@@ -136,10 +143,32 @@ class Influence(MethodKind):
             parts.append(note("Scores: d log p(completion) / d(up-weighting the document); "
                               "EK-FAC over " + str(len(result.settings.get(
                                   "resolved_modules", []))) + " modules."))
+            if "retrieval" in record["summary"]:
+                parts.append(note("Source retrieval: EK-FAC beside the gradient, cosine-"
+                                  "gradient, BM25 and IDF-overlap baselines (intervals: "
+                                  "bootstrap over queries)."))
+                parts.append(figs.retrieval_html(record["summary"]["retrieval"]))
             parts.append(figs.top_documents_html(result, k=3))
             parts.append(figure(figs.concentration_figure(result), f"influence-{u}-conc"))
             parts.append(figure(figs.correlation_figure(result), f"influence-{u}-corr"))
         return "".join(parts)
+
+
+def retrieval_summary(result, seed: int = 0) -> dict:
+    """Source retrieval of every method side by side (EK-FAC, the gradient and cosine
+    baselines, BM25, IDF overlap): ``retrieval`` (per method the top-1/3/5 hits with their
+    bootstrap intervals over queries, the mean reciprocal rank, the paired top-1 difference
+    from BM25), and the headline ``source_top1`` (EK-FAC's share) with ``source_top1_ci`` and
+    ``source_top1_baselines`` (each baseline's share)."""
+    from ...methods.influence.evaluate import retrieval
+
+    table = retrieval(result, seed=seed)
+    for block in table.values():
+        block.pop("ranks")
+    head = table.get("ekfac", next(iter(table.values())))["top1"]
+    return {"retrieval": table, "source_top1": head["share"], "source_top1_ci": head["share_ci"],
+            "source_top1_baselines": {m: b["top1"]["share"] for m, b in table.items()
+                                      if m != "ekfac"}}
 
 
 def parse_modules(text: str) -> str | list[str]:

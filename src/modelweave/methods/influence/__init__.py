@@ -9,7 +9,11 @@
 - :mod:`.scores`: the [queries x documents] result, ``top``, aggregates, save/load;
 - :mod:`.analysis`: the study's analyses (correlations with permutation tests,
   concentration, answers and categories in top documents, source retrieval);
-- :mod:`.train`: fine-tuning on a document corpus (the study's model).
+- :mod:`.train`: fine-tuning on a document corpus (the study's model);
+- :mod:`.baselines`: BM25, IDF word overlap, the cosine-normalised gradient baseline;
+- :mod:`.evaluate`: source retrieval of every method with bootstrap intervals, and the
+  correlation of predicted with retrained loss changes;
+- :mod:`.groundtruth`: leave-k-out retraining (and a small model cheap enough for it).
 
 kronfluence is an optional dependency (``pip install 'modelweave[influence]'``); importing this
 package does not need it, running the engine does.

@@ -10,7 +10,9 @@ weights, the tokenised corpus and the settings, so a changed corpus of the same 
 reuses old factors, and a run interrupted after a stage resumes after it): ``covariance``,
 ``eigendecomposition``, ``lambda`` (EK-FAC factors), ``query gradients`` and ``scores`` (one
 pass over the corpus per group of queries), then ``baseline`` (the plain gradient dot product
-over the same modules, kronfluence's ``identity`` strategy).
+over the same modules, kronfluence's ``identity`` strategy) and ``cosine norms`` (the gradient
+norms that turn it into the cosine baseline). The lexical baselines (BM25, IDF word overlap;
+:mod:`.baselines`) need no model and are always added.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from ...io import read_json, write_json
 from ...models.device_map import require_resident
 from ...progress import Progress
+from .baselines import cosine_scores, gradient_norms, lexical_tables
 from .costs import available_gb, estimate_memory, time_one_batch
 from .data import (
     Document,
@@ -229,12 +232,21 @@ def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Pat
                 scores = {"ekfac": _scores(*args, "ekfac", *rest)}
                 if s.baseline:
                     scores["gradient"] = _scores(*args, "identity", *rest)
+        inverse = [0] * len(plan.order)
+        for internal, original in enumerate(plan.order):
+            inverse[original] = internal
+        tables = {k: v[:, inverse].float() for k, v in scores.items()}
+        if s.baseline:
+            start = time.perf_counter()
+            tables["cosine"] = _cosine(plan, tables["gradient"])
+            seconds["cosine norms"] = time.perf_counter() - start
+            if log:
+                log(f"cosine norms: {seconds['cosine norms']:.1f} s")
     finally:
         torch.set_num_threads(threads_before)
-    inverse = [0] * len(plan.order)
-    for internal, original in enumerate(plan.order):
-        inverse[original] = internal
-    result = InfluenceScores({k: v[:, inverse].float() for k, v in scores.items()},
+    tables.update(lexical_tables([q.prompt + q.completion for q in plan.queries],
+                                 [d.text for d in plan.documents]))
+    result = InfluenceScores(tables,
                              plan.queries, plan.documents,
                              {**asdict(s), "resolved_modules": plan.modules,
                               "n_tokens": plan.n_tokens}, plan.keys, seconds,
@@ -242,6 +254,20 @@ def run_influence(plan: Plan, out: str | Path | None = None, *, cache: str | Pat
     if out:
         result.save(out)
     return result
+
+
+def _cosine(plan: Plan, raw: torch.Tensor) -> torch.Tensor:
+    """The gradient baseline [Q, D] (original document order) divided by the full-rank norms
+    of each query's completion-loss gradient and each document's loss gradient."""
+    from .kron import document_rows, query_rows
+
+    pad = plan.model.tokenization.pad_token_id
+    hf = prepared_copy(plan.model, plan.modules)
+    docs, queries = document_rows(plan.doc_ids, pad), query_rows(plan.query_ids, pad)
+    d = gradient_norms(hf, plan.modules, docs.rows, docs.targets)
+    q = gradient_norms(hf, plan.modules, queries.rows, queries.targets)
+    del hf
+    return cosine_scores(raw, q, d)
 
 
 def _scores(analyzer, plan: Plan, train, queries, strategy: str, seconds: dict,

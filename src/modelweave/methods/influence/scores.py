@@ -1,8 +1,9 @@
 """The result of an influence run: a [queries x documents] score table that loads without a
 model.
 
-Files (in the run's folder): ``scores.safetensors`` (``ekfac`` [Q, D], ``gradient`` [Q, D]
-when the plain-gradient baseline ran) and ``influence.json`` (queries, documents, settings,
+Files (in the run's folder): ``scores.safetensors`` (``ekfac`` [Q, D]; ``gradient`` and
+``cosine`` [Q, D] when the gradient baselines ran; ``bm25`` and ``idf`` [Q, D], the lexical
+baselines) and ``influence.json`` (queries, documents, settings,
 cache keys, stage timings, peak memory).
 
 Sign: a positive score means that up-weighting the document raises the log-probability of
@@ -41,7 +42,9 @@ class InfluenceScores:
 
     Attributes:
         scores: method -> [Q, D] float tensor (``"ekfac"``; ``"gradient"`` = the plain
-            gradient dot product, TracIn-style, over the same modules).
+            gradient dot product, TracIn-style, over the same modules; ``"cosine"`` = that
+            divided by both gradients' norms; ``"bm25"``, ``"idf"`` = lexical baselines,
+            see :mod:`.baselines`).
         queries, documents: what the rows and columns are.
         settings: the run's settings; keys: the content hashes of factors and scores;
         seconds: wall time per stage; peak_memory_gb: the process's peak resident memory.
