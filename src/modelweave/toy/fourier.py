@@ -124,6 +124,7 @@ def grid_spectrum(grid: torch.Tensor) -> torch.Tensor:
     basis, _ = fourier_basis(p)
     coef = basis.double() @ grid.double() @ basis.double().T  # [n, p, p]
     power = coef ** 2
+    scale = power.sum((1, 2))  # with the mean: a (numerically) constant row is tiny against it
     power[:, 0, 0] = 0  # the mean
     freq = _frequency_of_row(p)
     n_freq = p // 2 + 1
@@ -137,7 +138,8 @@ def grid_spectrum(grid: torch.Tensor) -> torch.Tensor:
         half = (a_k ^ b_k) & (fa != 0) & (fb != 0)
         out[:, k] = power[:, whole].sum(1) + 0.5 * power[:, half].sum(1)
     total = power.sum((1, 2))
-    out = torch.where(total[:, None] > 1e-20, out / total.clamp_min(1e-30)[:, None],
+    varies = total > 1e-10 * scale
+    out = torch.where(varies[:, None], out / total.clamp_min(1e-30)[:, None],
                       torch.zeros_like(out))
     return out.float()
 

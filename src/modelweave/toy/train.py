@@ -14,8 +14,8 @@ records the accuracy on the dataset's named test subsets (modular addition:
 whenever the latest evaluation shows the training set fitted but the test set not
 (``train_acc >= 0.99 > test_acc``: memorised, not yet generalised -- grokking's plateau and
 jump), the run also evaluates and saves a checkpoint every ``N`` steps, until an evaluation
-shows ``test_acc >= 0.99`` (or the fit lost). The phase is decided by evaluations only, so a
-resumed run makes the same checkpoints.
+shows ``test_acc >= 0.99`` (or the fit lost; that step is saved too). The phase is decided
+by evaluations only, so a resumed run makes the same checkpoints.
 
 **Resume.** The latest checkpoint also holds ``trainer_state.pt`` (optimiser and schedule
 state; removed from older checkpoints). Training batches depend only on ``(seed, step)`` and
@@ -323,9 +323,14 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     def on_dense(done: int) -> bool:
         return bool(cfg.dense_every) and dense and done % cfg.dense_every == 0
 
+    dense_due: set[int] = set()  # dense steps (decided by the evaluation before them)
+
     def evaluation(done: int) -> dict | None:
         nonlocal dense
-        if not (done == 1 or done == cfg.steps or done % cfg.eval_every == 0 or on_dense(done)):
+        if on_dense(done):
+            dense_due.add(done)
+        if not (done == 1 or done == cfg.steps or done % cfg.eval_every == 0
+                or done in dense_due):
             return None
         tr_loss, tr_acc = evaluate(model, *train_eval)
         te_loss, te_acc = evaluate(model, *test_eval)
@@ -339,7 +344,7 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
         return record
 
     def save(done: int) -> None:
-        if not (done == cfg.steps or done % cfg.save_every == 0 or on_dense(done)):
+        if not (done == cfg.steps or done % cfg.save_every == 0 or done in dense_due):
             return
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done}
         for old in list_checkpoints(out):  # only the latest keeps optimiser state

@@ -1,0 +1,126 @@
+"""The grokking study of docs/toy_models.md on leak-free splits: K training seeds, intervals,
+nulls.
+
+    .venv/bin/python scripts/study_grokking.py --runs runs/toy/g59f5/seed{0,1,2} \
+        --ordered runs/toy/g59f5/ordered0 --shuffled runs/toy/g59f5/shuffled0 \
+        --out runs/toy/study_grok
+
+Per run (``train-toy`` folders, unordered split): the progress measures at every checkpoint
+(means over pairs with 95% bootstrap intervals over unordered pairs), the first step with test
+accuracy >= 0.99, the key frequencies, the key shares. Across runs: the mean of each headline
+number with a Student-t interval over seeds (``across_seeds``). Nulls: the embedding's and the
+neurons' top-|K| share in 20 untrained models of the same config, and in the shuffled-label run
+(a model that could only memorise). The ordered-split run gives test accuracy on pairs whose
+swap was trained separately from the swap-free pairs. Everything goes to ``--out/study.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def analyse(run_dir: Path, resamples: int) -> dict:
+    from modelweave.models import load_model
+    from modelweave.toy.fourier import analyse_grokking
+    from modelweave.toy.grokking_stats import headline
+    from modelweave.toy.series import find_checkpoints
+    from modelweave.toy.train import load_run
+
+    run = load_run(run_dir)
+    final = load_model(run.out / "final", device="cpu")
+    ckpts = ((s, load_model(p, device="cpu")) for s, p in find_checkpoints(run.out))
+    analysis = analyse_grokking(final, ckpts, n_resamples=resamples).to_dict()
+    hist = run.history
+    grok = next((h["step"] for h in hist if h["test_acc"] >= 0.99), None)
+    return {"run": str(run.out), "config": run.config.to_dict(), "seconds": run.seconds,
+            "first_test_acc_0.99": grok, "history": hist, "analysis": analysis,
+            "headline": headline(analysis)}
+
+
+def at_steps(runs: list[dict], steps: list[int], measure: str) -> dict:
+    """``measure`` at each checkpoint step, per run (with its pair interval) and across runs."""
+    from modelweave.metrics.uncertainty import across_seeds
+
+    out = {}
+    for step in steps:
+        points = [next((p for p in r["analysis"]["progress"] if p["step"] == step), None)
+                  for r in runs]
+        if any(p is None or p.get(measure) is None for p in points):
+            continue
+        out[str(step)] = {"per_run": [[p[measure], *p.get(f"{measure}_ci", [])]
+                                      for p in points],
+                          "across": across_seeds([p[measure] for p in points]).to_dict()}
+    return out
+
+
+def main() -> None:
+    from modelweave.metrics.nulls import compare
+    from modelweave.toy.grokking_stats import across_runs, random_init_null, top_keys, top_share
+    from modelweave.toy.train import load_run
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, nargs="+", required=True)
+    parser.add_argument("--ordered", type=Path)
+    parser.add_argument("--shuffled", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("runs/toy/study_grok"))
+    parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--null-draws", type=int, default=20)
+    parser.add_argument("--steps", type=int, nargs="+",
+                        default=[50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1500])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    runs = [analyse(r, args.resamples) for r in args.runs]
+    heads = [r["headline"] for r in runs]
+    result = {"runs": [{k: v for k, v in r.items() if k not in ("history", "analysis")}
+                       for r in runs],
+              "across_seeds": across_runs(heads),
+              "first_test_acc_0.99": [r["first_test_acc_0.99"] for r in runs],
+              "test_acc_at": at_steps(runs, args.steps, "test_acc"),
+              "restricted_loss_at": at_steps(runs, args.steps, "restricted_loss"),
+              "excluded_loss_at": at_steps(runs, args.steps, "excluded_loss")}
+    # nulls for the key shares: untrained models of the same config, their own top-|K|
+    n_keys = round(sum(len(h["key_frequencies"]) for h in heads) / len(heads))
+    null = random_init_null(load_run(args.runs[0]).config, n_keys, args.null_draws)
+    result["nulls"] = {
+        "n_keys": n_keys,
+        "key_share_random_init": compare(result["across_seeds"]["key_share"]["mean"],
+                                         null["key_share"], null="untrained, top-|K|").to_dict(),
+        "neuron_key_share_random_init": compare(
+            result["across_seeds"]["neuron_key_share"]["mean"], null["neuron_key_share"],
+            null="untrained, top-|K| of its embedding").to_dict()}
+    if args.shuffled:
+        from modelweave.models import load_model
+        from modelweave.toy.fourier import embedding_spectrum, neuron_key_share, neuron_spectrum
+
+        model = load_model(load_run(args.shuffled).out / "final", device="cpu")
+        spectrum = embedding_spectrum(model)
+        share, ci = neuron_key_share(neuron_spectrum(model), top_keys(spectrum, n_keys),
+                                     args.resamples)
+        hist = load_run(args.shuffled).history[-1]
+        result["nulls"]["shuffled_labels"] = {
+            "key_share": top_share(spectrum, n_keys), "neuron_key_share": share,
+            "neuron_key_share_ci": ci, "train_acc": hist["train_acc"],
+            "test_acc": hist["test_acc"], "steps": hist["step"]}
+    if args.ordered:
+        ordered = analyse(args.ordered, args.resamples)
+        result["ordered"] = {
+            "first_test_acc_0.99": ordered["first_test_acc_0.99"],
+            **{m: at_steps([ordered], args.steps, m)
+               for m in ("test_acc", "swap_free_acc", "swap_trained_acc")}}
+    result["analysis_seconds"] = time.perf_counter() - began
+    (args.out / "study.json").write_text(json.dumps(result, indent=1))
+    for r in runs:
+        name = Path(r["run"]).name
+        (args.out / f"{name}.json").write_text(json.dumps(r["analysis"], indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
