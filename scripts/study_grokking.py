@@ -24,22 +24,36 @@ from pathlib import Path
 import torch
 
 
-def analyse(run_dir: Path, resamples: int) -> dict:
+def analyse(run_dir: Path, resamples: int, until: int | None = None,
+            cache: Path | None = None) -> dict:
+    """One run's analysis; with ``until`` the checkpoint of that step is the final model and
+    later checkpoints are ignored (the schedule is constant after warm-up, so this is the run
+    that stopped there)."""
     from modelweave.models import load_model
     from modelweave.toy.fourier import analyse_grokking
     from modelweave.toy.grokking_stats import headline
     from modelweave.toy.series import find_checkpoints
     from modelweave.toy.train import load_run
 
+    key = cache / f"run-{run_dir.name}-{until}-{resamples}.json" if cache else None
+    if key and key.is_file():
+        return json.loads(key.read_text())
     run = load_run(run_dir)
-    final = load_model(run.out / "final", device="cpu")
-    ckpts = ((s, load_model(p, device="cpu")) for s, p in find_checkpoints(run.out))
+    found = [(s, p) for s, p in find_checkpoints(run.out) if until is None or s <= until]
+    final = load_model(found[-1][1], device="cpu")
+    ckpts = ((s, load_model(p, device="cpu")) for s, p in found)
     analysis = analyse_grokking(final, ckpts, n_resamples=resamples).to_dict()
-    hist = run.history
+    hist = [h for h in run.history if h["step"] <= found[-1][0]]
     grok = next((h["step"] for h in hist if h["test_acc"] >= 0.99), None)
-    return {"run": str(run.out), "config": run.config.to_dict(), "seconds": run.seconds,
-            "first_test_acc_0.99": grok, "history": hist, "analysis": analysis,
+    grok95 = next((h["step"] for h in hist if h["test_acc"] >= 0.95), None)
+    result = {"run": str(run.out), "config": run.config.to_dict(), "final_step": found[-1][0],
+            "train_seconds": hist[-1]["seconds"],
+            "first_test_acc_0.99": grok, "first_test_acc_0.95": grok95, "history": hist,
+            "analysis": analysis,
             "headline": headline(analysis)}
+    if key:
+        key.write_text(json.dumps(result))
+    return result
 
 
 def at_steps(runs: list[dict], steps: list[int], measure: str) -> dict:
@@ -69,6 +83,8 @@ def main() -> None:
     parser.add_argument("--shuffled", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/toy/study_grok"))
     parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--until", type=int, help="analyse the seed runs up to this step")
+    parser.add_argument("--ordered-until", type=int, help="the same for --ordered")
     parser.add_argument("--null-draws", type=int, default=20)
     parser.add_argument("--steps", type=int, nargs="+",
                         default=[50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1500])
@@ -76,12 +92,13 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    runs = [analyse(r, args.resamples) for r in args.runs]
+    runs = [analyse(r, args.resamples, args.until, args.out) for r in args.runs]
     heads = [r["headline"] for r in runs]
     result = {"runs": [{k: v for k, v in r.items() if k not in ("history", "analysis")}
                        for r in runs],
               "across_seeds": across_runs(heads),
               "first_test_acc_0.99": [r["first_test_acc_0.99"] for r in runs],
+              "first_test_acc_0.95": [r["first_test_acc_0.95"] for r in runs],
               "test_acc_at": at_steps(runs, args.steps, "test_acc"),
               "restricted_loss_at": at_steps(runs, args.steps, "restricted_loss"),
               "excluded_loss_at": at_steps(runs, args.steps, "excluded_loss")}
@@ -98,20 +115,23 @@ def main() -> None:
     if args.shuffled:
         from modelweave.models import load_model
         from modelweave.toy.fourier import embedding_spectrum, neuron_key_share, neuron_spectrum
+        from modelweave.toy.series import find_checkpoints
 
-        model = load_model(load_run(args.shuffled).out / "final", device="cpu")
+        model = load_model(find_checkpoints(args.shuffled)[-1][1], device="cpu")
         spectrum = embedding_spectrum(model)
         share, ci = neuron_key_share(neuron_spectrum(model), top_keys(spectrum, n_keys),
                                      args.resamples)
-        hist = load_run(args.shuffled).history[-1]
+        hist = [h for h in load_run(args.shuffled).history
+                if h["step"] <= find_checkpoints(args.shuffled)[-1][0]][-1]
         result["nulls"]["shuffled_labels"] = {
             "key_share": top_share(spectrum, n_keys), "neuron_key_share": share,
             "neuron_key_share_ci": ci, "train_acc": hist["train_acc"],
             "test_acc": hist["test_acc"], "steps": hist["step"]}
     if args.ordered:
-        ordered = analyse(args.ordered, args.resamples)
+        ordered = analyse(args.ordered, args.resamples, args.ordered_until, args.out)
         result["ordered"] = {
             "first_test_acc_0.99": ordered["first_test_acc_0.99"],
+            "first_test_acc_0.95": ordered["first_test_acc_0.95"],
             **{m: at_steps([ordered], args.steps, m)
                for m in ("test_acc", "swap_free_acc", "swap_trained_acc")}}
     result["analysis_seconds"] = time.perf_counter() - began
