@@ -102,31 +102,38 @@ def main() -> None:
               "test_acc_at": at_steps(runs, args.steps, "test_acc"),
               "restricted_loss_at": at_steps(runs, args.steps, "restricted_loss"),
               "excluded_loss_at": at_steps(runs, args.steps, "excluded_loss")}
-    # nulls for the key shares: untrained models of the same config, their own top-|K|
-    n_keys = round(sum(len(h["key_frequencies"]) for h in heads) / len(heads))
-    null = random_init_null(load_run(args.runs[0]).config, n_keys, args.null_draws)
-    result["nulls"] = {
-        "n_keys": n_keys,
-        "key_share_random_init": compare(result["across_seeds"]["key_share"]["mean"],
-                                         null["key_share"], null="untrained, top-|K|").to_dict(),
-        "neuron_key_share_random_init": compare(
-            result["across_seeds"]["neuron_key_share"]["mean"], null["neuron_key_share"],
-            null="untrained, top-|K| of its embedding").to_dict()}
+    # nulls for the key shares, per run: untrained models of the same config with their own
+    # top-|K| frequencies (|K| = that run's number of key frequencies), and the shuffled-label
+    # model's top-|K| shares
+    config = load_run(args.runs[0]).config
+    nulls, per_k = [], {}
+    shuffled = None
     if args.shuffled:
         from modelweave.models import load_model
         from modelweave.toy.fourier import embedding_spectrum, neuron_key_share, neuron_spectrum
         from modelweave.toy.series import find_checkpoints
 
-        model = load_model(find_checkpoints(args.shuffled)[-1][1], device="cpu")
-        spectrum = embedding_spectrum(model)
-        share, ci = neuron_key_share(neuron_spectrum(model), top_keys(spectrum, n_keys),
-                                     args.resamples)
-        hist = [h for h in load_run(args.shuffled).history
-                if h["step"] <= find_checkpoints(args.shuffled)[-1][0]][-1]
-        result["nulls"]["shuffled_labels"] = {
-            "key_share": top_share(spectrum, n_keys), "neuron_key_share": share,
-            "neuron_key_share_ci": ci, "train_acc": hist["train_acc"],
-            "test_acc": hist["test_acc"], "steps": hist["step"]}
+        last = find_checkpoints(args.shuffled)[-1]
+        shuffled = load_model(last[1], device="cpu")
+        s_spec, s_neurons = embedding_spectrum(shuffled), neuron_spectrum(shuffled)
+        hist = [h for h in load_run(args.shuffled).history if h["step"] <= last[0]][-1]
+        result["shuffled_run"] = {"step": last[0], "train_acc": hist["train_acc"],
+                                  "test_acc": hist["test_acc"]}
+    for run, h in zip(runs, heads, strict=True):
+        k = len(h["key_frequencies"])
+        if k not in per_k:
+            per_k[k] = random_init_null(config, k, args.null_draws)
+        entry = {"run": run["run"], "n_keys": k}
+        for name in ("key_share", "neuron_key_share"):
+            entry[name] = h[name]
+            entry[f"{name}_random_init"] = compare(h[name], per_k[k][name],
+                                                   null="untrained, top-|K|").to_dict()
+        if shuffled is not None:
+            share, ci = neuron_key_share(s_neurons, top_keys(s_spec, k), args.resamples)
+            entry["key_share_shuffled"] = top_share(s_spec, k)
+            entry["neuron_key_share_shuffled"] = [share, *(ci or [])]
+        nulls.append(entry)
+    result["nulls"] = nulls
     if args.ordered:
         ordered = analyse(args.ordered, args.resamples, args.ordered_until, args.out)
         result["ordered"] = {

@@ -38,7 +38,7 @@ import torch
 from ..metrics.uncertainty import bootstrap_stat
 from ..models import Model
 from ..tasks.toy import toy_meta
-from ..tasks.toy_data import checkpoint_params
+from ..tasks.toy_data import checkpoint_params, unordered_key
 
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
@@ -205,8 +205,7 @@ def _pair_mean(values: torch.Tensor, pairs: torch.Tensor, p: int, n_resamples: i
                ) -> tuple[float, list[float]]:
     """Mean of per-pair ``values`` [n] and its bootstrap interval over unordered pairs (the
     per-cluster sums and counts resampled together; statistic: their ratio)."""
-    key = torch.minimum(pairs[:, 0], pairs[:, 1]) * p + torch.maximum(pairs[:, 0], pairs[:, 1])
-    _, cluster = torch.unique(key, return_inverse=True)
+    _, cluster = torch.unique(unordered_key(pairs, p), return_inverse=True)
     m = int(cluster.max()) + 1
     sums = torch.zeros(m, dtype=torch.float64).index_add_(0, cluster, values.double().cpu())
     counts = torch.zeros(m, dtype=torch.float64).index_add_(
