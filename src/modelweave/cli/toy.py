@@ -43,6 +43,10 @@ def train_toy_cmd(
     seed: int = 0,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint interval.")] = 500,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Evaluation interval.")] = 100,
+    dense_every: Annotated[int, typer.Option(
+        "--dense-every", help="Evaluation and checkpoint interval while the train set is fitted "
+        "and the test set not (train acc >= 0.99 > test acc: grokking's transition); 0: off."
+    )] = 25,
     out: Annotated[Path, typer.Option("--out", help="Run folder (empty, or --resume).")] = Path(
         "runs/toy"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its "
@@ -59,7 +63,7 @@ def train_toy_cmd(
                     layers=layers, heads=heads, d_model=d_model, d_mlp=d_mlp,
                     attn_only=attn_only, act=act, steps=steps, lr=lr, weight_decay=weight_decay,
                     batch_size=batch_size, warmup=warmup, seed=seed, save_every=save_every,
-                    eval_every=eval_every)
+                    eval_every=eval_every, dense_every=dense_every)
     cfg.validate()
     check_output(out, resume)
     if json_out:
@@ -76,10 +80,13 @@ def train_toy_cmd(
                         threads=threads)
     last = run.history[-1]
     table = Table(title=f"{task} -> {run.final}")
-    for col in ("step", "train loss", "train acc", "test loss", "test acc", "seconds"):
+    subsets = [k for k in last if k.startswith("test_") and k.endswith("_acc") and k != "test_acc"]
+    for col in ("step", "train loss", "train acc", "test loss", "test acc",
+                *[k[5:-4].replace("_", "-") + " acc" for k in subsets], "seconds"):
         table.add_column(col)
     table.add_row(str(last["step"]), f"{last['train_loss']:.4g}", f"{last['train_acc']:.4f}",
-                  f"{last['test_loss']:.4g}", f"{last['test_acc']:.4f}", f"{run.seconds:.0f}")
+                  f"{last['test_loss']:.4g}", f"{last['test_acc']:.4f}",
+                  *[f"{last[k]:.4f}" for k in subsets], f"{run.seconds:.0f}")
     console.print(table)
     if run.resumed_from:
         console.print(f"resumed from step {run.resumed_from}")

@@ -4,7 +4,8 @@
 - :func:`spectrum_figure`: the number embeddings' share of squared norm per Fourier frequency,
   key frequencies highlighted;
 - :func:`progress_figure`: restricted, excluded, train and test loss over checkpoints (Nanda et
-  al. 2023's progress measures);
+  al. 2023's progress measures) and the accuracies (test, swap-free, swap-trained), each with
+  its 95% band over unordered pairs where the points carry ``<measure>_ci``;
 - :func:`composition_figure`: Q-, K- and V-composition heatmaps (earlier head x later head);
 - :func:`series_figure`: every metric of a checkpoint series
   (:func:`modelweave.toy.series.run_series`) against step.
@@ -29,6 +30,10 @@ def curves_figure(history: list[dict], title: str = "training curves"):
                                  name=f"{split} loss", line={"dash": dash}), 1, 1)
         fig.add_trace(go.Scatter(x=steps, y=[h[f"{split}_acc"] for h in history],
                                  name=f"{split} accuracy", line={"dash": dash}), 1, 2)
+    for key in ("test_swap_free_acc", "test_swap_trained_acc"):
+        if history and all(key in h for h in history):
+            fig.add_trace(go.Scatter(x=steps, y=[h[key] for h in history],
+                                     name=key[5:].replace("_", " "), line={"dash": "dot"}), 1, 2)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, template="plotly_white", height=380)
@@ -48,16 +53,38 @@ def spectrum_figure(spectrum: list[float], key_frequencies: list[int],
     return fig
 
 
-def progress_figure(progress: list[dict], title: str = "progress measures"):
+def _band(fig, steps, points, key, row, col, color):
     import plotly.graph_objects as go
 
+    ci = [p.get(f"{key}_ci") for p in points]
+    if not all(ci):
+        return
+    fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[c[1] for c in ci] + [c[0] for c in ci][::-1],
+                             fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2,
+                             hoverinfo="skip", showlegend=False), row, col)
+
+
+def progress_figure(progress: list[dict], title: str = "progress measures"):
+    """[2 panels] losses (log y) and accuracies over checkpoints, with bands."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
     steps = [p["step"] for p in progress]
-    fig = go.Figure()
-    for key in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
-        fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in progress], name=key,
-                                 mode="lines+markers"))
-    fig.update_yaxes(type="log", title_text="cross-entropy")
-    fig.update_layout(title=title, xaxis_title="step", template="plotly_white", height=380)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    panels = ((1, ("train_loss", "test_loss", "restricted_loss", "excluded_loss")),
+              (2, ("train_acc", "test_acc", "swap_free_acc", "swap_trained_acc")))
+    for col, keys in panels:
+        for i, key in enumerate(keys):
+            if not progress or any(p.get(key) is None for p in progress):
+                continue
+            color = qualitative.Plotly[i]
+            _band(fig, steps, progress, key, 1, col, color)
+            fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in progress], name=key,
+                                     mode="lines+markers", line={"color": color}), 1, col)
+    fig.update_yaxes(type="log", title_text="cross-entropy", row=1, col=1)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, template="plotly_white", height=380)
     return fig
 
 

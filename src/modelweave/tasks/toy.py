@@ -3,7 +3,9 @@ positions, written in the toy vocabulary (one word per token), so evaluation, pa
 EAP-IG run on a toy checkpoint like on any built-in task (``make_batch(model, "toy_induction")``).
 
 Examples are drawn from the *held-out* split by default (``split="train"`` or ``"all"`` for the
-others); a toy task's parameters must match the checkpoint's (``task_params`` in its
+others; modular addition also ``"test_swap_free"`` / ``"test_swap_trained"``, the test pairs
+whose swap was not / was trained, see :mod:`.toy_data`); a toy task's parameters must match the
+checkpoint's (``task_params`` in its
 ``config.json`` under ``modelweave_toy``; :func:`task_for_model` reads them).
 
 - ``toy_modular_addition``: ``"a b ="`` -> ``" c"``; corrupt: another ``a'`` (``corruption=b``:
@@ -25,7 +27,7 @@ import random
 import torch
 
 from .base import Example, Task, TaskError, fill, get_task, register
-from .toy_data import ToyError, balanced, make_dataset, random_balanced
+from .toy_data import ToyError, balanced, checkpoint_params, make_dataset, random_balanced
 
 
 def _words(tokens: list[int] | list[str]) -> list[str]:
@@ -67,12 +69,19 @@ class ToyModularAddition(_ToyTask):
     dataset = "modular_addition"
     description = "toy: 'a b =' -> (a+b) mod p (held-out pairs by default)"
     corruptions = ("a", "b")
-    defaults = {"p": 113, "frac": 0.3, "data_seed": 0, "split": "test"}
+    defaults = {"p": 113, "frac": 0.3, "data_seed": 0, "unordered": True,
+                "shuffle_labels": False, "split": "test"}
 
     def example(self, rng, index, tokenizer) -> Example:
         data = self.data()
         p = data.params["p"]
-        pairs = data.split(self.params["split"])
+        try:
+            pairs = data.split(self.params["split"])
+        except ToyError as err:
+            raise TaskError(str(err)) from None
+        if not len(pairs):
+            raise TaskError(f"toy_modular_addition: split {self.params['split']!r} is empty "
+                            f"for {data.params}")
         a, b = pairs[rng.randrange(len(pairs))].tolist()
         while True:
             other = rng.randrange(p)
@@ -143,6 +152,7 @@ class ToySorting(_ListToyTask):
     name = "toy_sorting"
     dataset = "sorting"
     description = "toy: sort a short list ('3 1 2 : 1 2' -> '3')"
+    defaults = {**_ListToyTask.defaults, "unordered": True}
 
 
 @register
@@ -203,4 +213,5 @@ def task_for_model(model) -> Task:
     meta = toy_meta(model)
     if not meta:
         raise TaskError(f"{model.name} is not a toy checkpoint (no modelweave_toy in its config)")
-    return get_task("toy_" + meta["task"], **meta["task_params"])
+    return get_task("toy_" + meta["task"], **checkpoint_params(meta["task"],
+                                                                meta["task_params"]))

@@ -6,7 +6,13 @@ see :mod:`modelweave.toy.vocab`), a training stream and a fixed held-out test se
 
 - ``modular_addition``: ``a b =`` -> ``(a + b) mod p`` (Nanda et al. 2023). The ``p**2`` pairs
   are split once by ``data_seed``: a fraction ``frac`` trains (full batch), the rest is the test
-  set.
+  set. Addition commutes, so with ``unordered=True`` (the default) the split is drawn over
+  *unordered* pairs ``{a, b}``: ``a b`` and ``b a`` always land on the same side and no test
+  pair has its swap in training. With ``unordered=False`` (the ordered split of earlier
+  versions) about ``frac`` of the test pairs have their swap trained; ``split("test_swap_free")``
+  and ``split("test_swap_trained")`` separate them, and training reports both accuracies.
+  ``shuffle_labels=True`` (a null for the analyses: a model that can only memorise) permutes
+  the answers among the training pairs, by ``data_seed``; the test answers stay true.
 - ``induction``: ``<bos> x_1..x_m x_1..x_{2L-m}``, the ``x`` distinct random tokens, the
   segment length ``m`` random in ``[L, 2L-2]`` (so the repeat's offset varies and position alone
   cannot predict it); the loss and the accuracy are on the repeat (the tokens predictable only
@@ -14,7 +20,12 @@ see :mod:`modelweave.toy.vocab`), a training stream and a fixed held-out test se
 - ``sorting`` / ``reversal``: ``x_1..x_n : y_1..y_n`` with ``y`` the sorted / reversed list;
   loss on the ``y``. ``parentheses``: ``c_1..c_n :`` -> ``T`` iff the string of ``(`` and ``)``
   is balanced (half the examples are). For these three a list is held out by a hash of its
-  content (``test_frac`` of all lists), so no test input is ever trained on.
+  content (``test_frac`` of all lists), so no test input is ever trained on. A sorted list
+  depends only on the multiset of its input, so for ``sorting`` with ``unordered=True`` (the
+  default) the hash is of the sorted input: no reordering of a test list is ever trained on.
+
+Checkpoints written before the ``unordered`` option record no such parameter; they were
+trained on the ordered split, and :func:`checkpoint_params` reads them so.
 
 ``batch(step, seed)`` depends only on its arguments, so an interrupted run that resumes at
 step ``s`` sees the batches an uninterrupted one would.
@@ -104,27 +115,63 @@ class ToyDataset:
         for modular addition; a fixed sample of the training stream otherwise)."""
         return self.batch(-1, 0, n)
 
+    def eval_subsets(self) -> dict[str, Batch]:
+        """Named subsets of the test set whose accuracy training reports separately (none
+        here; modular addition: swap-free and swap-trained pairs)."""
+        return {}
 
-def _mod_split(p: int, frac: float, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs [p*p, 2] in the split's order and the number that train."""
+
+def _mod_split(p: int, frac: float, data_seed: int, unordered: bool = True
+               ) -> tuple[torch.Tensor, int]:
+    """Pairs [p*p, 2] in the split's order (training pairs first) and the number that train.
+
+    Ordered: a permutation of the ``p**2`` pairs, the first ``round(frac p^2)`` train.
+    Unordered: a permutation of the ``p (p + 1) / 2`` pairs ``a <= b``, each expanded to
+    ``(a, b)`` and ``(b, a)`` (once when ``a == b``); unordered pairs train until at least
+    ``round(frac p^2)`` ordered pairs do (so one more than asked, at most)."""
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     pairs = torch.stack([a.flatten(), b.flatten()], 1)
-    order = torch.randperm(p * p, generator=_gen(p, data_seed))
-    return pairs[order], torch.tensor(int(round(frac * p * p)))
+    want = int(round(frac * p * p))
+    if not unordered:
+        order = torch.randperm(p * p, generator=_gen(p, data_seed))
+        return pairs[order], want
+    low = pairs[pairs[:, 0] <= pairs[:, 1]]
+    low = low[torch.randperm(len(low), generator=_gen(p, data_seed, 1))]
+    size = 2 - (low[:, 0] == low[:, 1]).long()
+    k = int(torch.searchsorted(size.cumsum(0), torch.tensor(want))) + 1 if want else 0
+    both = torch.stack([low, low.flip(1)], 1)  # [m, 2 orders, 2]
+    keep = torch.stack([torch.ones_like(size, dtype=torch.bool), size == 2], 1)
+    train, test = both[:k][keep[:k]], both[k:][keep[k:]]
+    return torch.cat([train, test]), len(train)
+
+
+def unordered_key(pairs: torch.Tensor, p: int) -> torch.Tensor:
+    """[n] an id of each pair's unordered pair ``{a, b}``: ``min * p + max``."""
+    return pairs.min(1).values * p + pairs.max(1).values
 
 
 class ModularAddition(ToyDataset):
     name = "modular_addition"
-    defaults = {"p": 113, "frac": 0.3, "data_seed": 0}
+    defaults = {"p": 113, "frac": 0.3, "data_seed": 0, "unordered": True,
+                "shuffle_labels": False}
     full_batch = True
+    SPLITS = ("train", "test", "all", "test_swap_free", "test_swap_trained")
 
     def validate(self):
         p, frac = self.params["p"], self.params["frac"]
         if not isinstance(p, int) or p < 2:
             raise ToyError(f"modular_addition needs an integer p >= 2, got p={p!r}")
-        if not 0 < frac < 1 or round(frac * p * p) < 1 or round(frac * p * p) >= p * p:
+        for flag in ("unordered", "shuffle_labels"):
+            if not isinstance(self.params[flag], bool):
+                raise ToyError(f"modular_addition: {flag} must be true or false, got "
+                               f"{self.params[flag]!r}")
+        if not 0 < frac < 1 or round(frac * p * p) < 1 or self._n_train() >= p * p:
             raise ToyError(f"modular_addition: frac={frac} leaves an empty train or test split "
                            f"of the {p * p} pairs; use 0 < frac < 1")
+
+    def _n_train(self) -> int:
+        return _mod_split(self.params["p"], self.params["frac"], self.params["data_seed"],
+                          self.params["unordered"])[1]
 
     @property
     def words(self):
@@ -135,9 +182,33 @@ class ModularAddition(ToyDataset):
         return 3
 
     def split(self, which: str) -> torch.Tensor:
-        """[n, 2] the (a, b) pairs of ``"train"``, ``"test"`` or ``"all"``."""
-        pairs, n = _mod_split(self.params["p"], self.params["frac"], self.params["data_seed"])
-        return {"train": pairs[:n], "test": pairs[n:], "all": pairs}[which]
+        """[n, 2] the (a, b) pairs of ``"train"``, ``"test"``, ``"all"``,
+        ``"test_swap_free"`` (test pairs whose swap ``(b, a)`` is not a training pair: the
+        whole test set when ``unordered``) or ``"test_swap_trained"`` (the others; empty when
+        ``unordered``)."""
+        if which not in self.SPLITS:
+            raise ToyError(f"modular_addition has no split {which!r}; use "
+                           f"{', '.join(self.SPLITS)}")
+        p = self.params["p"]
+        pairs, n = _mod_split(p, self.params["frac"], self.params["data_seed"],
+                              self.params["unordered"])
+        if which in ("train", "test", "all"):
+            return {"train": pairs[:n], "test": pairs[n:], "all": pairs}[which]
+        test = pairs[n:]
+        trained = torch.zeros(p * p, dtype=torch.bool)
+        trained[pairs[:n, 0] * p + pairs[:n, 1]] = True
+        swap_in = trained[test[:, 1] * p + test[:, 0]]
+        return test[swap_in] if which == "test_swap_trained" else test[~swap_in]
+
+    def eval_subsets(self) -> dict[str, Batch]:
+        """The non-empty test subsets training reports besides the whole test set:
+        ``swap_free`` and ``swap_trained`` (see :meth:`split`)."""
+        out = {}
+        for name in ("swap_free", "swap_trained"):
+            pairs = self.split("test_" + name)
+            if len(pairs):
+                out[name] = self.encode(pairs)
+        return out
 
     def encode(self, pairs: torch.Tensor) -> Batch:
         p = self.params["p"]
@@ -147,13 +218,17 @@ class ModularAddition(ToyDataset):
         return inputs, targets
 
     def batch(self, step, seed, size):
-        return self.encode(self.split("train"))
+        return self.train_set()
 
     def test_set(self, n=1024):
         return self.encode(self.split("test"))
 
     def train_set(self, n=1024):
-        return self.encode(self.split("train"))
+        inputs, targets = self.encode(self.split("train"))
+        if self.params["shuffle_labels"]:
+            gen = _gen(self.params["p"], self.params["data_seed"], 2)
+            targets[:, -1] = targets[torch.randperm(len(targets), generator=gen), -1]
+        return inputs, targets
 
 
 class Induction(ToyDataset):
@@ -208,8 +283,13 @@ class _HashSplit(ToyDataset):
         """(input words, answer words) of one random example."""
         raise NotImplementedError
 
+    def split_key(self, words: list[str]) -> list[str]:
+        """What the hash is taken of (the input words; :class:`Sorting`: sorted)."""
+        return words
+
     def in_test(self, words: list[str]) -> bool:
-        return zlib.crc32(" ".join(words).encode()) % 1000 < 1000 * self.params["test_frac"]
+        key = " ".join(self.split_key(words))
+        return zlib.crc32(key.encode()) % 1000 < 1000 * self.params["test_frac"]
 
     def _collect(self, gen: torch.Generator, size: int, test: bool) -> Batch:
         rows, targets = [], []
@@ -256,6 +336,12 @@ class _ListTask(_HashSplit):
 
 class Sorting(_ListTask):
     name = "sorting"
+    defaults = {**_ListTask.defaults, "unordered": True}
+
+    def split_key(self, words):
+        if not self.params["unordered"]:
+            return words
+        return sorted(words[:-1], key=int) + words[-1:]  # the multiset, then ":"
 
     def transform(self, xs):
         return sorted(xs)
@@ -327,6 +413,16 @@ class Parentheses(_HashSplit):
 
 DATASETS: dict[str, type[ToyDataset]] = {
     cls.name: cls for cls in (ModularAddition, Induction, Sorting, Reversal, Parentheses)}
+
+
+def checkpoint_params(task: str, params: dict) -> dict:
+    """A checkpoint's recorded ``task_params`` as the dataset reads them: runs written before
+    the ``unordered`` option were trained on the ordered split, so a missing ``unordered``
+    means ``False`` (for the datasets that have the option)."""
+    params = dict(params)
+    if task in DATASETS and "unordered" in DATASETS[task].defaults:
+        params.setdefault("unordered", False)
+    return params
 
 
 def make_dataset(task: str, **params) -> ToyDataset:

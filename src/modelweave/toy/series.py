@@ -89,8 +89,8 @@ def run_series(checkpoints: list[tuple[int, Path]], method: str, *, task: str | 
 
         final = load_model(checkpoints[-1][1], device="cpu")
         try:
-            analysis = analyse_grokking(final, [(s, load_model(p, device="cpu"))
-                                                for s, p in checkpoints])
+            analysis = analyse_grokking(final, ((s, load_model(p, device="cpu"))
+                                                for s, p in checkpoints))
         except ValueError as err:
             raise ModelWeaveError(str(err)) from None
         rows = [pt.to_dict() | {"key_frequencies": analysis.key_frequencies}

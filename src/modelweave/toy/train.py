@@ -6,7 +6,16 @@ evaluation and checkpoints being its hooks), evaluates train and test loss and a
 ``eval_every`` steps and saves ``OUT/checkpoints/step-N/`` every ``save_every`` steps (and the
 last step): ``config.json`` + ``model.safetensors`` + the word-level tokenizer, which
 ``load_model`` reads like any HF directory. ``OUT/final/`` is the last step's model;
-``OUT/train.json`` holds the settings, the history and the timing.
+``OUT/train.json`` holds the settings, the history and the timing. Each evaluation also
+records the accuracy on the dataset's named test subsets (modular addition:
+``test_swap_free_acc``, and ``test_swap_trained_acc`` on an ordered split).
+
+**Dense checkpoints through a transition.** With ``dense_every = N`` (default 25; 0: off),
+whenever the latest evaluation shows the training set fitted but the test set not
+(``train_acc >= 0.99 > test_acc``: memorised, not yet generalised -- grokking's plateau and
+jump), the run also evaluates and saves a checkpoint every ``N`` steps, until an evaluation
+shows ``test_acc >= 0.99`` (or the fit lost; that step is saved too). The phase is decided
+by evaluations only, so a resumed run makes the same checkpoints.
 
 **Resume.** The latest checkpoint also holds ``trainer_state.pt`` (optimiser and schedule
 state; removed from older checkpoints). Training batches depend only on ``(seed, step)`` and
@@ -32,12 +41,14 @@ import torch
 from ..io import atomic_folder, load_tensors, read_json, write_json
 from ..models.training import Batch, adamw, train_steps
 from ..progress import Progress
-from ..tasks.toy_data import ToyDataset, ToyError, make_dataset
+from ..tasks.toy_data import ToyDataset, ToyError, checkpoint_params, make_dataset
 from .vocab import build_tokenizer
 
 FAMILIES = ("gpt2", "llama")
 # settings a resumed run may change (they do not change the trajectory)
-_FREE = ("steps", "save_every", "eval_every")
+_FREE = ("steps", "save_every", "eval_every", "dense_every")
+#: the transition's bounds for dense checkpoints: train fitted, test not yet
+FIT, GENERALISED = 0.99, 0.99
 
 
 @dataclass
@@ -55,6 +66,8 @@ class ToyConfig:
         batch_size: sequences per step (modular addition is always full-batch).
         seed: initial weights and batch order.
         save_every, eval_every: checkpoint and evaluation intervals (steps).
+        dense_every: evaluation and checkpoint interval through a memorised-not-generalised
+            phase (see the module docstring; 0: off).
     """
 
     task: str = "modular_addition"
@@ -75,6 +88,7 @@ class ToyConfig:
     seed: int = 0
     save_every: int = 500
     eval_every: int = 100
+    dense_every: int = 25
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -101,6 +115,8 @@ class ToyConfig:
         if self.family == "llama" and (self.d_model // self.heads) % 2:
             raise ToyError(f"llama's rotary embedding needs an even head size; d_model/heads = "
                            f"{self.d_model // self.heads}")
+        if int(self.dense_every) < 0:
+            raise ToyError(f"dense_every must be 0 (off) or positive, got {self.dense_every}")
         if self.d_mlp is not None and self.d_mlp < 1:
             raise ToyError(f"d_mlp must be at least 1, got {self.d_mlp}")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -214,6 +230,12 @@ def _resume_point(out: Path, cfg: ToyConfig) -> tuple[Path | None, list[dict], f
                        "empty folder")
     saved = read_json(meta, error=ToyError)
     old, new = saved["config"], cfg.to_dict()
+    recorded = checkpoint_params(cfg.task, saved.get("task_params", {}))
+    now = cfg.validate().params
+    if recorded and recorded != now:
+        key = next(k for k in now if recorded.get(k) != now[k])
+        raise ToyError(f"cannot resume {out}: its data has {key}={recorded.get(key)!r}, this "
+                       f"run {now[key]!r} (pass -p {key}={recorded.get(key)!r})")
     diff = [k for k in new if k not in _FREE and old.get(k) != new[k]]
     if diff:
         raise ToyError(f"cannot resume {out}: its run has {diff[0]}={old.get(diff[0])!r}, "
@@ -282,7 +304,8 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
-    train_eval, test_eval = data.train_set(), data.test_set()
+    train_eval, test_eval, subsets = data.train_set(), data.test_set(), data.eval_subsets()
+    dense = _dense_phase(history[-1] if history else None)
     began = time.perf_counter()
 
     def write_meta(seconds: float) -> None:
@@ -297,16 +320,32 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     def batch(step: int) -> Batch:
         return (*data.batch(step, cfg.seed, cfg.batch_size), None)
 
-    def evaluation(done: int) -> dict:
+    def on_dense(done: int) -> bool:
+        return bool(cfg.dense_every) and dense and done % cfg.dense_every == 0
+
+    dense_due: set[int] = set()  # dense steps (decided by the evaluation before them)
+
+    def evaluation(done: int) -> dict | None:
+        nonlocal dense
+        if on_dense(done):
+            dense_due.add(done)
+        if not (done == 1 or done == cfg.steps or done % cfg.eval_every == 0
+                or done in dense_due):
+            return None
         tr_loss, tr_acc = evaluate(model, *train_eval)
         te_loss, te_acc = evaluate(model, *test_eval)
         record = {"step": done, "train_loss": tr_loss, "train_acc": tr_acc,
-                  "test_loss": te_loss, "test_acc": te_acc,
-                  "seconds": seconds_before + time.perf_counter() - began}
+                  "test_loss": te_loss, "test_acc": te_acc}
+        for name, subset in subsets.items():
+            record[f"test_{name}_acc"] = evaluate(model, *subset)[1]
+        record["seconds"] = seconds_before + time.perf_counter() - began
         history.append(record)
+        dense = _dense_phase(record)
         return record
 
     def save(done: int) -> None:
+        if not (done == cfg.steps or done % cfg.save_every == 0 or done in dense_due):
+            return
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done}
         for old in list_checkpoints(out):  # only the latest keeps optimiser state
             (old / "trainer_state.pt").unlink(missing_ok=True)
@@ -316,13 +355,19 @@ def train_toy(cfg: ToyConfig, out: str | Path, *, resume: bool = False,
     def report(done: int, _loss: float, record: dict | None) -> None:
         on_step(done, record)
 
+    every = math.gcd(cfg.eval_every, cfg.save_every, cfg.dense_every or cfg.eval_every)
     train_steps(model, batch, opt, sched, steps=cfg.steps, start=start, evaluate=evaluation,
-                eval_every=cfg.eval_every, save=save, save_every=cfg.save_every,
+                eval_every=every, save=save, save_every=every,
                 on_step=report if on_step else None, progress=progress)
     seconds = seconds_before + time.perf_counter() - began
     _save(model, tokenizer, out / "final", None)
     write_meta(seconds)
     return ToyRun(out, cfg, history, seconds, resumed_from=start or None, model=model)
+
+
+def _dense_phase(record: dict | None) -> bool:
+    """Whether an evaluation ``record`` is inside a transition: train fitted, test not."""
+    return bool(record) and record["train_acc"] >= FIT and record["test_acc"] < GENERALISED
 
 
 def load_run(out: str | Path) -> ToyRun:

@@ -157,18 +157,26 @@ def _induction(model: Model, seed: int) -> dict:
 
 def _grokking(model: Model, seed: int) -> dict:
     """The Fourier analysis of ``model`` (a run's ``final``) and the progress measures over
-    the run's checkpoints, with its training history."""
+    the run's checkpoints (intervals over unordered pairs), with its training history and,
+    for a ``train-toy`` run, the random-init null of the key shares (20 untrained models of
+    the run's config, their own top-|K| frequencies)."""
     from ...models import load_model
+    from ...toy import grokking_stats as gs
     from ...toy.fourier import analyse_grokking
     from ...toy.series import find_checkpoints
+    from ...toy.train import load_run
 
     run_dir = Path(model.name).parent
     ckpts = find_checkpoints(run_dir) if (run_dir / "checkpoints").is_dir() else []
-    analysis = analyse_grokking(model, [(s, load_model(p, device="cpu")) for s, p in ckpts])
-    history = []
+    analysis = analyse_grokking(model, ((s, load_model(p, device="cpu")) for s, p in ckpts))
+    data = {"run": str(run_dir), **analysis.to_dict(), "history": []}
     if (run_dir / "train.json").is_file():
-        history = read_json(run_dir / "train.json")["history"]
-    return {"run": str(run_dir), **analysis.to_dict(), "history": history}
+        run = load_run(run_dir)
+        data["history"] = run.history
+        null = gs.random_init_null(run.config, len(analysis.key_frequencies), draws=20)
+        data["nulls"] = gs.null_comparisons(gs.headline(data), null, "untrained models of "
+                                            "the same config, top-|K| frequencies")
+    return data
 
 
 def _top_k(data: dict) -> dict:
@@ -187,16 +195,27 @@ def _composition_numbers(data: dict) -> dict:
 
 
 def _grokking_summary(data: dict) -> dict:
+    """Headline numbers: the last checkpoint's test accuracy (all test pairs, swap-free,
+    swap-trained) with intervals over unordered pairs, the key shares with their nulls."""
+    from ...toy.grokking_stats import headline
+
+    numbers = headline(data)
     out = {"key_frequencies": ", ".join(map(str, data["key_frequencies"]))}
-    if data["history"]:
+    if "test_acc" not in numbers and data["history"]:
         out["test_acc"] = data["history"][-1]["test_acc"]
+    for name in ("test_acc", "swap_free_acc", "swap_trained_acc", "key_share",
+                 "neuron_key_share"):
+        if numbers.get(name) is not None:
+            out[name] = numbers[name]
+            if f"{name}_ci" in numbers:
+                out[f"{name}_ci"] = numbers[f"{name}_ci"]
+            if f"{name}_null" in data.get("nulls", {}):
+                out[f"{name}_null"] = data["nulls"][f"{name}_null"]
     return out
 
 
 def _grokking_numbers(data: dict) -> dict:
-    return {"key_frequencies": data["key_frequencies"],
-            "key_share": sum(data["embedding_spectrum"][k] for k in data["key_frequencies"]),
-            "neuron_key_share": data["neuron_key_share"],
+    return {**_grokking_summary(data), "key_frequencies": data["key_frequencies"],
             "last": data["progress"][-1] if data["progress"] else None}
 
 
