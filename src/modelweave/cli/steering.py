@@ -96,6 +96,13 @@ def steer(
     site: SiteOpt = "hook_resid_post",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     temperature: Annotated[float, typer.Option(min=0, help="0 = greedy.")] = 0.0,
+    words: Annotated[list[str] | None, typer.Option("--word", "-w", help="Target word; "
+                                                    "repeatable. The effect on the share of "
+                                                    "continuations with one is reported "
+                                                    "beside equal-norm random vectors.")]
+    = None,
+    null_draws: Annotated[int, typer.Option(min=0, help="Equal-norm random vectors steered "
+                                            "the same way (with --word).")] = 10,
     seed: int = 0,
     save: Annotated[Path | None, typer.Option(help="Save the vector (PATH.safetensors + "
                                               "PATH.json).")] = None,
@@ -123,7 +130,8 @@ def steer(
 
     params = {"pairs": str(pairs), "prompts": list(prompt), "layer": layer, "scale": scale,
               "positions": positions, "method": method, "site": site,
-              "max_new_tokens": max_new_tokens, "temperature": temperature}
+              "max_new_tokens": max_new_tokens, "temperature": temperature,
+              "words": list(words) if words else None, "null_draws": null_draws}
     done = run_method("steer", model=model, task=None, params=params, n=len(prompt),
                       seed=seed, out=out or default_out("steer"), json_out=json_out,
                       device=device, dtype=dtype, show=show)
