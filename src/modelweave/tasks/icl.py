@@ -65,29 +65,40 @@ def load_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
 SPLITS = ("all", "train", "test")
 
 
-@cache
-def split_pairs(dataset: str, test_fraction: float = 0.3, seed: int = 0
-                ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
-    """``(train, test)`` pairs of a dataset, disjoint by query word (module docstring).
+Pairs = tuple[tuple[str, str], ...]
+
+
+def split_word_pairs(pairs, test_fraction: float = 0.3, seed: int = 0, name: str = "pairs"
+                     ) -> tuple[Pairs, Pairs]:
+    """``(train, test)`` of any ``(x, y)`` pairs, disjoint by query word: ``test`` is
+    ``round(len * test_fraction)`` pairs drawn with ``seed``; ``train`` the others that contain
+    no test query word as input or label (case-insensitive). Both keep the pairs' order.
 
     Raises:
-        TaskError: a fraction outside (0, 1), or a split with no pairs left.
+        TaskError: a fraction outside (0, 1), or a split with no train or no test pairs.
     """
-    pairs = load_pairs(dataset)
+    pairs = tuple((str(x), str(y)) for x, y in pairs)
     if not 0 < float(test_fraction) < 1:
         raise TaskError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     order = list(range(len(pairs)))
-    random.Random(f"icl-split:{dataset}:{seed}").shuffle(order)
+    random.Random(f"icl-split:{name}:{seed}").shuffle(order)
     n_test = round(len(pairs) * float(test_fraction))
     test = tuple(pairs[i] for i in sorted(order[:n_test]))
     held = {x.lower() for x, _ in test}
     train = tuple(pairs[i] for i in sorted(order[n_test:])
                   if pairs[i][0].lower() not in held and pairs[i][1].lower() not in held)
     if not test or not train:
-        raise TaskError(f"ICL {dataset!r}: a test fraction of {test_fraction} of its "
-                        f"{len(pairs)} pairs leaves {len(train)} train and {len(test)} test "
-                        "pairs; both need at least one")
+        raise TaskError(f"ICL {name}: a test fraction of {test_fraction} of its {len(pairs)} "
+                        f"pairs leaves {len(train)} train and {len(test)} test pairs; both "
+                        "need at least one")
     return train, test
+
+
+@cache
+def split_pairs(dataset: str, test_fraction: float = 0.3, seed: int = 0
+                ) -> tuple[Pairs, Pairs]:
+    """:func:`split_word_pairs` of a shipped dataset (module docstring)."""
+    return split_word_pairs(load_pairs(dataset), test_fraction, seed, repr(dataset))
 
 
 def task_pairs(dataset: str, split: str = "all", test_fraction: float = 0.3,

@@ -35,7 +35,7 @@ from ...errors import SteeringError
 from ...io import load_bundle, save_bundle
 from ...models.steering import check_layer
 from ...progress import Progress, Steps, nested
-from ...tasks import TaskBatch, make_batch
+from ...tasks import TaskBatch, get_task, make_batch
 from ...tasks.icl import dataset_of, icl_task_name
 from .fv import (
     correct_rows,
@@ -308,6 +308,9 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
         layers = sorted({*layers, fv_layer})
     datasets = [dataset_of(icl_task_name(t)) for t in tasks]
     split = {"test_fraction": test_fraction, "split_seed": seed}
+    for d in datasets:  # a split too small for the prompts fails before any model work
+        for part in ("train", "test"):
+            get_task(icl_task_name(d), shots=shots, split=part, **split).generate(1)
     results, means, extraction = [], {}, {}
     for d in datasets:
         p = nested(progress, d)
