@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 TASKS = ["antonym", "capitalize", "country-capital", "present-past"]
@@ -193,9 +194,22 @@ def _fmt(agg) -> str:
 def stage_tables(out: Path) -> None:
     """The doc's tables: per task and setting, the mean over seeds with its t-interval, the
     per-seed bootstrap intervals, and the nulls (mean over seeds, largest p)."""
+    from modelweave.methods.steering.fv_eval import FVRun
+    from modelweave.metrics.nulls import compare
     from modelweave.metrics.uncertainty import across_seeds
 
-    fv = json.loads((out / "fv_seeds.json").read_text())
+    fv, runs = {}, {}  # from the saved runs, so seeds run in separate processes join up
+    for folder in sorted(f for f in out.glob("fv_seed*") if f.is_dir()):
+        run = FVRun.load(folder)
+        seed = folder.name.removeprefix("fv_seed")
+        runs[seed] = run
+        fv[seed] = {"heads": run.heads, "headline": run.headline()}
+        for setting in ("zero_shot", "shuffled"):  # the mean over tasks beside its null:
+            done = [t for t in run.tasks if t.hits]  # the same head sets for every task
+            for kind, key in (("random_heads", ""), ("random_vector", "_vector")):
+                obs = sum(np.mean(t.hits[setting]["fv"]) for t in done) / len(done)
+                null = np.mean([t.null_accuracy[setting][kind] for t in done], axis=0)
+                fv[seed][f"mean_{setting}_fv_null{key}"] = compare(obs, null).to_dict()
     seeds = sorted(fv)
     print("FV heads per seed: " + "; ".join(
         f"{s}: " + ", ".join(f"a{L}.h{h}" for L, h in fv[s]["heads"]) for s in seeds))
@@ -218,8 +232,12 @@ def stage_tables(out: Path) -> None:
             rh = across_seeds(values(f"{setting}_fv_null", "null_mean"))
             rv = across_seeds(values(f"{setting}_fv_null_vector", "null_mean"))
             lm = across_seeds(values(f"{setting}_layer_mean"))
-            ps = [f"{p:.2g}" for p in values(f"{setting}_fv_null", "p_value")]
-            pv = [f"{p:.2g}" for p in values(f"{setting}_fv_null_vector", "p_value")]
+            if task == "mean":
+                ps, pv = ([f"{fv[s][f'mean_{setting}_fv_null{k}']['p_value']:.2g}"
+                           for s in seeds] for k in ("", "_vector"))
+            else:
+                ps = [f"{p:.2g}" for p in values(f"{setting}_fv_null", "p_value")]
+                pv = [f"{p:.2g}" for p in values(f"{setting}_fv_null_vector", "p_value")]
             cis = ("" if task == "mean" else " ".join(
                 f"[{r[f'{setting}_fv_ci'][0]:.2f},{r[f'{setting}_fv_ci'][1]:.2f}]"
                 for s in seeds for r in fv[s]["headline"] if r["task"] == task))
