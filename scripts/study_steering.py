@@ -196,7 +196,7 @@ def stage_tables(out: Path) -> None:
     per-seed bootstrap intervals, and the nulls (mean over seeds, largest p)."""
     from modelweave.methods.steering.fv_eval import FVRun
     from modelweave.metrics.nulls import compare
-    from modelweave.metrics.uncertainty import across_seeds
+    from modelweave.metrics.uncertainty import across_seeds, bootstrap_stat
 
     fv, runs = {}, {}  # from the saved runs, so seeds run in separate processes join up
     for folder in sorted(f for f in out.glob("fv_seed*") if f.is_dir()):
@@ -213,6 +213,12 @@ def stage_tables(out: Path) -> None:
     seeds = sorted(fv)
     print("FV heads per seed: " + "; ".join(
         f"{s}: " + ", ".join(f"a{L}.h{h}" for L, h in fv[s]["heads"]) for s in seeds))
+    if len(seeds) >= 2:
+        from modelweave.metrics.uncertainty import stability
+
+        st = stability([[f"a{L}.h{h}" for L, h in fv[s]["heads"]] for s in seeds])
+        print(f"head-set stability over seeds: Jaccard {_fmt(st.jaccard)}; stable core "
+              f"(all seeds >= 90%): {', '.join(st.core)}")
     tasks = [r["task"] for r in fv[seeds[0]]["headline"]]
     for setting in ("zero_shot", "shuffled"):
         print(f"\n{setting}: task | none | +FV | random-head FV (p per seed) | equal-norm "
@@ -262,9 +268,11 @@ def stage_tables(out: Path) -> None:
         null = across_seeds([st[s][key]["effect_null"]["null_mean"] for s in seeds])
         per = " ".join(f"{st[s][key]['effect']:.2f} [{st[s][key]['effect_ci'][0]:.2f}, "
                        f"{st[s][key]['effect_ci'][1]:.2f}]" for s in seeds)
-        base = across_seeds([sum(st[s][key]["base"]) / len(st[s][key]["base"]) for s in seeds])
+        base = bootstrap_stat(st[seeds[0]][key]["base"])  # fixed prompts, greedy: one base
+        treated = across_seeds([np.mean(st[s][key]["treated"]) for s in seeds])
         ps = ", ".join(f"{st[s][key]['effect_null']['p_value']:.2g}" for s in seeds)
-        print(f"| {key} | base {_fmt(base)} | {_fmt(eff)} | {per} | {_fmt(null)} | {ps} |")
+        print(f"| {key} | base {_fmt(base)} | treated {_fmt(treated)} | {_fmt(eff)} | {per} | "
+              f"{_fmt(null)} | {ps} |")
     print("norms: " + ", ".join(f"{st[s]['norm']:.2f}" for s in seeds))
 
 
