@@ -1,14 +1,19 @@
-"""The steering study of docs/steering.md on the embedded model (SmolLM2-135M-Instruct).
+"""The steering study of docs/steering.md on the embedded model, SmolLM2-135M-Instruct
+(dequantised from Q4_1).
 
-    python scripts/study_steering.py fv --out runs/steering        # function vectors
-    python scripts/study_steering.py heldout --out runs/steering   # the FVs on fresh prompts
-    python scripts/study_steering.py steer --out runs/steering     # sentiment steering + ablation
+    python scripts/study_steering.py fv --out runs/steering        # FVs, seeds 0 1 2, nulls
+    python scripts/study_steering.py steer --out runs/steering     # steering + ablation, nulls
+    python scripts/study_steering.py tables --out runs/steering    # the doc's tables (no model)
     python scripts/study_steering.py bench --out runs/steering     # head effects: engine vs naive
     python scripts/study_steering.py figures --out runs/steering   # figures from saved results
 
-Every stage writes JSON (and tensors) into --out and prints the numbers docs/steering.md
-quotes, with the seconds each stage took. Single-threaded by default (``--threads``): the
-machine is shared.
+Every number comes per seed (``--seeds``, default 0 1 2) with its bootstrap interval over
+prompts, and beside its matched null: random-head FVs and equal-norm random vectors for the
+FV, equal-norm random vectors for steering, random directions for the ablation. The seeds
+re-draw the ICL word split, the prompts and the nulls (FV), and the subset of contrastive
+pairs the vector is fitted on and the nulls (steering); ``tables`` aggregates them with a
+t-interval over seeds (:func:`modelweave.metrics.uncertainty.across_seeds`).
+Single-threaded by default (``--threads``): the machine is shared.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-TASKS = ["antonym", "capitalize", "country-capital", "english-french", "next-item",
-         "present-past", "singular-plural"]
+TASKS = ["antonym", "capitalize", "country-capital", "present-past"]
 
 # contrastive sentiment pairs: the same sentence with a positive and a negative judgement
 PAIRS = [
@@ -71,126 +76,204 @@ SENTIMENT_REVIEWS = [
 ]
 
 
+def stage_fv(model, out: Path, args) -> dict:
+    """Per seed: the FV pipeline on the train word pairs, held-out accuracy at the FV layer on
+    the test pairs, beside random-head FVs and equal-norm random vectors."""
+    from modelweave.methods.steering.fv_eval import run_function_vectors
+
+    results = {}
+    for seed in args.seeds:
+        start = time.time()
+        run = run_function_vectors(
+            model, TASKS, n_clean=args.n_clean, n_corrupt=args.n_corrupt, n_eval=args.n_eval,
+            top_k=args.top_k, layers=[args.fv_layer], fv_layer=args.fv_layer,
+            effect_layers=list(range(args.first_effect_layer, model.cfg.n_layers)), seed=seed,
+            null_draws=args.null_draws)
+        run.settings["seconds"] = round(time.time() - start, 1)
+        run.save(out / f"fv_seed{seed}")
+        results[seed] = {"heads": run.heads, "headline": run.headline(),
+                         "seconds": run.settings["seconds"]}
+        print(json.dumps({"seed": seed, "heads": run.heads,
+                          "seconds": run.settings["seconds"]}), flush=True)
+    (out / "fv_seeds.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _review_score(model, kind: str):
+    """Per review: the logit(' positive') - logit(' negative') gap signed by the label
+    (``gap``) or whether it is right (``right``)."""
+    ids_pos = model.to_tokens(" positive", prepend_bos=False)[0, 0].item()
+    ids_neg = model.to_tokens(" negative", prepend_bos=False)[0, 0].item()
+    prompts = [f"Review: {r}\nSentiment:" for r, _ in SENTIMENT_REVIEWS]
+    sign = torch.tensor([1.0 if lab == "positive" else -1.0 for _, lab in SENTIMENT_REVIEWS])
+
+    def score() -> torch.Tensor:
+        tokens, mask = model.encode(prompts)
+        logits = model.forward(tokens, attention_mask=mask)
+        last = logits[torch.arange(len(prompts)), mask.sum(-1) - 1].float()
+        gap = (last[:, ids_pos] - last[:, ids_neg]) * sign
+        return gap if kind == "gap" else (gap > 0).float()
+
+    return score
+
+
+def stage_steer(model, out: Path, args) -> dict:
+    """Per seed: the mean-difference vector of a random ``--fit-pairs`` of the 16 pairs at
+    ``--steer-layer``; steering at +scale / -scale against equal-norm random vectors, and
+    ablating its direction against random directions."""
+    import random
+
+    from modelweave.methods.steering.controls import (
+        ablation_null,
+        check_disjoint_prompts,
+        steering_null,
+        word_hits,
+    )
+    from modelweave.methods.steering.vectors import contrastive_vectors
+
+    pos, neg = [p for p, _ in PAIRS], [n for _, n in PAIRS]
+    reviews = [r for r, _ in SENTIMENT_REVIEWS]
+    check_disjoint_prompts(PROMPTS + reviews, pos, neg)  # evaluation texts are not pair texts
+    scale, layer, results = args.scale, args.steer_layer, {}
+    for seed in args.seeds:
+        start = time.time()
+        chosen = sorted(random.Random(seed).sample(range(len(PAIRS)), args.fit_pairs))
+        vec = contrastive_vectors(model, [pos[i] for i in chosen], [neg[i] for i in chosen],
+                                  layers=layer).at(layer)
+        texts: list = []
+        plus = steering_null(model, vec, word_hits(model, PROMPTS, sorted(POSITIVE),
+                                                   args.max_new_tokens, texts),
+                             layer=layer, scale=scale, n_draws=args.steer_draws, seed=seed)
+        minus_texts: list = []
+        hits_pos = word_hits(model, PROMPTS, sorted(POSITIVE), args.max_new_tokens,
+                             minus_texts)
+        minus = steering_null(model, vec, lambda hits=hits_pos: [1.0 - h for h in hits()],
+                              layer=layer, scale=-scale, n_draws=args.steer_draws, seed=seed)
+        neg_words = _negative_words(minus_texts)
+        gap = ablation_null(model, vec, _review_score(model, "gap"), n_draws=args.null_draws,
+                            seed=seed)
+        right = ablation_null(model, vec, _review_score(model, "right"),
+                              n_draws=args.null_draws, seed=seed)
+        results[seed] = {"pairs": chosen, "norm": float(vec.norm()),
+                         "plus": plus.to_dict(), "minus": minus.to_dict(),
+                         "minus_negative_words": neg_words,
+                         "ablate_gap": gap.to_dict(), "ablate_right": right.to_dict(),
+                         "samples": {"unsteered": texts[0][:4], "steered": texts[1][:4]},
+                         "seconds": round(time.time() - start, 1)}
+        print(json.dumps({"seed": seed, "plus": plus.effect, "minus": minus.effect,
+                          "ablate_gap": gap.effect, "seconds": results[seed]["seconds"]}),
+              flush=True)
+    (out / "steer_seeds.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _negative_words(texts: list[list[str]]) -> dict:
+    """From the continuations of a steering_null run (unsteered, steered, then each null
+    draw): the share with a negative word, its change with the vector (bootstrap interval)
+    and beside the null draws' changes."""
+    from modelweave.metrics.nulls import compare
+    from modelweave.metrics.uncertainty import bootstrap_stat
+
+    hits = [[float(bool(words(t) & NEGATIVE)) for t in run] for run in texts]
+    base = torch.tensor(hits[0])
+    agg = bootstrap_stat(torch.tensor(hits[1]) - base)
+    nulls = [float((torch.tensor(h) - base).mean()) for h in hits[2:]]
+    return {"base": hits[0], "treated": hits[1], "effect": agg.mean,
+            "effect_ci": [agg.ci_low, agg.ci_high],
+            "effect_null": compare(agg.mean, nulls, null="equal-norm random vector").to_dict()}
+
+
 def words(text: str) -> set[str]:
     return {w.strip(".,!?;:'\"()").lower() for w in text.split()}
 
 
-def share(texts: list[str], lexicon: set[str]) -> float:
-    """Share of texts that contain at least one word of ``lexicon``."""
-    return sum(bool(words(t) & lexicon) for t in texts) / len(texts)
+def _fmt(agg) -> str:
+    return f"{agg.mean:.2f} [{agg.ci_low:.2f}, {agg.ci_high:.2f}]"
 
 
-def stage_fv(model, out: Path, args) -> dict:
-    from modelweave.methods.steering.fv_eval import run_function_vectors
+def stage_tables(out: Path) -> None:
+    """The doc's tables: per task and setting, the mean over seeds with its t-interval, the
+    per-seed bootstrap intervals, and the nulls (mean over seeds, largest p)."""
+    from modelweave.methods.steering.fv_eval import FVRun
+    from modelweave.metrics.nulls import compare
+    from modelweave.metrics.uncertainty import across_seeds, bootstrap_stat
 
-    start = time.time()
-    layers = sorted({*range(0, model.cfg.n_layers, 3), model.cfg.n_layers // 3})
+    fv, runs = {}, {}  # from the saved runs, so seeds run in separate processes join up
+    for folder in sorted(f for f in out.glob("fv_seed*") if f.is_dir()):
+        run = FVRun.load(folder)
+        seed = folder.name.removeprefix("fv_seed")
+        runs[seed] = run
+        fv[seed] = {"heads": run.heads, "headline": run.headline()}
+        for setting in ("zero_shot", "shuffled"):  # the mean over tasks beside its null:
+            done = [t for t in run.tasks if t.hits]  # the same head sets for every task
+            for kind, key in (("random_heads", ""), ("random_vector", "_vector")):
+                obs = sum(np.mean(t.hits[setting]["fv"]) for t in done) / len(done)
+                null = np.mean([t.null_accuracy[setting][kind] for t in done], axis=0)
+                fv[seed][f"mean_{setting}_fv_null{key}"] = compare(obs, null).to_dict()
+    seeds = sorted(fv)
+    print("FV heads per seed: " + "; ".join(
+        f"{s}: " + ", ".join(f"a{L}.h{h}" for L, h in fv[s]["heads"]) for s in seeds))
+    if len(seeds) >= 2:
+        from modelweave.metrics.uncertainty import stability
 
-    def say(msg: str) -> None:
-        print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
+        st = stability([[f"a{L}.h{h}" for L, h in fv[s]["heads"]] for s in seeds])
+        print(f"head-set stability over seeds: Jaccard {_fmt(st.jaccard)}; stable core "
+              f"(all seeds >= 90%): {', '.join(st.core)}")
+    tasks = [r["task"] for r in fv[seeds[0]]["headline"]]
+    for setting in ("zero_shot", "shuffled"):
+        print(f"\n{setting}: task | none | +FV | random-head FV (p per seed) | equal-norm "
+              "vector (p) | layer mean | per-seed FV intervals")
+        for task in tasks + ["mean"]:
+            def values(key, sub=None, task=task):
+                vals = []
+                for s in seeds:
+                    rows = [r for r in fv[s]["headline"] if task in (r["task"], "mean")
+                            and key in r]
+                    got = [r[key][sub] if sub else r[key] for r in rows]
+                    vals.append(sum(got) / len(got))
+                return vals
 
-    run = run_function_vectors(model, TASKS, n_clean=args.n_clean, n_corrupt=args.n_corrupt,
-                               n_eval=args.n_eval, top_k=args.top_k, layers=layers, seed=0,
-                               progress=say)
-    run.settings["seconds"] = round(time.time() - start, 1)
-    run.save(out / "fv")
-    print(json.dumps({"heads": run.heads, "headline": run.headline(),
-                      "seconds": run.settings["seconds"]}, indent=1))
-    return run.settings
-
-
-def _sentiment_logit_gap(model, ids_pos: int, ids_neg: int) -> tuple[float, float]:
-    """Accuracy and mean logit(' positive') - logit(' negative') (signed by the label) on the
-    review-classification prompts."""
-    prompts = [f"Review: {r}\nSentiment:" for r, _ in SENTIMENT_REVIEWS]
-    tokens, mask = model.encode(prompts)
-    logits = model.forward(tokens, attention_mask=mask)
-    last = logits[torch.arange(len(prompts)), mask.sum(-1) - 1]
-    gap = last[:, ids_pos] - last[:, ids_neg]
-    sign = torch.tensor([1.0 if lab == "positive" else -1.0 for _, lab in SENTIMENT_REVIEWS])
-    return float(((gap * sign) > 0).float().mean()), float((gap * sign).mean())
-
-
-def stage_steer(model, out: Path, args) -> dict:
-    from modelweave.methods.steering.ablation import ablate_direction
-    from modelweave.methods.steering.vectors import contrastive_vectors
-
-    start = time.time()
-    pos, neg = [p for p, _ in PAIRS], [n for _, n in PAIRS]
-    sv = contrastive_vectors(model, pos, neg, layers=list(range(model.cfg.n_layers)))
-    sv.save(out / "sentiment_vectors")
-    layer = args.steer_layer
-    vec = sv.at(layer)
-    result: dict = {"layer": layer, "norm": float(vec.norm()), "n_pairs": len(PAIRS),
-                    "prompts": len(PROMPTS), "max_new_tokens": args.max_new_tokens}
-    runs = {}
-    for scale in args.scales:
-        if scale == 0:
-            gen = model.generate(PROMPTS, args.max_new_tokens)
-        else:
-            with model.steer(vec, layer=layer, scale=scale, positions=None):
-                gen = model.generate(PROMPTS, args.max_new_tokens)
-        runs[scale] = gen.texts
-        result[f"scale {scale:+g}"] = {"positive": share(gen.texts, POSITIVE),
-                                       "negative": share(gen.texts, NEGATIVE)}
-        print(f"[{time.time() - start:6.1f}s] scale {scale:+g}: {result[f'scale {scale:+g}']}",
-              flush=True)
-    result["samples"] = {f"{s:+g}": runs[s][:6] for s in runs}
-    # directional ablation of the (read-at-layer) direction: sentiment classification
-    ids_pos = model.to_tokens(" positive", prepend_bos=False)[0, 0].item()
-    ids_neg = model.to_tokens(" negative", prepend_bos=False)[0, 0].item()
-    result["classify_plain"] = _sentiment_logit_gap(model, ids_pos, ids_neg)
-    with ablate_direction(model, vec):
-        result["classify_ablated"] = _sentiment_logit_gap(model, ids_pos, ids_neg)
-        gen = model.generate([f"{p} wonderful and" for p in PROMPTS[:10]], args.max_new_tokens)
-        result["positive_context_ablated"] = share(gen.texts, POSITIVE)
-    gen = model.generate([f"{p} wonderful and" for p in PROMPTS[:10]], args.max_new_tokens)
-    result["positive_context_plain"] = share(gen.texts, POSITIVE)
-    rand = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-    with ablate_direction(model, rand):
-        result["classify_random_ablated"] = _sentiment_logit_gap(model, ids_pos, ids_neg)
-    # ablation cancels steering: generation with +scale under ablation of the direction
-    top = max(args.scales)
-    with model.steer(vec, layer=layer, scale=top), ablate_direction(model, vec):
-        gen = model.generate(PROMPTS, args.max_new_tokens)
-    result["steer_then_ablate"] = {"positive": share(gen.texts, POSITIVE),
-                                   "negative": share(gen.texts, NEGATIVE)}
-    result["seconds"] = round(time.time() - start, 1)
-    (out / "steer.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
-    return result
-
-
-def stage_heldout(model, out: Path, args) -> dict:
-    """The saved FVs at ``--heldout-layer`` on fresh prompts (seed 2), against no vector and
-    the layer mean of fresh clean prompts; the clean 10-shot accuracy is the ceiling."""
-    from modelweave.methods.steering.fv import correct_rows, last_token_acts
-    from modelweave.methods.steering.fv_eval import FVRun, addition_accuracy
-    from modelweave.tasks import make_batch
-    from modelweave.tasks.icl import icl_task_name
-
-    start = time.time()
-    run = FVRun.load(out / "fv")
-    layer, rows = args.heldout_layer, []
-    for t in run.tasks:
-        if t.vector is None:
-            continue
-        name = icl_task_name(t.task)
-        few = make_batch(model, name, n=args.n_eval, seed=2)
-        zero = make_batch(model, name, n=args.n_eval, seed=2, shots=0)
-        acts = last_token_acts(model, few)
-        mean = acts.resid[:, layer].mean(0)
-        row = {"task": t.task, "ceiling_10shot": correct_rows(acts, few).float().mean().item()}
-        for setting, b, which in (("zero_shot", zero, "clean"), ("shuffled", few, "corrupt")):
-            acc = addition_accuracy(model, b, {"none": None, "fv": t.vector, "layer_mean": mean},
-                                    [layer], which)
-            row.update({f"{setting}_{k}": v[0] for k, v in acc.items()})
-        rows.append(row)
-        print(f"[{time.time() - start:6.1f}s] {row}", flush=True)
-    result = {"layer": layer, "n_eval": args.n_eval, "seed": 2, "tasks": rows,
-              "seconds": round(time.time() - start, 1)}
-    (out / "fv_heldout.json").write_text(json.dumps(result, indent=1))
-    return result
+            none = across_seeds(values(f"{setting}_none"))
+            fvv = across_seeds(values(f"{setting}_fv"))
+            rh = across_seeds(values(f"{setting}_fv_null", "null_mean"))
+            rv = across_seeds(values(f"{setting}_fv_null_vector", "null_mean"))
+            lm = across_seeds(values(f"{setting}_layer_mean"))
+            if task == "mean":
+                ps, pv = ([f"{fv[s][f'mean_{setting}_fv_null{k}']['p_value']:.2g}"
+                           for s in seeds] for k in ("", "_vector"))
+            else:
+                ps = [f"{p:.2g}" for p in values(f"{setting}_fv_null", "p_value")]
+                pv = [f"{p:.2g}" for p in values(f"{setting}_fv_null_vector", "p_value")]
+            cis = ("" if task == "mean" else " ".join(
+                f"[{r[f'{setting}_fv_ci'][0]:.2f},{r[f'{setting}_fv_ci'][1]:.2f}]"
+                for s in seeds for r in fv[s]["headline"] if r["task"] == task))
+            print(f"| {task} | {_fmt(none)} | {_fmt(fvv)} | {_fmt(rh)} ({', '.join(ps)}) | "
+                  f"{_fmt(rv)} ({', '.join(pv)}) | {_fmt(lm)} | {cis} |")
+    ceil = {t: across_seeds([next(r["ceiling_10shot"] for r in fv[s]["headline"]
+                                  if r["task"] == t) for s in seeds]) for t in tasks}
+    print("\nceiling (10-shot, held-out words): " + "; ".join(
+        f"{t} {_fmt(a)}" for t, a in ceil.items()))
+    print("n_correct/n_corrupt/n_eval per seed: " + "; ".join(
+        f"{r['task']} s{s}: {r['n_correct']}/{r['n_corrupt']}/{r['n_eval']}"
+        for s in seeds for r in fv[s]["headline"]))
+    path = out / "steer_seeds.json"
+    if not path.exists():
+        return
+    st = json.loads(path.read_text())
+    seeds = sorted(st)
+    print("\nsteering / ablation: measure | effect over seeds | per-seed effect [bootstrap] "
+          "| null mean | p per seed")
+    for key in ("plus", "minus", "minus_negative_words", "ablate_gap", "ablate_right"):
+        eff = across_seeds([st[s][key]["effect"] for s in seeds])
+        null = across_seeds([st[s][key]["effect_null"]["null_mean"] for s in seeds])
+        per = " ".join(f"{st[s][key]['effect']:.2f} [{st[s][key]['effect_ci'][0]:.2f}, "
+                       f"{st[s][key]['effect_ci'][1]:.2f}]" for s in seeds)
+        base = bootstrap_stat(st[seeds[0]][key]["base"])  # fixed prompts, greedy: one base
+        treated = across_seeds([np.mean(st[s][key]["treated"]) for s in seeds])
+        ps = ", ".join(f"{st[s][key]['effect_null']['p_value']:.2g}" for s in seeds)
+        print(f"| {key} | base {_fmt(base)} | treated {_fmt(treated)} | {_fmt(eff)} | {per} | "
+              f"{_fmt(null)} | {ps} |")
+    print("norms: " + ", ".join(f"{st[s]['norm']:.2f}" for s in seeds))
 
 
 def stage_bench(model, out: Path, args) -> dict:
@@ -238,23 +321,28 @@ def stage_figures(out: Path) -> None:
     from modelweave.methods.steering.fv_eval import FVRun
     from modelweave.report.steering import save_fv_figures
 
-    run = FVRun.load(out / "fv")
+    run = FVRun.load(out / "fv_seed0")
     for path in save_fv_figures(run, out / "figures"):
         print(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["fv", "heldout", "steer", "bench", "figures", "all"])
+    parser.add_argument("stage", choices=["fv", "steer", "tables", "bench", "figures", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/steering"))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--n-clean", type=int, default=30)
-    parser.add_argument("--n-corrupt", type=int, default=8)
-    parser.add_argument("--n-eval", type=int, default=24)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--n-clean", type=int, default=12)
+    parser.add_argument("--n-corrupt", type=int, default=6)
+    parser.add_argument("--n-eval", type=int, default=16)
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--heldout-layer", type=int, default=15)
+    parser.add_argument("--fv-layer", type=int, default=15)
+    parser.add_argument("--first-effect-layer", type=int, default=10)
+    parser.add_argument("--null-draws", type=int, default=20)
+    parser.add_argument("--steer-draws", type=int, default=10)
     parser.add_argument("--steer-layer", type=int, default=6)
-    parser.add_argument("--scales", type=float, nargs="+", default=[0, 4, 8, -8])
+    parser.add_argument("--scale", type=float, default=8.0)
+    parser.add_argument("--fit-pairs", type=int, default=12)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -262,19 +350,20 @@ def main() -> None:
     if args.stage == "figures":
         stage_figures(args.out)
         return
+    if args.stage == "tables":
+        stage_tables(args.out)
+        return
     from modelweave import load_model
 
     model = load_model("smollm2-135m")
     if args.stage in ("fv", "all"):
         stage_fv(model, args.out, args)
-    if args.stage in ("heldout", "all"):
-        stage_heldout(model, args.out, args)
     if args.stage in ("steer", "all"):
         stage_steer(model, args.out, args)
     if args.stage == "bench":
         stage_bench(model, args.out, args)
     if args.stage == "all":
-        stage_figures(args.out)
+        stage_tables(args.out)
 
 
 if __name__ == "__main__":

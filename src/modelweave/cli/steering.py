@@ -41,6 +41,12 @@ def fv(
                                                "'all' (default).")] = None,
     effect_layers: Annotated[str | None, typer.Option(help="Layers whose heads' effects are "
                                                       "measured (default all).")] = None,
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of each "
+                                                 "task's word pairs held out: the accuracy "
+                                                 "uses only their query words.")] = 0.3,
+    null_draws: Annotated[int, typer.Option(min=0, help="Random-head FVs (matched by layer) "
+                                            "and equal-norm random vectors beside the FV.")]
+    = 20,
     seed: int = 0,
     seeds: SeedsOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default "
@@ -49,26 +55,28 @@ def fv(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
-    """Function vectors (Todd et al. 2023): head effects, the FV of the top heads, accuracy
-    zero-shot and on shuffled-label prompts with and without it. Writes fv.json,
+    """Function vectors (Todd et al. 2023): head effects on train word pairs, the FV of the
+    top heads, accuracy on held-out query words zero-shot and on shuffled-label prompts with
+    and without it, beside random-head FVs; intervals over prompts. Writes fv.json,
     fv.safetensors and figures to --out."""
+    from ..report.steering import null_cell, with_ci
     from .method_run import default_out, run_method
 
     def show(done) -> None:
         s = done.summary
         table = Table(title=f"Function vectors of {done.model.name} at layer {s['fv_layer']} "
                             f"({len(s['heads'])} heads)")
-        for col in ("task", "correct", f"{shots}-shot", "zero-shot", "+FV", "+layer mean",
-                    "shuffled", "+FV", "+layer mean"):
+        for col in ("task", "correct", f"{shots}-shot", "zero-shot", "+FV", "random heads",
+                    "shuffled", "+FV", "random heads"):
             table.add_column(col)
         for r in s["tasks"]:
             if "zero_shot_none" not in r:
                 table.add_row(r["task"], f"{r['n_correct']}", "-", *["-"] * 6)
                 continue
-            table.add_row(r["task"], str(r["n_correct"]), f"{r['ceiling_10shot']:.2f}",
-                          *(f"{r[k]:.2f}" for k in ("zero_shot_none", "zero_shot_fv",
-                                                     "zero_shot_layer_mean", "shuffled_none",
-                                                     "shuffled_fv", "shuffled_layer_mean")))
+            table.add_row(r["task"], str(r["n_correct"]), with_ci(r, "ceiling_10shot"),
+                          *(f(r, k) for s_ in ("zero_shot", "shuffled")
+                            for f, k in ((with_ci, f"{s_}_none"), (with_ci, f"{s_}_fv"),
+                                         (null_cell, f"{s_}_fv_null"))))
         console.print(table)
         if not s["heads"]:
             console.print(f"[yellow]no task had a query answered correctly {shots}-shot, so "
@@ -78,7 +86,8 @@ def fv(
 
     params = {"datasets": task, "n_clean": n_clean, "n_corrupt": n_corrupt, "n_eval": n_eval,
               "top_k": top_k, "shots": shots, "layer": layer, "layers": layers,
-              "effect_layers": effect_layers}
+              "effect_layers": effect_layers, "test_fraction": test_fraction,
+              "null_draws": null_draws}
     run_method("fv", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("fv"), json_out=json_out, device=device, dtype=dtype,
                show=show, seeds=seeds)
@@ -98,6 +107,13 @@ def steer(
     site: SiteOpt = "hook_resid_post",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     temperature: Annotated[float, typer.Option(min=0, help="0 = greedy.")] = 0.0,
+    words: Annotated[list[str] | None, typer.Option("--word", "-w", help="Target word; "
+                                                    "repeatable. The effect on the share of "
+                                                    "continuations with one is reported "
+                                                    "beside equal-norm random vectors.")]
+    = None,
+    null_draws: Annotated[int, typer.Option(min=0, help="Equal-norm random vectors steered "
+                                            "the same way (with --word).")] = 10,
     seed: int = 0,
     seeds: SeedsOpt = 1,
     save: Annotated[Path | None, typer.Option(help="Save the vector (PATH.safetensors + "
@@ -126,7 +142,8 @@ def steer(
 
     params = {"pairs": str(pairs), "prompts": list(prompt), "layer": layer, "scale": scale,
               "positions": positions, "method": method, "site": site,
-              "max_new_tokens": max_new_tokens, "temperature": temperature}
+              "max_new_tokens": max_new_tokens, "temperature": temperature,
+              "words": list(words) if words else None, "null_draws": null_draws}
     done = run_method("steer", model=model, task=None, params=params, n=len(prompt),
                       seed=seed, out=out or default_out("steer"), json_out=json_out,
                       device=device, dtype=dtype, show=show, seeds=seeds)

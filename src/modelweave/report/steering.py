@@ -3,6 +3,8 @@
 - :func:`effects_figure`: the heads' average indirect effect (layer x head heatmap);
 - :func:`sweep_figure`: top-1 accuracy by the layer the FV is added at, zero-shot and on
   shuffled-label prompts, against no vector and the layer-mean baseline, one panel per task;
+- :func:`headline_table`: held-out accuracies with intervals, beside the random-head FV and
+  the equal-norm random vector;
 - :func:`samples_table`: steered and unsteered generations side by side (escaped HTML).
 """
 
@@ -69,12 +71,41 @@ def sweep_figure(run: FVRun):
     return fig
 
 
+def with_ci(row: dict, key: str) -> str:
+    """``0.42 [0.25, 0.58]`` from ``row[key]`` and ``row[key + "_ci"]`` ("" when absent)."""
+    if key not in row:
+        return ""
+    ci = row.get(f"{key}_ci")
+    return f"{row[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def null_cell(row: dict, key: str) -> str:
+    """``0.05 [0.00, 0.12], p 0.005``: a null's mean, 2.5-97.5% range and p ("" when
+    absent)."""
+    n = row.get(key)
+    if not n:
+        return ""
+    return f"{n['null_mean']:.2f} [{n['null_low']:.2f}, {n['null_high']:.2f}], p {n['p_value']:.2g}"
+
+
 def headline_table(run: FVRun) -> str:
-    """HTML table of the headline accuracies at the FV layer."""
-    keys = ["n_correct", "ceiling_10shot", "zero_shot_none", "zero_shot_fv",
-            "zero_shot_layer_mean", "shuffled_none", "shuffled_fv", "shuffled_layer_mean"]
-    return table(["task", *keys], [[r["task"], *(r.get(k, "") for k in keys)]
-                                   for r in run.headline()])
+    """HTML table of the held-out accuracies at the FV layer with their bootstrap intervals,
+    beside the random-head FV and the equal-norm random vector."""
+    head = ["task", "n_correct", "n_corrupt", "n_eval", "ceiling_10shot"]
+    rows = []
+    for r in run.headline():
+        cells = [r["task"], r.get("n_correct", ""), r.get("n_corrupt", ""), r.get("n_eval", ""),
+                 with_ci(r, "ceiling_10shot")]
+        for setting in ("zero_shot", "shuffled"):
+            cells += [with_ci(r, f"{setting}_none"), with_ci(r, f"{setting}_fv"),
+                      null_cell(r, f"{setting}_fv_null"),
+                      null_cell(r, f"{setting}_fv_null_vector"),
+                      with_ci(r, f"{setting}_layer_mean")]
+        rows.append(cells)
+    for setting in ("zero_shot", "shuffled"):
+        head += [f"{setting} none", f"{setting} +FV", f"{setting} random-head FV",
+                 f"{setting} equal-norm vector", f"{setting} +layer mean"]
+    return table(head, rows)
 
 
 def samples_table(rows: list[dict]) -> str:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ...planner import PlanSpec
 
 #: experiment parameter -> run_function_vectors argument
-SETTINGS = ("n_clean", "n_corrupt", "n_eval", "top_k", "shots", "layers", "effect_layers")
+SETTINGS = ("n_clean", "n_corrupt", "n_eval", "top_k", "shots", "layers", "effect_layers",
+            "test_fraction", "null_draws")
 
 
 @register
@@ -21,10 +22,14 @@ class FunctionVectors(MethodKind):
     """``- fv: {datasets: [antonym, capitalize], top_k: 10, layer: 10, layers: [4, 8, 12]}``:
     runs :func:`~modelweave.methods.steering.fv_eval.run_function_vectors` and writes
     ``fv.json`` and ``fv.safetensors`` (effects and vectors per task); its summary holds the
-    heads, the swept layers and each task's accuracies at the FV layer; :meth:`draw` makes the
-    effects heatmap and the layer sweep. ``datasets`` may name ``all`` (every ICL dataset);
-    ``layers`` and ``effect_layers`` may be written as on the command line, ``"0,4,8"`` or
-    ``all`` (every layer). ``modelweave fv`` runs one unit (``--task`` is ``datasets``)."""
+    heads, the swept layers and each task's held-out-word accuracies at the FV layer with
+    their intervals (``x_ci``) and nulls (``x_null``: random-head FVs matched by layer;
+    ``x_null_vector``: equal-norm random vectors); :meth:`draw` makes the effects heatmap and
+    the layer sweep. ``test_fraction`` (0.3) of each task's word pairs is held out for the
+    evaluation; ``null_draws`` (20) random head sets and vectors form the nulls.
+    ``datasets`` may name ``all`` (every ICL dataset); ``layers`` and ``effect_layers`` may
+    be written as on the command line, ``"0,4,8"`` or ``all`` (every layer).
+    ``modelweave fv`` runs one unit (``--task`` is ``datasets``)."""
 
     name = "fv"
     params = {"datasets": None, "layer": None, **dict.fromkeys(SETTINGS)}
@@ -103,11 +108,21 @@ class FunctionVectors(MethodKind):
                         "shuffled_fv"):
                 if key in t:
                     row[f"{t['task']} {key}"] = t[key]
+            for key in ("zero_shot_fv_null", "shuffled_fv_null"):
+                if key in t:
+                    row[f"{t['task']} {key}_mean"] = t[key]["null_mean"]
+                    row[f"{t['task']} {key}_p"] = t[key]["p_value"]
         return row
 
     def headline(self, summary: dict) -> str:
-        return "; ".join(f"{t['task']}: zero-shot {t.get('zero_shot_none', 0):.2f}->"
-                         f"{t.get('zero_shot_fv', 0):.2f}" for t in summary["tasks"])[:200]
+        def one(t: dict) -> str:
+            text = (f"{t['task']}: zero-shot {t.get('zero_shot_none', 0):.2f}->"
+                    f"{t.get('zero_shot_fv', 0):.2f}")
+            if "zero_shot_fv_null" in t:
+                text += f" (random heads {t['zero_shot_fv_null']['null_mean']:.2f})"
+            return text
+
+        return "; ".join(one(t) for t in summary["tasks"])[:240]
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """Per model: the headline table, the AIE heatmap and the layer sweep."""

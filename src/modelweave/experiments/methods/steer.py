@@ -13,11 +13,6 @@ if TYPE_CHECKING:
     from ...planner import PlanSpec
 
 
-def _share(texts: list[str], words: set[str]) -> float:
-    found = [bool({w.strip(".,!?;:'\"()").lower() for w in t.split()} & words) for t in texts]
-    return sum(found) / max(len(found), 1)
-
-
 @register
 class Steer(MethodKind):
     """``- steer: {pairs: pairs.jsonl, prompts: ["I think"], layer: 6, scale: 4.0,
@@ -26,13 +21,18 @@ class Steer(MethodKind):
     (``all``, ``last``, ``N``, ``N:`` or ``N:M``) while generating ``max_new_tokens`` tokens per
     prompt (greedy; ``temperature`` > 0 samples with the run's seed); writes ``steer.json``
     (generations, and with ``words`` the share of continuations containing one of them) and
-    the vector (``vector.safetensors`` + ``vector.json``). ``modelweave steer`` runs one unit
-    (``--prompt`` is ``prompts``)."""
+    the vector (``vector.safetensors`` + ``vector.json``). With ``words``, the effect (steered
+    minus unsteered share, and the change in the words' next-token log-probability) comes
+    with its bootstrap interval over prompts (``x_ci``) and beside ``null_draws`` (10)
+    equal-norm random vectors applied at the same site, layer, positions and scale
+    (``x_null``; :func:`~modelweave.methods.steering.controls.steering_null`). A prompt that
+    is (the start of) a pair text is refused. ``modelweave steer`` runs one unit (``--prompt``
+    is ``prompts``)."""
 
     name = "steer"
     params = {"pairs": None, "prompts": None, "layer": None, "scale": None, "positions": None,
               "method": ("mean", "pca", "pca_centred"), "site": None, "max_new_tokens": None,
-              "temperature": None, "words": None}
+              "temperature": None, "words": None, "null_draws": None}
     per_model = True
     id_params = ("layer",)
     title, section, noun, order = "Steering", "steer", "steering", 71
@@ -45,16 +45,25 @@ class Steer(MethodKind):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ConfigError(f"{where}.prompts: a list of prompts to continue")
         from ...errors import ModelWeaveError
+        from ...methods.steering.controls import check_disjoint_prompts
         from ...methods.steering.vectors import load_pairs_file
         from ...models.steering import parse_positions
 
-        for key, check in (("positions", parse_positions), ("pairs", load_pairs_file)):
+        def disjoint(pairs) -> None:
+            check_disjoint_prompts(prompts, *load_pairs_file(pairs))
+
+        for key, check in (("positions", parse_positions), ("pairs", load_pairs_file),
+                           ("pairs", disjoint)):
             try:  # a bad spec or pairs file fails before any model loads
                 check(params.get(key))
             except ModelWeaveError as err:
                 if not where:  # a command's flag: the library's own one-line error
                     raise
                 raise ConfigError(f"{where}.{key}: {err}") from None
+        draws = 10 if params.get("null_draws") is None else params["null_draws"]
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+            raise ConfigError(f"{where}.null_draws: a count of random vectors, 0 or more "
+                              f"(got {draws!r})")
         return params
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
@@ -71,18 +80,29 @@ class Steer(MethodKind):
         sv.save(folder / "vector")
         prompts, n_new = list(p["prompts"]), int(p.get("max_new_tokens", 20))
         sampling = {"temperature": p.get("temperature", 0.0), "seed": experiment.seed}
-        plain = model.generate(prompts, n_new, **sampling)
-        with model.steer(sv.at(sv.layers[0]), layer=sv.layers[0], scale=p.get("scale", 4.0),
-                         positions=p.get("positions"), site=site):
-            steered = model.generate(prompts, n_new, **sampling)
-        rows = [{"prompt": q, "unsteered": u, "steered": s}
-                for q, u, s in zip(prompts, plain.texts, steered.texts, strict=True)]
-        summary = {"layer": sv.layers[0], "scale": p.get("scale", 4.0),
+        where = {"layer": sv.layers[0], "scale": p.get("scale", 4.0),
+                 "positions": p.get("positions"), "site": site}
+        summary = {"layer": sv.layers[0], "scale": where["scale"],
                    "norm": float(sv.vectors[0].norm()), "n_pairs": sv.n_pairs}
-        if p.get("words"):
-            words = {w.lower() for w in p["words"]}
-            summary["share_unsteered"] = _share(plain.texts, words)
-            summary["share_steered"] = _share(steered.texts, words)
+        vector = sv.at(sv.layers[0])
+        draws = 10 if p.get("null_draws") is None else int(p["null_draws"])
+        if p.get("words") and draws:
+            summary.update(_with_null(model, vector, prompts, p["words"], n_new, sampling,
+                                      where, draws, experiment.seed))
+            plain, steered = summary.pop("texts")
+        else:
+            plain = model.generate(prompts, n_new, **sampling).texts
+            with model.steer(vector, **where):
+                steered = model.generate(prompts, n_new, **sampling).texts
+            if p.get("words"):
+                from ...methods.steering.controls import words_of
+
+                words = {w.lower() for w in p["words"]}
+                summary["share_unsteered"], summary["share_steered"] = (
+                    sum(bool(words_of(t) & words) for t in texts) / len(texts)
+                    for texts in (plain, steered))
+        rows = [{"prompt": q, "unsteered": u, "steered": s}
+                for q, u, s in zip(prompts, plain, steered, strict=True)]
         write_json(folder / "steer.json", {**summary, "generations": rows})
         return summary
 
@@ -107,6 +127,12 @@ class Steer(MethodKind):
         return read_json(folder / "steer.json")
 
     def headline(self, summary: dict) -> str:
+        if "effect_null" in summary:
+            n = summary["effect_null"]
+            return (f"share with words {summary['share_unsteered']:.2f} -> "
+                    f"{summary['share_steered']:.2f} (effect {summary['effect']:+.2f} "
+                    f"[{summary['effect_ci'][0]:+.2f}, {summary['effect_ci'][1]:+.2f}]; "
+                    f"equal-norm random vectors {n['null_mean']:+.2f}, p = {n['p_value']:.2g})")
         if "share_steered" in summary:
             return (f"share with words {summary['share_unsteered']:.2f} -> "
                     f"{summary['share_steered']:.2f}")
@@ -122,8 +148,40 @@ class Steer(MethodKind):
             result = self.load(ctx.folder(uid), record)
             effect = (f"; share with target words {result['share_unsteered']:.2f} -> "
                       f"{result['share_steered']:.2f}" if "share_steered" in result else "")
+            if "effect_null" in result:
+                effect += "; " + self.headline(result).split("(", 1)[1].rstrip(")")
             parts.append(f"<h3>{escape(record['model'])}: layer {result['layer']}, scale "
                          f"{result['scale']}, {result['n_pairs']} pairs, norm "
                          f"{result['norm']:.2f}{escape(effect)}</h3>")
             parts.append(samples_table(result["generations"]))
         return "".join(parts)
+
+
+def _with_null(model, vector, prompts: list[str], words: list[str], n_new: int,
+               sampling: dict, where: dict, draws: int, seed: int) -> dict:
+    """Word shares and log-probabilities with intervals, beside equal-norm random vectors
+    (``texts``: the unsteered and steered continuations)."""
+    from ...methods.steering.controls import (
+        steering_null,
+        target_logprob,
+        word_hits,
+        word_token_ids,
+    )
+    from ...metrics.uncertainty import bootstrap_stat
+
+    texts: list[list[str]] = []
+    share = steering_null(model, vector, word_hits(model, prompts, words, n_new, texts,
+                                                   **sampling),
+                          n_draws=draws, seed=seed, **where)
+    logp = steering_null(model, vector, target_logprob(model, prompts,
+                                                       word_token_ids(model, words)),
+                         n_draws=draws, seed=seed, **where)
+    out = {"texts": (texts[0], texts[1]), "n_prompts": len(prompts), "null_draws": draws,
+           "applied": share.record}
+    for key, values in (("share_unsteered", share.base), ("share_steered", share.treated)):
+        agg = bootstrap_stat(values)
+        out[key], out[f"{key}_ci"] = agg.mean, [agg.ci_low, agg.ci_high]
+    out.update(effect=share.effect, effect_ci=share.effect_ci, effect_null=share.effect_null,
+               logprob_effect=logp.effect, logprob_effect_ci=logp.effect_ci,
+               logprob_effect_null=logp.effect_null)
+    return out

@@ -3,7 +3,9 @@
 
 Modules: :mod:`.vectors` (contrastive directions), :mod:`.ablation` (directional ablation by
 hooks and by weight edits), :mod:`.fv` (function vectors: head means, indirect effects, the
-vector) and :mod:`.fv_eval` (its evaluation). Adding a vector at absolute positions and
+vector), :mod:`.fv_eval` (its evaluation on held-out words, beside random-head FVs) and
+:mod:`.controls` (equal-norm random vectors and random ablated directions beside a vector's
+effect, with bootstrap intervals over prompts). Adding a vector at absolute positions and
 KV-cached generation are the model's own (``model.steer``, ``model.generate``:
 :mod:`modelweave.models.steering`, :mod:`modelweave.models.generation`); ``steer``,
 ``generate`` and ``Generation`` are re-exported here.
@@ -12,9 +14,10 @@ KV-cached generation are the model's own (``model.steer``, ``model.generate``:
 from ...models.generation import Generation, generate
 from ...models.steering import steer
 from .ablation import ablate_direction, ablate_weights, save_ablated
+from .controls import NullResult, ablation_null, steering_null
 from .fv_eval import FVRun, run_function_vectors
 from .vectors import SteeringVectors, contrastive_vectors, load_pairs_file
 
-__all__ = ["FVRun", "Generation", "SteeringVectors", "ablate_direction", "ablate_weights",
-           "contrastive_vectors", "generate", "load_pairs_file", "run_function_vectors",
-           "save_ablated", "steer"]
+__all__ = ["FVRun", "Generation", "NullResult", "SteeringVectors", "ablate_direction",
+           "ablate_weights", "ablation_null", "contrastive_vectors", "generate",
+           "load_pairs_file", "run_function_vectors", "save_ablated", "steer", "steering_null"]

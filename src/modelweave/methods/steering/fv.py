@@ -111,11 +111,17 @@ def project_head(model, layer: int, head: int, z: torch.Tensor,
     return out
 
 
-def length_groups(batch: TaskBatch) -> list[TaskBatch]:
-    """Sub-batches of prompts of one token length each (trimmed), longest first."""
+def length_index_groups(batch: TaskBatch) -> list[list[int]]:
+    """The batch's row indices grouped by token length, longest first."""
     lengths = batch.lengths.tolist()
-    return [batch.select([i for i, n in enumerate(lengths) if n == length]).trimmed()
+    return [[i for i, n in enumerate(lengths) if n == length]
             for length in sorted(set(lengths), reverse=True)]
+
+
+def length_groups(batch: TaskBatch) -> list[TaskBatch]:
+    """Sub-batches of prompts of one token length each (trimmed), longest first (the rows of
+    :func:`length_index_groups`)."""
+    return [batch.select(rows).trimmed() for rows in length_index_groups(batch)]
 
 
 def _answer_prob(answers: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
