@@ -76,7 +76,7 @@ def test_every_stage_agrees_with_a_direct_computation(trained, results):
         agree += sum((a > 0) == (e > 0) for a, e in zip(r.confirm["attribution"],
                                                         r.confirm["exact"], strict=True))
         assert set(r.seconds) == {"prompts", "localise", "neurons", "maps", "classify",
-                                  "knockouts"}
+                                  "nulls", "knockouts"}
     # attribution signs agree with exact patching, pooled over both operators' 20 neurons (one
     # operator's count swings with float rounding: 13..20 over seeds and paths; seed 0's "+"
     # is 19 with 1 thread but 14 with 2). Measured on an AMD EPYC, seeds 0..4, AVX512 kernels /
