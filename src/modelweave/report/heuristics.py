@@ -31,8 +31,9 @@ def null_text(summary: dict, which: str = "") -> str:
         return "-"
     if "p_value" not in null:
         return f"not computed: {null.get('reason', '')}"
+    ratio = "x inf" if null["ratio"] is None else f"x{null['ratio']:.2f}"
     return (f"null {null['null_mean']:.2f} [{null['null_low']:.2f}, {null['null_high']:.2f}]; "
-            f"x{null['ratio']:.2f}, p = {null['p_value']:.2g}")
+            f"{ratio}, p = {null['p_value']:.2g}")
 
 
 def _label(matches, n: int = 2) -> str:

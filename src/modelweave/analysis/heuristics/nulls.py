@@ -107,7 +107,19 @@ class NullResult:
 
     @property
     def comparison(self) -> NullComparison | None:
-        return NullComparison(**self.share) if self.share else None
+        """:attr:`share` as a NullComparison (a ratio over a zero null mean is NaN)."""
+        if not self.share:
+            return None
+        ratio = self.share["ratio"]
+        return NullComparison(**{**self.share, "ratio": float("nan") if ratio is None
+                                 else ratio})
+
+
+def _finite(data: dict) -> dict:
+    """``data`` with non-finite floats (a ratio over a zero null mean) as None (JSON-safe,
+    equal after a round trip)."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in data.items()}
 
 
 def _label_table(observed: list[set[str]], null_sets: list[list[set[str]]], what: str,
@@ -125,9 +137,9 @@ def _label_table(observed: list[set[str]], null_sets: list[list[set[str]]], what
         else:
             values = [sum(label in s for s in draw) / max(len(draw), 1) for draw in null_sets]
         c = compare(count / n, values, null=f"{what}: share with {label}")
-        out[label] = {"observed": c.observed, "null_mean": c.null_mean, "ratio": c.ratio,
-                      "p_value": c.p_value, "enriched": bool(c.p_value <= alpha and
-                                                             c.observed > c.null_mean)}
+        out[label] = _finite({"observed": c.observed, "null_mean": c.null_mean, "ratio": c.ratio,
+                              "p_value": c.p_value,
+                              "enriched": bool(c.p_value <= alpha and c.observed > c.null_mean)})
     return out
 
 
@@ -159,7 +171,7 @@ def random_null(top: list[tuple[int, int]], matched_of: Callable[[list[tuple[int
     rates = [sum(bool(x) for x in s) / len(s) for s in null_sets]
     what = f"random neurons of the same layers ({len(sets)} draws, same count per layer)"
     share = compare(sum(bool(x) for x in observed) / max(len(observed), 1), rates, null=what)
-    return NullResult("random", True, share=share.to_dict(), null_share=_interval(rates),
+    return NullResult("random", True, share=_finite(share.to_dict()), null_share=_interval(rates),
                       labels=_label_table(observed, null_sets, "random neurons", alpha))
 
 
@@ -178,7 +190,7 @@ def base_null(observed: list[set[str]], base: list[set[str]] | None, *, draws: i
     what = f"the same neurons on the base model (paired swap, {draws} draws)"
     share = compare(float(obs.mean()), values, null=what)
     agg = bootstrap_stat(ref, seed=seed)
-    return NullResult("base", True, share=share.to_dict(),
+    return NullResult("base", True, share=_finite(share.to_dict()),
                       null_share={"mean": agg.mean, "ci_low": agg.ci_low,
                                   "ci_high": agg.ci_high, "n": agg.n},
                       labels=_label_table(observed, [], "base model", alpha, paired=base,
@@ -198,7 +210,7 @@ def permuted_null(maps: NeuronMaps, classify: Classifier, observed: list[set[str
     rates = [sum(bool(x) for x in s) / max(len(s), 1) for s in null_sets]
     what = f"the same maps with prompts permuted ({draws} draws)"
     share = compare(sum(bool(x) for x in observed) / max(len(observed), 1), rates, null=what)
-    return NullResult("permuted", True, share=share.to_dict(), null_share=_interval(rates),
+    return NullResult("permuted", True, share=_finite(share.to_dict()), null_share=_interval(rates),
                       labels=_label_table(observed, null_sets, "permuted maps", alpha))
 
 

@@ -224,15 +224,17 @@ def decode(model: Model, heldout: TaskBatch, s: Settings) -> Decoding:
 
 def classify_top(model: Model, operator: str, s: Settings, ranking: torch.Tensor, first: int,
                  *, base: Model | None = None, progress: Progress = None,
-                 seconds: dict | None = None) -> tuple[NeuronMaps, dict, dict[str, NullResult]]:
+                 seconds: dict | None = None, grid: TaskBatch | None = None,
+                 ) -> tuple[NeuronMaps, dict, dict[str, NullResult]]:
     """Stage 5: maps of the top ``classify_k`` neurons per layer of ``ranking`` [n_layers,
-    d_mlp] from ``first`` over the operator's grid, their matches (neuron -> matches) and the
-    nulls of :mod:`.nulls` (``s.nulls``; ``base``: the base model for the base null). Wall
-    times go into ``seconds`` (``maps``, ``classify``, ``nulls``)."""
+    d_mlp] from ``first`` over the operator's grid (``grid``, default ``s.grid``), their
+    matches (neuron -> matches) and the nulls of :mod:`.nulls` (``s.nulls``; ``base``: the
+    base model for the base null). Wall times go into ``seconds`` (``maps``, ``classify``,
+    ``nulls``)."""
     sec = {} if seconds is None else seconds
     c = model.cfg
     with _timed(sec, "maps"):
-        grid = s.grid(model, operator)
+        grid = s.grid(model, operator) if grid is None else grid
         top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
         neurons = [(L, n) for L, idx in top.items() for n in idx]
         acts = grid_activations(model, grid, range(first, c.n_layers), progress=progress)
