@@ -99,7 +99,10 @@ def one(model, base, op: str, s: Settings, train: set) -> dict:
 def aggregate(runs: list[dict]) -> dict:
     """Across seeds (t-interval): share matched, each null's mean, ratio, p (max too)."""
     def agg(values):
-        a = across_seeds([v for v in values if v is not None and np.isfinite(v)])
+        finite = [v for v in values if v is not None and np.isfinite(v)]
+        if not finite:
+            return {"mean": None, "ci": [None, None], "values": list(values)}
+        a = across_seeds(finite)
         return {"mean": a.mean, "ci": [a.ci_low, a.ci_high], "values": list(values)}
 
     out = {"share_matched": agg([r["share_matched"] for r in runs]),

@@ -34,7 +34,7 @@ from modelweave.tasks import TaskError
 LABELS = ["op1_range_20_30", "op2_3mod5", "result_3mod10", "result_range_40_50",
           "same_operand", "both_operands_1mod2", "op1_0mod4", "result_pattern_1.3",
           "op2_range_50_60", "result_range_130_140"]
-SIGMA = 0.3  # recall 0.99, no noise map matched (measured; 0.4 gives 0.74, 0.5 gives 0.49)
+SIGMA = 0.3  # recall 1.00 here (measured; 0.4 gives 0.72, 0.5 gives 0.42)
 LAYERS, PER_LAYER, PLANTED_PER_LAYER = (0, 1, 2, 3), 120, 15
 
 
@@ -90,9 +90,12 @@ def _stack(world, neurons, which="maps") -> NeuronMaps:
 def test_planted_heuristics_are_found_with_measured_precision_and_recall(world):
     """Recall: the planted label is among a planted neuron's matches. Precision: a reported
     label is nested with the planted one (its prompt set contains or is contained in it: a
-    true statement about the map); noise maps must match nothing. Measured at SIGMA 0.3:
-    recall 0.99 (one same_operand neuron of 60 missed: 25 prompts, the sparsest label),
-    precision >= 0.96; pure-noise maps: 0 of 100 match."""
+    true statement about the map); noise maps must match nothing. Measured on this world
+    (60 planted neurons, 1.43 labels each): recall 1.00 and precision 1.00 at SIGMA 0.2 and
+    0.3; at 0.4 recall falls to 0.72 and at 0.5 to 0.42 (precision stays 1.00): sparse labels
+    (same_operand, 25 prompts) are lost first. The bounds (0.95, 0.95) hold at 0.3 with room;
+    the background smooth neurons match at 0.795 (random neurons of the un-fine-tuned model:
+    0.82 for +, 0.67 for -). Pure-noise maps: 0 of 100 match."""
     truth, sets = world["truth"], world["sets"]
     neurons = sorted(truth)
     found = world["matched_of"](neurons)
@@ -105,7 +108,7 @@ def test_planted_heuristics_are_found_with_measured_precision_and_recall(world):
 
     precision = np.mean([nested(name, truth[x]) for x, name in pairs])
     assert recall >= 0.95, recall
-    assert precision >= 0.9, precision
+    assert precision >= 0.95, precision
     g = torch.Generator().manual_seed(5)
     noise = torch.randn(100, len(world["a"]), generator=g)
     assert not any(world["classify"](noise, noise))  # the chance guard
