@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--operators", default="+,-")
     parser.add_argument("--grid-fraction", type=float, default=0.25)
     parser.add_argument("--n-prompts", type=int, default=300)
-    parser.add_argument("--held-out", type=int, default=300)
+    parser.add_argument("--held-out", type=int, default=300, help="0: not measured")
     parser.add_argument("--max-op", type=int, default=100)
     parser.add_argument("--null-draws", type=int, default=100)
     parser.add_argument("--permutation-draws", type=int, default=20)
@@ -140,7 +140,9 @@ def main() -> None:
     study: dict = {"model": str(Path(args.finetune) / "merged"), "base": args.base,
                    "train_prompts": len(train), "args": vars(args), "held_out": {}}
     start = time.perf_counter()
-    for op in args.operators.split(","):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for op in args.operators.split(",") if args.held_out else ():
         study["held_out"][op] = {
             "finetune": held_out_accuracy(model, op, train, args.held_out, args.max_op),
             "base": held_out_accuracy(base, op, train, args.held_out, args.max_op)}
@@ -157,6 +159,8 @@ def main() -> None:
             run = one(model, base, op, s, train)
             run["seed"], run["seconds_total"] = seed, round(time.perf_counter() - t, 1)
             runs.append(run)
+            study["runs"][OP_NAMES[op]] = runs  # written after every run
+            (out / "nulls.json").write_text(json.dumps(study, indent=1, default=str))
             print(json.dumps({k: run[k] for k in ("operator", "seed", "first_layer",
                                                   "share_matched", "top_labels",
                                                   "seconds_total")}), flush=True)
@@ -165,8 +169,6 @@ def main() -> None:
                       flush=True)
         study["runs"][OP_NAMES[op]] = runs
         study.setdefault("aggregate", {})[OP_NAMES[op]] = aggregate(runs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "nulls.json").write_text(json.dumps(study, indent=1, default=str))
     print(json.dumps(study["aggregate"], default=str))
     print(f"study: {out / 'nulls.json'}")
