@@ -26,6 +26,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from modelweave import load_model
+from modelweave.analysis.heuristics.maps import grid_activations
 from modelweave.analysis.heuristics.neurons import (
     first_decodable_layer,
     neuron_attribution,
@@ -67,7 +68,10 @@ def held_out_accuracy(model, op: str, train: set, n: int, op_max: int, seed: int
     return {"accuracy": agg.mean, "ci": [agg.ci_low, agg.ci_high], "n": len(sample)}
 
 
-def one(model, base, op: str, s: Settings, train: set) -> dict:
+def one(model, base, op: str, s: Settings, train: set, shared: dict) -> dict:
+    """One seed. ``shared``: the grid (training prompts removed) and its activations on both
+    models, computed once for all seeds (the grid is the seed-0 one: seeds vary the prompts,
+    the ranking, the decodability split and the null draws)."""
     sec: dict = {}
     t = time.perf_counter()
     batch, removed = without(s.prompts(model, op), train)
@@ -75,10 +79,18 @@ def one(model, base, op: str, s: Settings, train: set) -> dict:
     ranking = rank_neurons(neuron_attribution(model, disc))
     decoded = decode(model, evalset if len(evalset) >= 20 else batch, s)
     first = first_decodable_layer(decoded)
-    grid, grid_removed = without(s.grid(model, op), train)
     sec["prompts_rank_decode"] = round(time.perf_counter() - t, 1)
+    if "grid" not in shared:
+        t = time.perf_counter()
+        shared["grid"], shared["grid_removed"] = without(s.grid(model, op), train)
+        layers = range(model.cfg.n_layers)
+        shared["acts"] = grid_activations(model, shared["grid"], layers)
+        shared["base_acts"] = grid_activations(base, shared["grid"], layers)
+        sec["grid_activations_once"] = round(time.perf_counter() - t, 1)
+    grid, grid_removed = shared["grid"], shared["grid_removed"]
     maps, matches, nulls = classify_top(model, op, s, ranking, first, base=base, seconds=sec,
-                                        grid=grid)
+                                        grid=grid, acts=shared["acts"],
+                                        base_acts=shared["base_acts"])
     counts: dict[str, int] = {}
     for ms in matches.values():
         for m in {x.name for x in ms}:
@@ -150,13 +162,13 @@ def main() -> None:
     study["seconds_held_out"] = round(time.perf_counter() - start, 1)
     study["runs"] = {}
     for op in args.operators.split(","):
-        runs = []
+        runs, shared = [], {}
         for seed in map(int, args.seeds.split(",")):
             s = Settings(operators=(op,), n_prompts=args.n_prompts, seed=seed, op_max=args.max_op,
                          grid_fraction=args.grid_fraction, null_draws=args.null_draws,
                          permutation_draws=args.permutation_draws)
             t = time.perf_counter()
-            run = one(model, base, op, s, train)
+            run = one(model, base, op, s, train, shared)
             run["seed"], run["seconds_total"] = seed, round(time.perf_counter() - t, 1)
             runs.append(run)
             study["runs"][OP_NAMES[op]] = runs  # written after every run

@@ -227,13 +227,15 @@ def classification_nulls(model: Model, acts: GridActivations, maps: NeuronMaps,
                          base: Model | None = None, grid: TaskBatch | None = None,
                          which: Sequence[str] = NULLS, draws: int = 100,
                          permutations: int = 20, seed: int = 0, alpha: float = 0.05,
-                         chunk: int = 2048) -> dict[str, NullResult]:
+                         chunk: int = 2048,
+                         base_acts: GridActivations | None = None) -> dict[str, NullResult]:
     """The nulls of the module docstring for the top neurons' ``maps`` and ``matches``.
 
     ``acts``: the grid's activations of (at least) the top neurons' layers on ``model``
     (random neurons' maps are sliced from it, ``chunk`` neurons at a time); ``classify(key,
     kv)``: the classifier with the settings used for ``matches``; ``base`` and ``grid``: the
     base model and the grid its maps are computed on (``base=None``: that null says it was not
+    computed; ``base_acts``: the base model's activations on that grid, when already
     computed). Returns name -> :class:`NullResult` for each of ``which``.
     """
     unknown = sorted(set(which) - set(NULLS))
@@ -255,10 +257,11 @@ def classification_nulls(model: Model, acts: GridActivations, maps: NeuronMaps,
     if "base" in which:
         sets = None
         if base is not None:
-            if grid is None:
+            if grid is None and base_acts is None:
                 raise TaskError("the base-model null needs the grid its maps are computed on")
             check_base(model, base)
-            bm = neuron_maps(base, grid, maps.neurons)
+            bm = (base_acts.maps(base, maps.neurons) if base_acts is not None
+                  else neuron_maps(base, grid, maps.neurons))
             sets = labels_of(classify(bm.key, bm.kv))
         out["base"] = base_null(observed, sets, seed=seed, alpha=alpha)
     if "permuted" in which:

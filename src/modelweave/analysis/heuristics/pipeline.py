@@ -47,7 +47,7 @@ from ...tasks.arith import parse_operators
 from .classify import HeuristicMatch, classify_maps
 from .knockout import Knockout, PromptKnockout, heuristic_knockout, prompt_knockout
 from .localize import HeadCurve, PositionEffects, head_curve, position_effects
-from .maps import NeuronMaps, grid_activations
+from .maps import GridActivations, NeuronMaps, grid_activations
 from .neurons import (
     Decoding,
     NeuronCurve,
@@ -225,11 +225,14 @@ def decode(model: Model, heldout: TaskBatch, s: Settings) -> Decoding:
 def classify_top(model: Model, operator: str, s: Settings, ranking: torch.Tensor, first: int,
                  *, base: Model | None = None, progress: Progress = None,
                  seconds: dict | None = None, grid: TaskBatch | None = None,
+                 acts: GridActivations | None = None, base_acts: GridActivations | None = None,
                  ) -> tuple[NeuronMaps, dict, dict[str, NullResult]]:
     """Stage 5: maps of the top ``classify_k`` neurons per layer of ``ranking`` [n_layers,
     d_mlp] from ``first`` over the operator's grid (``grid``, default ``s.grid``), their
     matches (neuron -> matches) and the nulls of :mod:`.nulls` (``s.nulls``; ``base``: the
-    base model for the base null). Wall times go into ``seconds`` (``maps``, ``classify``,
+    base model for the base null). ``acts`` / ``base_acts``: the grid's activations on the
+    model / the base model when already computed (shared across seeds of prompts: they do not
+    depend on the ranking). Wall times go into ``seconds`` (``maps``, ``classify``,
     ``nulls``)."""
     sec = {} if seconds is None else seconds
     c = model.cfg
@@ -237,7 +240,8 @@ def classify_top(model: Model, operator: str, s: Settings, ranking: torch.Tensor
         grid = s.grid(model, operator) if grid is None else grid
         top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
         neurons = [(L, n) for L, idx in top.items() for n in idx]
-        acts = grid_activations(model, grid, range(first, c.n_layers), progress=progress)
+        if acts is None:
+            acts = grid_activations(model, grid, range(first, c.n_layers), progress=progress)
         maps = acts.maps(model, neurons)
     gated = is_gated(model)
 
@@ -253,6 +257,7 @@ def classify_top(model: Model, operator: str, s: Settings, ranking: torch.Tensor
         matches = dict(zip(neurons, found, strict=True))
     with _timed(sec, "nulls"):
         nulls = classification_nulls(model, acts, maps, found, classify, base=base, grid=grid,
+                                     base_acts=base_acts,
                                      which=s.nulls, draws=s.null_draws,
                                      permutations=s.permutation_draws, seed=s.seed,
                                      alpha=s.null_alpha) if neurons else {}
