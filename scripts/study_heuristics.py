@@ -138,7 +138,8 @@ def main() -> None:
     study["seconds_held_out"] = time.perf_counter() - start
     print(json.dumps({k: study[k] for k in ("held_out", "held_out_base")}), flush=True)
     start = time.perf_counter()
-    results = find_heuristics(model, "+,-", grid_fraction=args.grid_fraction, op_max=args.max_op,
+    results = find_heuristics(model, "+,-", base=base, grid_fraction=args.grid_fraction,
+                              op_max=args.max_op,
                               progress=lambda msg, *_: print(
                                   f"[{time.perf_counter() - start:.0f}s] {msg}", flush=True))
     study["seconds_pipeline"] = time.perf_counter() - start

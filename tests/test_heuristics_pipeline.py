@@ -76,7 +76,7 @@ def test_every_stage_agrees_with_a_direct_computation(trained, results):
         agree += sum((a > 0) == (e > 0) for a, e in zip(r.confirm["attribution"],
                                                         r.confirm["exact"], strict=True))
         assert set(r.seconds) == {"prompts", "localise", "neurons", "maps", "classify",
-                                  "knockouts"}
+                                  "nulls", "knockouts"}
     # attribution signs agree with exact patching, pooled over both operators' 20 neurons (one
     # operator's count swings with float rounding: 13..20 over seeds and paths; seed 0's "+"
     # is 19 with 1 thread but 14 with 2). Measured on an AMD EPYC, seeds 0..4, AVX512 kernels /
@@ -145,6 +145,15 @@ def test_results_round_trip(tmp_path, trained, results):
         assert torch.equal(a.ranking, b.ranking) and torch.equal(a.maps.kv, b.maps.kv)
         assert a.matches == b.matches and a.knockouts == b.knockouts
     assert back.by_operator("-").operator == "-"
+    for a in back.results:  # the nulls travel with the results
+        assert set(a.nulls) == {"random", "base", "permuted"} and a.decoding is not None
+        assert not a.nulls["base"].computed  # no base model given
+    from modelweave.experiments.methods.heuristics import Heuristics
+
+    names = Heuristics().components(tmp_path, {})
+    assert names == sorted({f"m{L}.n{n}" for r in results for (L, n), ms in r.matches.items()
+                            if ms}, key=lambda x: tuple(int(v) for v in x[1:].split(".n")))
+    assert names  # some top neurons match
 
 
 def test_emergence_over_checkpoints(trained):

@@ -21,7 +21,9 @@ TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="Top neurons per la
                                       "(the paper: 50 to 200).")]
 FirstLayerOpt = Annotated[int | None, typer.Option(help="First layer of neuron subsets "
                                                    "(default: the first layer a probe reads "
-                                                   "the answer from).")]
+                                                   "the answer from on held-out prompts "
+                                                   "better than the majority-class baseline; "
+                                                   "every layer if none).")]
 GridFractionOpt = Annotated[float, typer.Option(help="Share of the operand grid read for key "
                                                 "maps.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -48,6 +50,18 @@ def heuristics(
     threshold: Annotated[float, typer.Option(help="Heuristic match threshold.")] = 0.6,
     min_neurons: Annotated[int, typer.Option(help="Knock out heuristics with at least this "
                                              "many neurons.")] = 10,
+    base: Annotated[str | None, typer.Option("--base", help="The base model (e.g. "
+                                             "smollm2-135m for a fine-tune of it): the same "
+                                             "neurons' maps on it are a null of the "
+                                             "classification (not computed without it).")]
+    = None,
+    null_draws: Annotated[int, typer.Option(min=1, help="Random-neuron null draws (matched "
+                                            "by layer).")] = 100,
+    permutation_draws: Annotated[int, typer.Option(min=1, help="Prompt-permuted null "
+                                                   "draws.")] = 20,
+    decodable_margin: Annotated[float, typer.Option(help="Accuracy gain over the majority "
+                                                    "baseline a decodable layer needs.")]
+    = 0.1,
     seed: int = 0,
     seeds: SeedsOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
@@ -59,12 +73,14 @@ def heuristics(
     """Find the MLP neurons that do arithmetic and the heuristics they implement: circuit of
     heads + MLPs, neurons per layer for faithfulness, key/key-value maps classified, knockouts.
     Writes heuristics.json, tensors and figures to --out."""
+    from ..report.heuristics import null_text, share_text
     from .method_run import default_out, run_method
 
     def show(done) -> None:
         table = Table(title=f"Heuristic neurons of {done.model.name}")
         for col in ("op", "prompts (disc/eval)", "heads", "F heads+MLPs", "first layer",
-                    "neurons/layer", "F neurons", "matched", "knockouts"):
+                    "neurons/layer", "F neurons", "matched [95% CI]", "random neurons",
+                    "base model", "permuted maps", "knockouts"):
             table.add_column(col)
         for s in done.summary["operators"]:
             f_neurons = s["neuron_faithfulness"]
@@ -72,14 +88,17 @@ def heuristics(
                           f"{s['circuit_faithfulness']:.3f}", str(s["first_layer"]),
                           f"{s['neurons_per_layer']} ({s['neuron_share']:.1%})",
                           "-" if f_neurons is None else f"{f_neurons:.3f}",
-                          f"{s['share_matched']:.0%} of {s['classified']}", str(s["knockouts"]))
+                          f"{share_text(s)} of {s['classified']}", null_text(s, ""),
+                          null_text(s, "_base"), null_text(s, "_permuted"), str(s["knockouts"]))
         console.print(table)
 
     params = {"operators": operators, "op_min": op_min, "max_op": max_op,
               "result_max": result_max, "step": step, "n_prompts": n_prompts,
               "n_discovery": n_discovery, "n_eval": n_eval, "top_k": top_k,
               "first_layer": first_layer, "grid_fraction": grid_fraction,
-              "threshold": threshold, "min_neurons": min_neurons}
+              "threshold": threshold, "min_neurons": min_neurons, "base": base,
+              "null_draws": null_draws, "permutation_draws": permutation_draws,
+              "decodable_margin": decodable_margin}
     run_method("heuristics", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("heuristics"), json_out=json_out, device=device,
                dtype=dtype, show=show, seeds=seeds)

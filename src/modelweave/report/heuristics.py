@@ -17,6 +17,25 @@ from pathlib import Path
 from ..analysis.heuristics.pipeline import OperatorResult
 
 
+def share_text(summary: dict) -> str:
+    """``"0.93 [0.91, 0.95]"``: an operator summary's share matched with its interval."""
+    ci = summary.get("share_matched_ci") or [float("nan")] * 2
+    return f"{summary['share_matched']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def null_text(summary: dict, which: str = "") -> str:
+    """One null of an operator summary (``""`` random neurons, ``"_base"``, ``"_permuted"``):
+    ``"null 0.81 [0.77, 0.85]; x1.15, p = 0.01"``, or why it was not computed."""
+    null = summary.get(f"share_matched_null{which}")
+    if not null:
+        return "-"
+    if "p_value" not in null:
+        return f"not computed: {null.get('reason', '')}"
+    ratio = "x inf" if null["ratio"] is None else f"x{null['ratio']:.2f}"
+    return (f"null {null['null_mean']:.2f} [{null['null_low']:.2f}, {null['null_high']:.2f}]; "
+            f"{ratio}, p = {null['p_value']:.2g}")
+
+
 def _label(matches, n: int = 2) -> str:
     return ", ".join(f"{m.name} ({m.score:.2f})" for m in matches[:n]) or "no heuristic"
 

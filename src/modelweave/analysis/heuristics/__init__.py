@@ -6,6 +6,8 @@ heuristics (operand ranges, residues, digit patterns...) each implements.
 - :mod:`.neurons`: neuron attribution, exact confirmation, the decodable layer, top-k curves.
 - :mod:`.maps`: key and key-value maps over an operand grid.
 - :mod:`.classify`: matching maps against heuristic families (:func:`classify_map`).
+- :mod:`.nulls`: the same classification of random neurons of the same layers, the base model
+  and prompt-permuted maps; enrichment with p-values.
 - :mod:`.knockout`: zero-ablation of one heuristic's neurons, per-prompt knockouts.
 - :mod:`.pipeline`: all of it for one model (:func:`.pipeline.find_heuristics`).
 """

@@ -32,7 +32,7 @@ from ...tasks import TaskBatch, TaskError
 from .classify import classify_maps
 from .maps import neuron_maps
 from .neurons import (
-    decodability,
+    decoding,
     first_decodable_layer,
     neuron_attribution,
     rank_neurons,
@@ -121,8 +121,8 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
     batch = s.prompts(final_model, operator)
     first = s.first_layer
     if first is None:
-        first = first_decodable_layer(decodability(final_model, batch, s.decodable),
-                                      s.decodable_threshold)
+        first = first_decodable_layer(decoding(final_model, batch, s.decodable,
+                                               s.decodable_margin, seed=s.seed))
     final = checkpoint_matches(final_model, steps[-1], operator, s, first, batch)
     stage.advance()
     rows, stage = [], Steps(progress, "checkpoints", len(checkpoints))

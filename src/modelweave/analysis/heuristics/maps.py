@@ -77,30 +77,74 @@ def unit_values(model: Model, neurons: list[tuple[int, int]],
     return torch.stack(out).cpu() if out else torch.zeros(0, len(tokens))
 
 
+@dataclass
+class GridActivations:
+    """Every neuron's activation at the last position over one grid, for some layers: what
+    key maps are sliced from (one forward pass serves the top neurons and any null's).
+
+    Attributes:
+        acts: layer -> [N, d_mlp] activations (``mlp.hook_post``, float32, CPU).
+        scales: layer -> [N] post-norm scales (OLMo-2; empty otherwise).
+        answers: [N] answer tokens; op1, op2: [N] operands; operator: the grid's.
+    """
+
+    acts: dict[int, torch.Tensor]
+    scales: dict[int, torch.Tensor]
+    answers: torch.Tensor
+    op1: torch.Tensor
+    op2: torch.Tensor
+    operator: str
+
+    def maps(self, model: Model, neurons: list[tuple[int, int]]) -> NeuronMaps:
+        """:class:`NeuronMaps` of ``neurons`` (their layers must be in ``acts``)."""
+        missing = sorted({L for L, _ in neurons} - set(self.acts))
+        if missing:
+            raise ValueError(f"no activations of layer {missing[0]} on this grid")
+        n = len(self.answers)
+        key = torch.zeros(len(neurons), n)
+        scale = torch.ones(len(neurons), n)
+        for L in sorted({L for L, _ in neurons}):
+            rows = [i for i, (L2, _) in enumerate(neurons) if L2 == L]
+            cols = torch.tensor([neurons[i][1] for i in rows])
+            key[rows] = self.acts[L][:, cols].T
+            if L in self.scales:
+                scale[rows] = self.scales[L][None]
+        kv = key * scale * unit_values(model, neurons, self.answers)
+        return NeuronMaps(list(neurons), key, kv, self.op1, self.op2, self.operator)
+
+
+@torch.no_grad()
+def grid_activations(model: Model, grid: TaskBatch, layers, *, batch_size: int = 128,
+                     progress: Progress = None) -> GridActivations:
+    """:class:`GridActivations` of ``layers`` over ``grid`` (one operator's prompts).
+    ``progress`` phase ``"maps"``: prompts done of ``len(grid)``."""
+    layers = sorted(set(layers))
+    sites = {L: f"blocks.{L}.mlp.hook_post" for L in layers}
+    scales = {L: f"blocks.{L}.mlp.hook_scale" for L in layers} if model.cfg.post_norm else {}
+    acts = {L: torch.zeros(len(grid), model.cfg.d_mlp) for L in layers}
+    scale = {L: torch.ones(len(grid)) for L in scales}
+    steps = Steps(progress, "maps", len(grid))
+    for start, part in grid.chunks(batch_size):
+        _, cache = model.run_with_cache(part.clean, [*sites.values(), *scales.values()],
+                                        attention_mask=part.mask)
+        rows = torch.arange(len(part))
+        for L, site in sites.items():
+            at = part.lengths.to(cache[site].device) - 1
+            acts[L][start:start + len(part)] = cache[site][rows, at].float().cpu()
+            if L in scales:
+                s = cache[scales[L]][rows, at].float().cpu()
+                scale[L][start:start + len(part)] = s.reshape(len(part), -1)[:, 0]
+        steps.advance(len(part))
+    meta = [ex.meta for ex in grid.examples]
+    return GridActivations(acts, scale, grid.answers.cpu(), torch.tensor([m["op1"] for m in meta]),
+                           torch.tensor([m["op2"] for m in meta]), meta[0]["op"])
+
+
 def neuron_maps(model: Model, grid: TaskBatch, neurons: list[tuple[int, int]], *,
                 batch_size: int = 128,
                 progress: Progress = None) -> NeuronMaps:
     """Key and key-value maps of ``neurons`` over ``grid`` (one operator's prompts).
     ``progress`` phase ``"maps"``: prompts done of ``len(grid)``."""
-    layers = sorted({L for L, _ in neurons})
-    sites = [f"blocks.{L}.mlp.hook_post" for L in layers]
-    scales = [f"blocks.{L}.mlp.hook_scale" for L in layers] if model.cfg.post_norm else []
-    index = {L: torch.tensor([n for L2, n in neurons if L2 == L]) for L in layers}
-    rows_of = {L: [i for i, (L2, _) in enumerate(neurons) if L2 == L] for L in layers}
-    key = torch.zeros(len(neurons), len(grid))
-    scale = torch.ones(len(neurons), len(grid))  # post-norm scale of each prompt (OLMo-2)
-    steps = Steps(progress, "maps", len(grid))
-    for start, part in grid.chunks(batch_size):
-        _, cache = model.run_with_cache(part.clean, sites + scales, attention_mask=part.mask)
-        at = torch.arange(len(part)), part.lengths - 1
-        for L, site in zip(layers, sites, strict=True):
-            values = cache[site][at[0], at[1].to(cache[site].device)][:, index[L]]
-            key[rows_of[L], start:start + len(part)] = values.float().T.cpu()
-            if scales:
-                s = cache[f"blocks.{L}.mlp.hook_scale"][at[0], at[1].to(cache[site].device)]
-                scale[rows_of[L], start:start + len(part)] = s.float().T.cpu()
-        steps.advance(len(part))
-    kv = key * scale * unit_values(model, neurons, grid.answers)
-    meta = [ex.meta for ex in grid.examples]
-    return NeuronMaps(list(neurons), key, kv, torch.tensor([m["op1"] for m in meta]),
-                      torch.tensor([m["op2"] for m in meta]), meta[0]["op"])
+    acts = grid_activations(model, grid, {L for L, _ in neurons}, batch_size=batch_size,
+                            progress=progress)
+    return acts.maps(model, neurons)

@@ -9,8 +9,9 @@
    per layer.
 3. :func:`exact_neuron_effects`: exact patching of chosen neurons (the same quantity, no
    linearisation) on the fast engine, to confirm the top candidates.
-4. :func:`first_decodable_layer`: the first layer whose residual stream at the last position
-   predicts the answer (linear probe on held-out prompts, or the logit lens).
+4. :func:`decoding`: per layer, how well the residual stream at the last position predicts the
+   answer (linear probe on held-out prompts, or the logit lens) against the majority-class
+   baseline; the first decodable layer beats it by a margin, with its bootstrap interval.
 5. :func:`neuron_curve`: the circuit "chosen heads + whole MLPs before the decodable layer +
    top-k neurons per layer from it on", faithfulness for each k.
 """
@@ -26,7 +27,6 @@ from ...circuits.nodes import NodeCircuit
 from ...engine.suffix import base_run
 from ...methods.activation_patching import patch_units
 from ...methods.grids import Unit
-from ...metrics.functional import top1_accuracy
 from ...metrics.scores import final_logits
 from ...models import Model
 from ...progress import Progress, Steps
@@ -116,12 +116,11 @@ def _resid_last(model: Model, batch: TaskBatch, batch_size: int = 64) -> torch.T
     return torch.cat(out, dim=1)
 
 
-def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
-    """Held-out accuracy of a multinomial logistic regression (half the prompts to train)."""
+def _probe_correct(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor,
+                   test: torch.Tensor) -> torch.Tensor:
+    """[len(test)] bool: held-out correctness of a multinomial logistic regression (L2 1e-2,
+    LBFGS) fitted on the ``train`` rows of ``x`` [N, d] with labels ``y`` [N]."""
     classes, target = y.unique(return_inverse=True)
-    n = len(y)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    train, test = order[: n // 2], order[n // 2:]
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     z = (x - mean) / std
     weight = torch.zeros(x.shape[1], len(classes), requires_grad=True)
@@ -138,26 +137,126 @@ def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
-        return float(top1_accuracy(z[test] @ weight + bias, target[test]).mean())
+        return (z[test] @ weight + bias).argmax(-1) == target[test]
+
+
+def _halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[: n // 2], order[n // 2:]
 
 
 def decodability(model: Model, batch: TaskBatch, method: str = "probe") -> list[float]:
     """Per layer, how well the answer's unit token is read from the last position's residual
     stream: held-out linear-probe accuracy (``"probe"``) or logit-lens top-1 accuracy
-    (``"lens"``)."""
+    (``"lens"``). Accuracy alone says little: compare it with the majority-class baseline
+    (:func:`decoding`)."""
+    return decoding(model, batch, method).accuracy
+
+
+@dataclass
+class Decoding:
+    """Decodability of the answer per layer against the majority-class baseline.
+
+    Attributes:
+        accuracy, accuracy_ci: [n_layers] held-out accuracy and its 95% bootstrap interval
+            over the held-out prompts ([n_layers] pairs).
+        majority: held-out accuracy of always answering the commonest answer of the training
+            half (the same for every layer).
+        gain, gain_ci: accuracy - majority, and its paired bootstrap interval, per layer.
+        margin: the gain a layer needs; ``first_layer``: the first layer with gain >= margin
+            and gain_ci's low end > 0 (None if no layer).
+        method: ``"probe"`` or ``"lens"``; n_test: held-out prompts.
+    """
+
+    accuracy: list[float]
+    accuracy_ci: list[list[float]]
+    majority: float
+    gain: list[float]
+    gain_ci: list[list[float]]
+    margin: float
+    first_layer: int | None
+    method: str
+    n_test: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Decoding:
+        return cls(**data)
+
+
+def decode_layers(resid: torch.Tensor, answers: torch.Tensor, *, method: str = "probe",
+                  margin: float = 0.1, seed: int = 0, lens=None) -> Decoding:
+    """:class:`Decoding` of ``answers`` [N] from residual streams ``resid`` [n_layers, N, d].
+
+    ``"probe"``: a probe per layer fitted on a random half of the prompts, scored on the other
+    half, against the majority class of the fitting half scored on the same held-out half.
+    ``"lens"``: ``lens(resid[L])`` -> logits [N, vocab] (no fitting; every prompt held out, the
+    majority baseline the commonest answer of them all, which favours the baseline). A layer is
+    decodable when the probe beats the baseline by ``margin`` and the paired bootstrap interval
+    (over held-out prompts) of the gain lies above 0; a fixed accuracy threshold is not used,
+    since the baseline alone can pass it (an imbalanced answer distribution).
+    """
+    from ...metrics.uncertainty import bootstrap_stat
+
+    if method not in ("probe", "lens"):
+        raise TaskError(f"decodability method must be 'probe' or 'lens', got {method!r}")
+    if not 0 <= margin < 1:
+        raise TaskError(f"decodability margin must be in [0, 1), got {margin}")
+    y = answers.cpu()
+    n = len(y)
+    if n < 4:
+        raise TaskError(f"decodability needs at least 4 prompts, got {n}")
+    if method == "probe":
+        train, test = _halves(n, seed)
+        common = torch.mode(y[train]).values
+    else:
+        train, test = torch.arange(n), torch.arange(n)
+        common = torch.mode(y).values
+    base = (y[test] == common).float().numpy()
+    acc, acc_ci, gain, gain_ci = [], [], [], []
+    for L, r in enumerate(resid):
+        if method == "probe":
+            ok = _probe_correct(r, y, train, test)
+        else:
+            with torch.no_grad():
+                ok = lens(r).argmax(-1).cpu() == y
+        ok = ok.float().numpy()
+        a = bootstrap_stat(ok, seed=seed + L)
+        g = bootstrap_stat([ok, base], lambda u, v: float(u.mean() - v.mean()), seed=seed + L)
+        acc.append(a.mean)
+        acc_ci.append([a.ci_low, a.ci_high])
+        gain.append(g.mean)
+        gain_ci.append([g.ci_low, g.ci_high])
+    first = next((L for L in range(len(gain))
+                  if gain[L] >= margin - 1e-12 and gain_ci[L][0] > 0), None)
+    return Decoding(acc, acc_ci, float(base.mean()), gain, gain_ci, margin, first, method,
+                    len(test))
+
+
+def decoding(model: Model, batch: TaskBatch, method: str = "probe", margin: float = 0.1,
+             seed: int = 0) -> Decoding:
+    """:func:`decode_layers` of ``batch``'s answer tokens from the residual stream after each
+    layer at the last position (run on held-out prompts: not those the neurons were ranked
+    on)."""
     if method not in ("probe", "lens"):
         raise TaskError(f"decodability method must be 'probe' or 'lens', got {method!r}")
     resid = _resid_last(model, batch)
-    answers = batch.answers.cpu()
-    if method == "probe":
-        return [_probe_accuracy(r, answers) for r in resid]
-    with torch.no_grad():
-        return [float(top1_accuracy(model.unembed(r.to(model.device, model.dtype)),
-                                    answers).mean()) for r in resid]
+
+    def lens(r):
+        return model.unembed(r.to(model.device, model.dtype)).float()
+
+    return decode_layers(resid, batch.answers, method=method, margin=margin, seed=seed,
+                         lens=lens)
 
 
-def first_decodable_layer(scores: list[float], threshold: float) -> int:
-    """The first layer whose decodability reaches ``threshold`` (the last layer if none)."""
+def first_decodable_layer(scores: list[float] | Decoding, threshold: float | None = None) -> int:
+    """The first decodable layer of a :class:`Decoding` (0, i.e. every layer, if none is), or,
+    for a plain list of accuracies, the first reaching ``threshold`` (the last layer if none;
+    kept for old callers: a fixed threshold ignores the majority baseline)."""
+    if isinstance(scores, Decoding):
+        return scores.first_layer if scores.first_layer is not None else 0
     return next((L for L, s in enumerate(scores) if s >= threshold), len(scores) - 1)
 
 

@@ -12,11 +12,22 @@
    ``n_confirm`` re-measured by exact patching; the first layer where a probe reads the answer;
    the faithfulness-vs-k curve of top-k neurons per layer from that layer (:mod:`.neurons`);
 5. heuristics: key and key-value maps of the top ``classify_k`` neurons per layer over the
-   operator's grid, classified (:mod:`.classify`);
+   operator's grid, classified (:mod:`.classify`), beside three nulls classified the same way
+   (random neurons of the same layers, the same neurons on the base model, prompt-permuted
+   maps; :mod:`.nulls`);
 6. knockouts of the heuristics implemented by at least ``min_neurons`` neurons (the
    ``max_knockouts`` with most neurons) and per-prompt knockouts (:mod:`.knockout`).
 
 Each stage's wall time is recorded in ``OperatorResult.seconds``.
+
+**Layer range.** Neurons are subset and classified from ``first_layer`` to the last layer. Its
+default is not a fixed number: it is the first layer whose residual stream at the last position
+decodes the answer token on held-out prompts (the evaluation set, never the discovery prompts
+the neurons are ranked on) better than the majority-class baseline by ``decodable_margin``
+(0.1), with the paired bootstrap interval of the gain above 0 (:func:`.neurons.decoding`); the
+paper's rule ("from the first layer a probe reads the answer") with the baseline it lacks. A
+fixed accuracy threshold is not used: on the + grid of operands 0-99 always answering "1"
+already scores 0.51. If no layer is decodable, every layer is (``first_layer`` 0).
 """
 
 from __future__ import annotations
@@ -36,10 +47,11 @@ from ...tasks.arith import parse_operators
 from .classify import HeuristicMatch, classify_maps
 from .knockout import Knockout, PromptKnockout, heuristic_knockout, prompt_knockout
 from .localize import HeadCurve, PositionEffects, head_curve, position_effects
-from .maps import NeuronMaps, neuron_maps
+from .maps import GridActivations, NeuronMaps, grid_activations
 from .neurons import (
+    Decoding,
     NeuronCurve,
-    decodability,
+    decoding,
     exact_neuron_effects,
     first_decodable_layer,
     neuron_attribution,
@@ -47,6 +59,7 @@ from .neurons import (
     rank_neurons,
     top_neurons,
 )
+from .nulls import NULLS, NullResult, check_base, classification_nulls, observed_share
 from .prompts import arithmetic_batch, grid_batch
 
 
@@ -66,7 +79,7 @@ class Settings:
     head_target: float = 0.9
     neuron_target: float = 0.9
     decodable: str = "probe"
-    decodable_threshold: float = 0.5
+    decodable_margin: float = 0.1
     first_layer: int | None = None
     n_confirm: int = 20
     classify_k: int = 50
@@ -78,6 +91,10 @@ class Settings:
     reference_operators: tuple[str, ...] = ("+", "-", "*", "/")
     spaces: bool = False
     seed: int = 0
+    nulls: tuple[str, ...] = NULLS
+    null_draws: int = 100
+    permutation_draws: int = 20
+    null_alpha: float = 0.05
 
     def check(self, model: Model) -> Settings:
         """Raise a clear :class:`TaskError` for a setting this model cannot take."""
@@ -89,6 +106,12 @@ class Settings:
             raise TaskError(f"grid_fraction must be in (0, 1], got {self.grid_fraction}")
         if self.step < 0 or self.classify_k < 1 or self.n_discovery < 1:
             raise TaskError("step must be >= 0, classify_k and n_discovery >= 1")
+        if self.null_draws < 1 or self.permutation_draws < 1:
+            raise TaskError(f"null_draws and permutation_draws must be >= 1, got "
+                            f"{self.null_draws} and {self.permutation_draws}")
+        unknown = sorted(set(self.nulls) - set(NULLS))
+        if unknown:
+            raise TaskError(f"unknown null {unknown[0]!r}; nulls are {', '.join(NULLS)}")
         return self
 
     def prompts(self, model: Model, operator: str) -> TaskBatch:
@@ -127,11 +150,19 @@ class OperatorResult:
     knockouts: list[Knockout]
     prompt_knockouts: list[PromptKnockout]
     seconds: dict = field(default_factory=dict)
+    decoding: Decoding | None = None
+    nulls: dict[str, NullResult] = field(default_factory=dict)
 
     @property
     def share_matched(self) -> float:
-        """Share of the classified top neurons that match at least one heuristic."""
+        """Share of the classified top neurons that match at least one heuristic (never a
+        finding alone: see :attr:`nulls`)."""
         return sum(bool(m) for m in self.matches.values()) / max(len(self.matches), 1)
+
+    def share_matched_ci(self) -> list[float]:
+        """95% bootstrap interval (over the classified neurons) of :attr:`share_matched`."""
+        agg = observed_share([{m.name for m in ms} for ms in self.matches.values()])
+        return [agg["ci_low"], agg["ci_high"]]
 
     def family_counts(self) -> dict[int, dict[str, int]]:
         """layer -> heuristic family -> number of neurons with a match of that family."""
@@ -186,9 +217,58 @@ def split_prompts(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
     return batch.select(slice(0, n_disc)), batch.select(slice(n_disc, n_disc + s.n_eval))
 
 
+def decode(model: Model, heldout: TaskBatch, s: Settings) -> Decoding:
+    """:func:`.neurons.decoding` of ``heldout`` with the settings' method and margin."""
+    return decoding(model, heldout, s.decodable, s.decodable_margin, seed=s.seed)
+
+
+def classify_top(model: Model, operator: str, s: Settings, ranking: torch.Tensor, first: int,
+                 *, base: Model | None = None, progress: Progress = None,
+                 seconds: dict | None = None, grid: TaskBatch | None = None,
+                 acts: GridActivations | None = None, base_acts: GridActivations | None = None,
+                 ) -> tuple[NeuronMaps, dict, dict[str, NullResult]]:
+    """Stage 5: maps of the top ``classify_k`` neurons per layer of ``ranking`` [n_layers,
+    d_mlp] from ``first`` over the operator's grid (``grid``, default ``s.grid``), their
+    matches (neuron -> matches) and the nulls of :mod:`.nulls` (``s.nulls``; ``base``: the
+    base model for the base null). ``acts`` / ``base_acts``: the grid's activations on the
+    model / the base model when already computed (shared across seeds of prompts: they do not
+    depend on the ranking). Wall times go into ``seconds`` (``maps``, ``classify``,
+    ``nulls``)."""
+    sec = {} if seconds is None else seconds
+    c = model.cfg
+    with _timed(sec, "maps"):
+        grid = s.grid(model, operator) if grid is None else grid
+        top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
+        neurons = [(L, n) for L, idx in top.items() for n in idx]
+        if acts is None:
+            acts = grid_activations(model, grid, range(first, c.n_layers), progress=progress)
+        maps = acts.maps(model, neurons)
+    gated = is_gated(model)
+
+    def classify(key, kv):
+        return classify_maps(key, maps.op1, maps.op2, operator, kv_maps=kv,
+                             threshold=s.threshold, gated=gated, candidates=candidates)
+
+    with _timed(sec, "classify"):
+        from .families import build_candidates
+
+        candidates = build_candidates(maps.op1, maps.op2, operator)
+        found = classify(maps.key, maps.kv)
+        matches = dict(zip(neurons, found, strict=True))
+    with _timed(sec, "nulls"):
+        nulls = classification_nulls(model, acts, maps, found, classify, base=base, grid=grid,
+                                     base_acts=base_acts,
+                                     which=s.nulls, draws=s.null_draws,
+                                     permutations=s.permutation_draws, seed=s.seed,
+                                     alpha=s.null_alpha) if neurons else {}
+    del acts
+    return maps, matches, nulls
+
+
 def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMeans,
-                     progress: Progress = None) -> OperatorResult:
-    """Stages 1 and 3-6 of the module docstring for one operator.
+                     progress: Progress = None, base: Model | None = None) -> OperatorResult:
+    """Stages 1 and 3-6 of the module docstring for one operator (``base``: the base model
+    of the base-model null, None: not computed).
 
     ``progress`` phases, each as ``"<operator>/<phase>"``: ``prompts``, ``effects`` (heads and
     MLPs by position), ``heads`` (head curve), ``attribution`` (neuron attribution and its
@@ -219,24 +299,17 @@ def analyse_operator(model: Model, operator: str, s: Settings, means: PositionMe
         confirm = {"neurons": [list(x) for x in chosen], "exact": exact.tolist(),
                    "attribution": [float(attributed[L, n]) for L, n in chosen]}
         stage.advance()
-        scores = decodability(model, evalset if len(evalset) >= 20 else batch, s.decodable)
-        first = s.first_layer if s.first_layer is not None else first_decodable_layer(
-            scores, s.decodable_threshold)
+        decoded = decode(model, evalset if len(evalset) >= 20 else batch, s)
+        first = s.first_layer if s.first_layer is not None else first_decodable_layer(decoded)
         curve = neuron_curve(evaluator, heads.heads, ranking, first, target=s.neuron_target,
                              progress=p)
-    with _timed(sec, "maps"):
-        grid = s.grid(model, operator)
-        top = top_neurons(ranking, s.classify_k, range(first, c.n_layers))
-        neurons = [(L, n) for L, idx in top.items() for n in idx]
-        maps = neuron_maps(model, grid, neurons, progress=p)
-    with _timed(sec, "classify"):
-        found = classify_maps(maps.key, maps.op1, maps.op2, operator, kv_maps=maps.kv,
-                              threshold=s.threshold, gated=is_gated(model))
-        matches = dict(zip(neurons, found, strict=True))
+    maps, matches, nulls = classify_top(model, operator, s, ranking, first, base=base,
+                                        progress=p, seconds=sec)
     with _timed(sec, "knockouts"):
+        neurons = maps.neurons
         result = OperatorResult(operator, len(disc), len(evalset), batch.dropped, effects, heads,
-                                circuit_f, scores, ranking, confirm, curve, maps, matches, [],
-                                [], sec)
+                                circuit_f, decoded.accuracy, ranking, confirm, curve, maps,
+                                matches, [], [], sec, decoded, nulls)
         knock_set = batch.select(slice(len(disc), None))
         owned = sorted(result.heuristic_neurons().items(), key=lambda kv: (-len(kv[1]), kv[0]))
         big = [(name, owners) for name, owners in owned if len(owners) >= s.min_neurons]
@@ -262,10 +335,14 @@ def is_gated(model: Model) -> bool:
 
 
 def find_heuristics(model: Model, operators="+", progress: Progress = None,
-                    **settings) -> list[OperatorResult]:
+                    base: Model | None = None, **settings) -> list[OperatorResult]:
     """Run the analysis (module docstring) for each operator; ``settings``: the fields of
-    :class:`Settings`. ``progress`` phases: ``"means"`` (reference means), then each
-    operator's (:func:`analyse_operator`)."""
+    :class:`Settings`; ``base``: the base model (e.g. the un-fine-tuned model of a fine-tune)
+    whose maps of the same neurons are the base-model null (None: that null is reported as
+    not computed). ``progress`` phases: ``"means"`` (reference means), then each operator's
+    (:func:`analyse_operator`)."""
     s = Settings(operators=parse_operators(operators), **settings).check(model)
+    if base is not None:
+        check_base(model, base)
     means = reference_means(model, s, progress)
-    return [analyse_operator(model, op, s, means, progress) for op in s.operators]
+    return [analyse_operator(model, op, s, means, progress, base) for op in s.operators]

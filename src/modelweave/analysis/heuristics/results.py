@@ -22,7 +22,8 @@ from .classify import HeuristicMatch
 from .knockout import Knockout, PromptKnockout
 from .localize import HeadCurve, PositionEffects
 from .maps import NeuronMaps
-from .neurons import NeuronCurve
+from .neurons import Decoding, NeuronCurve
+from .nulls import NullResult
 from .pipeline import OperatorResult
 
 OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
@@ -55,12 +56,40 @@ def _numbers(r: OperatorResult) -> dict:
         "prompt_knockouts": [k.to_dict() for k in r.prompt_knockouts],
         "seconds": r.seconds, "share_matched": r.share_matched,
         "family_counts": {str(k): v for k, v in r.family_counts().items()},
+        "decoding": r.decoding.to_dict() if r.decoding else None,
+        "nulls": {k: v.to_dict() for k, v in r.nulls.items()},
     }
+
+
+def top_labels(r: OperatorResult, n: int = 3) -> list[dict]:
+    """The ``n`` commonest labels of the top neurons, each with its count and, per null
+    computed, its enrichment (ratio, p_value, enriched)."""
+    counts = sorted(((len(v), k) for k, v in r.heuristic_neurons().items()),
+                    key=lambda cv: (-cv[0], cv[1]))[:n]
+    out = []
+    for count, name in counts:
+        row = {"label": name, "neurons": count}
+        for null, res in r.nulls.items():
+            if res.computed and name in res.labels:
+                lab = res.labels[name]
+                row[null] = {k: lab[k] for k in ("null_mean", "ratio", "p_value", "enriched")}
+        out.append(row)
+    return out
 
 
 def summary(r: OperatorResult, d_mlp: int) -> dict:
     """The headline numbers of one operator (what ``--json`` prints and a report row shows)."""
     k = r.neurons.chosen
+    nulls = {}
+    for name, res in r.nulls.items():
+        key = "share_matched_null" + ("" if name == "random" else f"_{name}")
+        nulls[key] = res.share if res.computed else {"computed": False, "reason": res.reason}
+    dec = r.decoding
+    decoded = {} if dec is None else {
+        "decodable_layer": dec.first_layer, "decoding_majority": dec.majority,
+        "decoding_margin": dec.margin,
+        "first_layer_accuracy": dec.accuracy[r.neurons.first_layer],
+        "first_layer_accuracy_ci": dec.accuracy_ci[r.neurons.first_layer]}
     return {"operator": r.operator, "n_discovery": r.n_discovery, "n_eval": r.n_eval,
             "heads": r.heads.chosen, "circuit_faithfulness": r.circuit_faithfulness,
             "first_layer": r.neurons.first_layer, "neurons_per_layer": k,
@@ -68,7 +97,8 @@ def summary(r: OperatorResult, d_mlp: int) -> dict:
             "neuron_faithfulness": dict(zip(r.neurons.counts, r.neurons.faithfulness,
                                             strict=True)).get(k),
             "classified": len(r.matches), "share_matched": r.share_matched,
-            "knockouts": len(r.knockouts), "seconds": r.seconds}
+            "share_matched_ci": r.share_matched_ci(), **nulls, "top_labels": top_labels(r),
+            **decoded, "knockouts": len(r.knockouts), "seconds": r.seconds}
 
 
 def save_results(results: list[OperatorResult], folder: str | Path, meta: dict) -> Path:
@@ -101,5 +131,7 @@ def load_results(folder: str | Path) -> HeuristicsRun:
             d["circuit_faithfulness"], d["decodability"], t["ranking"], d["confirm"],
             NeuronCurve.from_dict(d["neurons"]), maps, matches,
             [Knockout(**k) for k in d["knockouts"]],
-            [PromptKnockout(**k) for k in d["prompt_knockouts"]], d["seconds"]))
+            [PromptKnockout(**k) for k in d["prompt_knockouts"]], d["seconds"],
+            Decoding.from_dict(d["decoding"]) if d.get("decoding") else None,
+            {k: NullResult.from_dict(v) for k, v in d.get("nulls", {}).items()}))
     return HeuristicsRun(data, results)

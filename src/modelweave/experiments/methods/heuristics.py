@@ -17,7 +17,9 @@ SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", 
             "n_prompts": "n_prompts", "n_discovery": "n_discovery", "n_eval": "n_eval",
             "n_reference": "n_reference", "top_k": "classify_k", "first_layer": "first_layer",
             "grid_fraction": "grid_fraction", "threshold": "threshold",
-            "min_neurons": "min_neurons", "max_knockouts": "max_knockouts"}
+            "min_neurons": "min_neurons", "max_knockouts": "max_knockouts",
+            "null_draws": "null_draws", "permutation_draws": "permutation_draws",
+            "decodable_margin": "decodable_margin"}
 
 
 @register
@@ -30,10 +32,15 @@ class Heuristics(MethodKind):
     (:func:`~modelweave.analysis.heuristics.emergence.emergence`). :meth:`draw` makes each
     operator's figures (``add_maps.html``, ``add_families.html``, ``add_curves.html``,
     ``add_knockouts.html``; ``sub``, ``mul``, ``div`` for the others). ``modelweave
-    heuristics`` runs one unit."""
+    heuristics`` runs one unit. With ``base: MODEL`` (the un-fine-tuned model of a fine-tune)
+    the classification's base-model null is computed (else it is reported as not computed);
+    the random-neuron and permuted-map nulls always are. The summary gives each operator's
+    ``share_matched`` with ``share_matched_ci`` and ``share_matched_null`` (random neurons),
+    ``share_matched_null_base``, ``share_matched_null_permuted``
+    (:class:`~modelweave.metrics.nulls.NullComparison` dicts)."""
 
     name = "heuristics"
-    params = {"operators": None, "checkpoints": None, **dict.fromkeys(SETTINGS)}
+    params = {"operators": None, "checkpoints": None, "base": None, **dict.fromkeys(SETTINGS)}
     per_model = True
     id_params = ("operators",)
     title, section, noun, order = "Arithmetic heuristic neurons", "heuristics", "heuristics", 60
@@ -61,10 +68,17 @@ class Heuristics(MethodKind):
         p = dict(unit.params)
         operators = p.pop("operators", "+")
         checkpoints = p.pop("checkpoints", None)
-        settings = {SETTINGS[k]: v for k, v in p.items()}
+        base_name = p.pop("base", None)
+        settings = {SETTINGS[k]: v for k, v in p.items() if v is not None or k == "first_layer"}
+        base = None
+        if base_name:
+            from ...models import load_model
+
+            base = load_model(str(base_name), device=model.device)
         results = find_heuristics(model, operators, progress=progress, seed=experiment.seed,
-                                  **settings)
-        meta = {"model": unit.model, "settings": {"operators": operators, **settings}}
+                                  base=base, **settings)
+        meta = {"model": unit.model, "base": base_name,
+                "settings": {"operators": operators, **settings}}
         out = {"operators": [summary(r, model.cfg.d_mlp) for r in results]}
         if checkpoints:
             found = find_checkpoints(checkpoints)
@@ -103,6 +117,13 @@ class Heuristics(MethodKind):
 
         return load_results(folder)
 
+    def components(self, folder: Path, record: dict) -> list[str] | None:
+        """The classified top neurons that match at least one heuristic (any operator), as
+        ``mL.nI`` names, sorted."""
+        run = self.load(folder, record)
+        return sorted({f"m{L}.n{n}" for r in run.results for (L, n), ms in r.matches.items()
+                       if ms}, key=lambda x: tuple(int(v) for v in x[1:].split(".n")))
+
     def summary_row(self, record: dict) -> dict:
         """One column per operator and headline number (``+ neurons_per_layer`` ...)."""
         row = {}
@@ -110,11 +131,23 @@ class Heuristics(MethodKind):
             for key in ("heads", "circuit_faithfulness", "neurons_per_layer",
                         "neuron_faithfulness", "share_matched"):
                 row[f"{s['operator']} {key}"] = s[key]
+            for key in ("share_matched_null", "share_matched_null_base",
+                        "share_matched_null_permuted"):
+                null = s.get(key) or {}
+                if "p_value" in null:
+                    row[f"{s['operator']} {key} ratio"] = null["ratio"]
+                    row[f"{s['operator']} {key} p"] = null["p_value"]
         return row
 
     def headline(self, summary: dict) -> str:
+        def null(s):
+            n = s.get("share_matched_null") or {}
+            return (f" (random neurons {n['null_mean']:.0%}, p = {n['p_value']:.2g})"
+                    if "p_value" in n else "")
+
         return "; ".join(f"{s['operator']}: {s['neurons_per_layer']} neurons/layer, "
-                         f"{s['share_matched']:.0%} matched" for s in summary["operators"])
+                         f"{s['share_matched']:.0%} matched{null(s)}"
+                         for s in summary["operators"])
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """Per unit and operator: the headline table, the faithfulness curves, heuristic
@@ -127,11 +160,15 @@ class Heuristics(MethodKind):
             run = self.load(ctx.folder(uid), record)
             rows = [[s["operator"], s["n_discovery"], s["n_eval"], s["heads"],
                      s["circuit_faithfulness"], s["first_layer"], s["neurons_per_layer"],
-                     s["neuron_faithfulness"], s["share_matched"], s["knockouts"]]
+                     s["neuron_faithfulness"], figs.share_text(s), figs.null_text(s, ""),
+                     figs.null_text(s, "_base"), figs.null_text(s, "_permuted"),
+                     s["knockouts"]]
                     for s in record["summary"]["operators"]]
             parts.append(f"<h3>{escape(record['model'])}</h3>" + table(
                 ["op", "discovery", "eval", "heads", "F heads+MLPs", "first layer",
-                 "neurons/layer", "F neurons", "share matched", "knockouts"], rows))
+                 "neurons/layer", "F neurons", "share matched [95% CI]",
+                 "random neurons (ratio, p)", "base model (ratio, p)",
+                 "permuted maps (ratio, p)", "knockouts"], rows))
             for o, result in enumerate(run.results):
                 for name, make in (("curves", figs.curves_figure),
                                    ("families", figs.families_figure),
