@@ -47,6 +47,9 @@ def heuristics(
     threshold: Annotated[float, typer.Option(help="Heuristic match threshold.")] = 0.6,
     min_neurons: Annotated[int, typer.Option(help="Knock out heuristics with at least this "
                                              "many neurons.")] = 10,
+    reference_operators: Annotated[str | None, typer.Option(help="Operators whose prompts "
+                                   "give the mean-ablation means (default: --operators; the "
+                                   "paper: +,-,*,/).")] = None,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
                                              "runs/heuristics).")] = None,
@@ -77,7 +80,8 @@ def heuristics(
               "result_max": result_max, "step": step, "n_prompts": n_prompts,
               "n_discovery": n_discovery, "n_eval": n_eval, "top_k": top_k,
               "first_layer": first_layer, "grid_fraction": grid_fraction,
-              "threshold": threshold, "min_neurons": min_neurons}
+              "threshold": threshold, "min_neurons": min_neurons,
+              "reference_operators": reference_operators}
     run_method("heuristics", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("heuristics"), json_out=json_out, device=device,
                dtype=dtype, show=show)

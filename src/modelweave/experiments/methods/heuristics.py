@@ -17,7 +17,8 @@ SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", 
             "n_prompts": "n_prompts", "n_discovery": "n_discovery", "n_eval": "n_eval",
             "n_reference": "n_reference", "top_k": "classify_k", "first_layer": "first_layer",
             "grid_fraction": "grid_fraction", "threshold": "threshold",
-            "min_neurons": "min_neurons", "max_knockouts": "max_knockouts"}
+            "min_neurons": "min_neurons", "max_knockouts": "max_knockouts",
+            "reference_operators": "reference_operators"}
 
 
 @register
