@@ -6,14 +6,19 @@ is not (their gate and up rows are a linear read-out of the result from the MLP'
 write opposite vectors (A: -c v, B: +c v), so together they change nothing. Knocking A out
 leaves B's push on v: every prompt with a result below 10 (the heuristic
 ``result_range_0_10`` holds) fails, every other one still works. So the knockout's related
-accuracy is 0, its unrelated accuracy is 1, and random neurons of the same layer, drawn at
-random or matched on direct effect, hurt far less."""
+accuracy is 0, its unrelated accuracy is 1, and random trained neurons of the same layer hurt
+far less. B's neurons push the answer exactly as hard as A's, so the null matched on direct
+effect draws them from A's bin: a draw with one of them breaks every related prompt too
+(drop 1, as A's), the others do not; the null's mean and p-value are those counts."""
+
+import random
 
 import pytest
 import torch
 
 from arith_zoo import train_arith_model
 from modelweave.analysis.heuristics.knockout import (
+    _zero_hooks,
     accuracy,
     direct_effects,
     heuristic_knockout,
@@ -60,21 +65,29 @@ def test_knockout_related_unrelated_and_controls_in_the_known_order(planted):
     model, L, batch = planted
     related = [ex.meta["result"] < 10 for ex in batch.examples]
     assert 20 <= sum(related) <= len(batch) - 20
-    pool = [(L, n) for n in range(model.cfg.d_mlp)]
+    pool = [(L, n) for n in range(model.cfg.d_mlp) if n not in A + B]  # trained neurons
     k = heuristic_knockout(model, batch, HEURISTIC, [(L, n) for n in A], pool, null_draws=10,
                            seed=0)
     assert k.baseline_related == 1.0  # A and B cancel: the planted model answers
     assert k.related == 0.0 and k.related_ci == [0.0, 0.0]  # B alone breaks every one
     assert k.unrelated == 1.0  # where the heuristic does not hold the pair is silent
     assert (k.n_related, k.n_unrelated) == (55, 45)  # as many unrelated as there are
-    # random neurons of the same layer, and neurons matched on direct effect, hurt far less
-    assert k.random_related >= 0.5 and k.random_unrelated >= 0.5
-    assert k.matched_related >= 0.5 and k.matched_unrelated >= 0.5
+    assert k.random_related >= 0.5 and k.random_unrelated >= 0.5  # trained neurons: far less
+    # the matched null, draw by draw (the same prompts and seed as the knockout's)
+    index = [i for i, ex in enumerate(batch.examples) if ex.meta["result"] < 10]
+    rel = batch.select(random.Random(0).sample(index, len(index)))
+    draws, bins = matched_controls([(L, n) for n in A], direct_effects(model, rel, [L]), 10,
+                                   seed=0)
+    acc = [float(accuracy(model, rel, _zero_hooks(d, model.cfg.d_mlp)).mean()) for d in draws]
+    hits_b = [bool({n for _, n in d} & set(B)) for d in draws]
+    assert all(a == 0.0 for a, h in zip(acc, hits_b, strict=True) if h)
+    assert all(a >= 0.5 for a, h in zip(acc, hits_b, strict=True) if not h)
+    assert k.matched_related == pytest.approx(sum(acc) / 10)
     null = k.drop_null
     assert null["observed"] == 1.0 and null["draws"] == 10
-    assert null["null_mean"] < 0.5 and null["p_value"] == pytest.approx(1 / 11)
-    # matched on direct effect: the null's neurons push the answer about as hard
-    assert k.matched_direct_effect == pytest.approx(k.direct_effect, rel=0.5)
+    assert null["p_value"] == pytest.approx((1 + sum(hits_b)) / 11)
+    assert null["null_mean"] == pytest.approx(1 - sum(acc) / 10)
+    assert k.matched_bins == {str(L): bins[L]} and k.control_draws == 10
     # the unrelated accuracy is what ablating A on those prompts gives, recomputed directly
     unrel = batch.select([i for i, r in enumerate(related) if not r])
 

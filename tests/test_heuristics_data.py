@@ -198,3 +198,21 @@ def test_emergence_ratio_is_a_ratio_of_means_with_an_interval():
     assert abs(old - 0.75) > 0.3
     # heuristic neurons that recover nothing: no ratio
     assert shared_ratio(shared, empty + 1e-3, full, empty) is None
+
+
+def test_finetune_command_reports_the_training_items(tuned, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from modelweave.cli import app
+
+    out, _, _ = tuned
+    result = CliRunner().invoke(app, ["finetune", "--model", str(out / "merged"), "--task",
+                                      "arith", "-p", "operators=+", "-p", "op_max=10",
+                                      "--steps", "2", "--batch-size", "4", "--n", "20",
+                                      "--lora-r", "2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["training_items"] == len(load_training_data(tmp_path)) > 0
+    assert printed["training_data"] == str(tmp_path / TRAINING_DATA)
