@@ -213,6 +213,6 @@ def test_finetune_command_reports_the_training_items(tuned, tmp_path):
                                       "--steps", "2", "--batch-size", "4", "--n", "20",
                                       "--lora-r", "2", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["training_items"] == len(load_training_data(tmp_path)) > 0
     assert printed["training_data"] == str(tmp_path / TRAINING_DATA)
