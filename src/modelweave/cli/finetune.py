@@ -36,8 +36,10 @@ def finetune_cmd(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result."""
-    from ..models.finetune import finetune
+    """Fine-tune with LoRA on a task; `load_model(OUT/merged)` loads the result. The exact
+    training items go to OUT/training_data.jsonl (and beside every saved model), and analyses
+    of the fine-tune leave them out."""
+    from ..models.finetune import TRAINING_DATA, finetune, load_training_data
     from ..tasks import TaskError, parse_params, resolve_task
 
     if (task is None) == (data is None):
@@ -55,12 +57,16 @@ def finetune_cmd(
                           save_every=save_every, task_params=params, schedule=schedule,
                           progress=bars, on_step=on_step)
     first, last = result.losses[0], sum(result.losses[-10:]) / len(result.losses[-10:])
+    items = len(load_training_data(out) or [])
     if json_out:
         print_json({"steps": steps, "seconds": result.seconds, "first_loss": first,
                     "last_loss": last, "adapter": str(result.adapter),
-                    "merged": str(result.merged)})
+                    "merged": str(result.merged), "training_data": str(out / TRAINING_DATA),
+                    "training_items": items})
         return
     console.print(f"{steps} steps in {result.seconds:.0f} s; loss {first:.3f} -> {last:.3f} "
                   "(mean of the last 10)")
     console.print(f"adapter: {result.adapter}", highlight=False, soft_wrap=True)
     console.print(f"merged model: {result.merged}", highlight=False, soft_wrap=True)
+    console.print(f"training items: {items} in {out / TRAINING_DATA} (left out of analyses)",
+                  highlight=False, soft_wrap=True)

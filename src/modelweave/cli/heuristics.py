@@ -62,6 +62,9 @@ def heuristics(
     decodable_margin: Annotated[float, typer.Option(help="Accuracy gain over the majority "
                                                     "baseline a decodable layer needs.")]
     = 0.1,
+    reference_operators: Annotated[str | None, typer.Option(help="Operators whose prompts "
+                                   "give the mean-ablation means (default: --operators; the "
+                                   "paper: +,-,*,/).")] = None,
     seed: int = 0,
     seeds: SeedsOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
@@ -98,7 +101,8 @@ def heuristics(
               "first_layer": first_layer, "grid_fraction": grid_fraction,
               "threshold": threshold, "min_neurons": min_neurons, "base": base,
               "null_draws": null_draws, "permutation_draws": permutation_draws,
-              "decodable_margin": decodable_margin}
+              "decodable_margin": decodable_margin,
+              "reference_operators": reference_operators}
     run_method("heuristics", model=model, task=None, params=params, n=n_eval, seed=seed,
                out=out or default_out("heuristics"), json_out=json_out, device=device,
                dtype=dtype, show=show, seeds=seeds)

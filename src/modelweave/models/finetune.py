@@ -12,6 +12,13 @@ safetensors with its tokenizer, loadable with ``load_model(OUT/merged)``) and
 ``OUT/finetune.json`` (settings, loss curve, timings). With ``save_every=N`` the merged model
 is also saved every N steps as ``OUT/checkpoints/step-N/`` (and the last step), for studies of
 how a mechanism appears during training. The steps are those of :mod:`.training`.
+
+The exact training items (every example some step trained on: prompt, answers and, for
+``arith``, the operands ``op1 op op2``) are written as ``training_data.jsonl`` into ``OUT/``
+and into every model directory saved (``merged/``, each checkpoint), so a model loaded from
+any of them knows what it was trained on: :func:`load_training_data` reads them back,
+:func:`training_operands` gives the arithmetic prompts, and :func:`without_training` drops
+training prompts from a task batch (the heuristics prompts do it automatically).
 """
 
 from __future__ import annotations
@@ -25,10 +32,14 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelWeaveError
-from ..io import write_json
+from ..io import read_jsonl, write_json, write_jsonl
 from ..progress import Progress
 from .model import Model
 from .training import SCHEDULES, Batch, adamw, train_steps
+
+TRAINING_DATA = "training_data.jsonl"
+#: the ``TaskBatch.dropped`` reason under which training prompts are counted when excluded
+EXCLUDED = "excluded (training prompts of the fine-tune)"
 
 
 @dataclass
@@ -96,8 +107,13 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
         rows = order[(torch.arange(batch_size) + step * batch_size) % len(batch)]
         return inputs[rows], targets[rows], mask[rows]
 
+    items = training_items(batch, _seen(order, batch_size, steps))
+    write_jsonl(out / TRAINING_DATA, items)
+
     def save(done: int) -> None:
         _save_merged(peft_model, model, out / "checkpoints" / f"step-{done}")
+        write_jsonl(out / "checkpoints" / f"step-{done}" / TRAINING_DATA,
+                    training_items(batch, _seen(order, batch_size, done)))
 
     def report(done: int, loss: float, _record: None) -> None:
         on_step(done, loss)
@@ -110,14 +126,83 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     peft_model.save_pretrained(out / "adapter")
     merged = peft_model.merge_and_unload()  # in place: the training copy is not needed again
     _save_hf(merged, model, out / "merged")
+    write_jsonl(out / "merged" / TRAINING_DATA, items)
+    merged.name_or_path = merged.config._name_or_path = str(out / "merged")
     write_json(out / "finetune.json", {
         "model": model.name, "task": batch.task, "steps": steps, "lora_r": lora_r, "lr": lr,
         "batch_size": batch_size, "n": len(batch), "seed": seed, "seconds": seconds,
         "scoring": scoring, "task_params": task_params or {}, "save_every": save_every,
-        "schedule": schedule,
+        "schedule": schedule, "n_training_items": len(items),
         "losses": losses}, indent=1)
     tuned = Model(merged, model.tokenizer, name=f"{model.name}+lora-{batch.task}")
     return FinetuneResult(tuned, losses, out / "adapter", out / "merged", seconds)
+
+
+def _seen(order: torch.Tensor, batch_size: int, steps: int) -> list[int]:
+    """The batch rows the first ``steps`` steps train on (in first-seen order)."""
+    rows = order[torch.arange(min(steps * batch_size, 10 ** 7)) % len(order)]
+    return list(dict.fromkeys(rows.tolist()))
+
+
+def training_items(batch, rows: list[int]) -> list[dict]:
+    """JSON-ready training items of ``batch`` rows (one per distinct prompt): ``prompt``,
+    ``answers`` and, for arithmetic, ``op1``, ``op``, ``op2``."""
+    out, seen = [], set()
+    for i in rows:
+        ex = batch.examples[i]
+        if ex.clean in seen:
+            continue
+        seen.add(ex.clean)
+        item = {"prompt": ex.clean, "answers": list(ex.answers)}
+        if {"op1", "op", "op2"} <= ex.meta.keys():
+            item.update(op1=int(ex.meta["op1"]), op=ex.meta["op"], op2=int(ex.meta["op2"]))
+        out.append(item)
+    return out
+
+
+def _folder_of(source) -> Path | None:
+    if isinstance(source, str | Path):
+        return Path(source)
+    path = getattr(getattr(source, "hf_model", None), "name_or_path", None)
+    return Path(path) if path else None
+
+
+def load_training_data(source) -> list[dict] | None:
+    """The training items recorded beside a fine-tuned model: ``source`` is a folder (a
+    fine-tune's ``OUT/``, ``OUT/merged`` or a checkpoint) or a :class:`Model` loaded from one.
+    ``None`` when no ``training_data.jsonl`` is there (not a fine-tune of this toolkit)."""
+    folder = _folder_of(source)
+    if folder is None or not (folder / TRAINING_DATA).is_file():
+        return None
+    return [row for _, row in read_jsonl(folder / TRAINING_DATA)]
+
+
+def training_operands(source) -> set[tuple[int, str, int]]:
+    """``(op1, operator, op2)`` of every arithmetic training item of ``source`` (see
+    :func:`load_training_data`); empty when there are none."""
+    rows = load_training_data(source) or []
+    return {(int(r["op1"]), r["op"], int(r["op2"])) for r in rows if "op" in r}
+
+
+def without_training(model: Model, batch, exclude: set[str] | None = None):
+    """``batch`` without the prompts ``model`` was fine-tuned on (``exclude``: prompt texts;
+    default read from the model's folder); the count is ``batch.dropped[EXCLUDED]``.
+
+    Raises:
+        ModelWeaveError: every prompt of the batch is a training prompt.
+    """
+    if exclude is None:
+        exclude = {r["prompt"] for r in load_training_data(model) or []}
+    keep = [i for i, ex in enumerate(batch.examples) if ex.clean not in exclude]
+    if len(keep) == len(batch):
+        return batch
+    if not keep:
+        raise ModelWeaveError(f"all {len(batch)} prompts of the {batch.task} batch are training "
+                              f"prompts of the fine-tune ({len(exclude)} recorded): nothing "
+                              "left to evaluate; draw more (n) or another seed")
+    out = batch.select(keep)
+    out.dropped = {**batch.dropped, EXCLUDED: len(batch) - len(keep)}
+    return out
 
 
 def _training_rows(batch, scoring: str, pad: int) -> tuple[torch.Tensor, torch.Tensor,

@@ -11,6 +11,15 @@ For each checkpoint (oldest first) and one operator:
 4. faithfulness ratio: F(every head + whole MLPs before ``first_layer`` + only the heuristic
    neurons that are heuristic neurons of the final checkpoint too) over F(the same with all of
    this checkpoint's heuristic neurons). Heads stay whole so the ratio isolates the neurons.
+   It is a ratio of means, ``(mean m(shared) - mean m(∅)) / (mean m(all) - mean m(∅))``
+   (:func:`shared_ratio`), with a bootstrap interval over the evaluation prompts: a ratio of
+   two per-prompt faithfulnesses divides by prompts whose m(M) - m(∅) is ~0 and jumped
+   between -2.9 and 66. It is ``None`` where this checkpoint's heuristic neurons recover less
+   than ``MIN_DENOMINATOR`` of the model's own margin over the empty circuit (nothing to
+   share).
+
+A fine-tune's training prompts (recorded in each checkpoint's folder) are never among the
+prompts or the grid (:mod:`.prompts`); ``excluded`` gives their count per checkpoint.
 
 ``first_layer`` is fixed across checkpoints (default: the first layer a probe decodes the
 answer in the final checkpoint).
@@ -22,11 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import NodeCircuit
+from ...metrics.stats import MIN_DENOMINATOR, Aggregate, _array
+from ...metrics.uncertainty import bootstrap_stat
 from ...models import Model
+from ...models.finetune import EXCLUDED
 from ...progress import Progress, Steps
 from ...tasks import TaskBatch, TaskError
 from .classify import classify_maps
@@ -63,6 +76,7 @@ class CheckpointMatches:
     accuracy: float
     matches: set[tuple[str, int, int]] = field(default_factory=set)
     batch: TaskBatch | None = field(default=None, repr=False)
+    excluded: int = 0
 
     @property
     def neurons(self) -> set[tuple[int, int]]:
@@ -77,8 +91,12 @@ def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
         batch = batch or s.prompts(model, operator)
     except TaskError:
         return CheckpointMatches(step, 0.0)
-    drawn = len(batch) + sum(batch.dropped.values())
-    disc, _ = split_prompts(batch, s)
+    excluded = batch.dropped.get(EXCLUDED, 0)
+    drawn = len(batch) + sum(v for k, v in batch.dropped.items() if k != EXCLUDED)
+    try:
+        disc, _ = split_prompts(batch, s)
+    except TaskError:  # too few correct prompts to rank neurons and evaluate
+        return CheckpointMatches(step, len(batch) / max(drawn, 1), excluded=excluded)
     ranking = rank_neurons(neuron_attribution(model, disc))
     top = top_neurons(ranking, s.classify_k, range(first_layer, model.cfg.n_layers))
     neurons = [(L, n) for L, idx in top.items() for n in idx]
@@ -88,7 +106,7 @@ def checkpoint_matches(model: Model, step: int, operator: str, s: Settings,
                           threshold=s.threshold, gated=is_gated(model))
     return CheckpointMatches(step, len(batch) / max(drawn, 1),
                              {(m.name, L, n) for (L, n), ms in zip(neurons, found, strict=True)
-                              for m in ms}, batch)
+                              for m in ms}, batch, excluded)
 
 
 def _neuron_circuit(model: Model, first_layer: int, neurons: set) -> NodeCircuit:
@@ -101,13 +119,32 @@ def _neuron_circuit(model: Model, first_layer: int, neurons: set) -> NodeCircuit
                        {L: tuple(v) for L, v in by_layer.items()})
 
 
+def shared_ratio(shared, every, full, empty, *, min_fraction: float = MIN_DENOMINATOR,
+                 seed: int = 0) -> Aggregate | None:
+    """F(shared) / F(all) as a ratio of means over paired per-prompt metrics ([N] each):
+    ``(mean shared - mean empty) / (mean every - mean empty)`` (the model's m(M) cancels),
+    with its percentile-bootstrap interval over prompts. ``None`` when
+    ``|mean every - mean empty|`` is below ``min_fraction * |mean full - mean empty|``."""
+    s, a, f, e = (_array(x) for x in (shared, every, full, empty))
+    den = abs(a.mean() - e.mean())
+    if den == 0 or den < min_fraction * abs(f.mean() - e.mean()):
+        return None
+
+    def ratio(s_, a_, e_):
+        return float((s_.mean() - e_.mean()) / (a_.mean() - e_.mean()))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bootstrap_stat([s, a, e], ratio, seed=seed)
+
+
 def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
               load: Callable[[str | Path], Model] | None = None,
               progress: Progress = None, **settings) -> dict:
     """Run the module docstring's steps over ``checkpoints`` (``(step, model dir)``; the last
     is the final one). ``settings``: :class:`~.pipeline.Settings` fields (``first_layer``,
     ``top_k`` as ``classify_k`` ...). Returns a JSON-ready dict: steps, accuracy, matches,
-    share_present, shared_faithfulness_ratio, first_layer. ``progress`` phases: ``"final"``
+    share_present, shared_faithfulness_ratio (with ``_ci``), excluded, first_layer.
+    ``progress`` phases: ``"final"``
     (the final checkpoint's neurons) and ``"checkpoints"`` (checkpoints done of all)."""
     from ...models import load_model
 
@@ -136,10 +173,9 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
             try:
                 _, evalset = split_prompts(found.batch, s)
                 ev = NodeEvaluator(model, evalset, reference_means(model, s))
-                f_all = ev.faithfulness(_neuron_circuit(model, first, found.neurons))
-                shared = found.neurons & final.neurons
-                f_shared = ev.faithfulness(_neuron_circuit(model, first, shared))
-                ratio = f_shared / f_all if f_all else None
+                every = ev.values(_neuron_circuit(model, first, found.neurons))
+                shared = ev.values(_neuron_circuit(model, first, found.neurons & final.neurons))
+                ratio = shared_ratio(shared, every, ev.full, ev.empty, seed=s.seed)
             except TaskError:
                 ratio = None
         rows.append((found, share, ratio))
@@ -152,5 +188,9 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
             "n_matches": [len(r[0].matches) for r in rows],
             "n_heuristic_neurons": [len(r[0].neurons) for r in rows],
             "share_present": [r[1] for r in rows],
-            "shared_faithfulness_ratio": [r[2] for r in rows],
+            "shared_faithfulness_ratio": [None if r[2] is None else r[2].mean for r in rows],
+            "shared_faithfulness_ratio_ci": [None if r[2] is None else [r[2].ci_low,
+                                                                        r[2].ci_high]
+                                             for r in rows],
+            "excluded": [r[0].excluded for r in rows],
             "final_matches": sorted([list(m) for m in final.matches])}

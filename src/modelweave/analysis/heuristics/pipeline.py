@@ -4,8 +4,8 @@
 
 1. prompts: correctly answered prompts with counterfactuals (:mod:`.prompts`), split into a
    discovery set (``n_discovery``, the paper's 50) and an evaluation set (the rest);
-2. reference means per position over prompts of every requested operator (all legal ones, a
-   random ``n_reference`` of them), for mean ablation;
+2. reference means per position over prompts of ``reference_operators`` (default: the
+   analysed operators; a random ``n_reference`` legal prompts of each), for mean ablation;
 3. localisation: heads and MLPs patched by position with the Eq. 1 effect; heads chosen from
    the faithfulness-vs-heads curve (all MLPs in the circuit) (:mod:`.localize`);
 4. neurons: attribution of every neuron at the last position, ranked by mean + std; the top
@@ -40,6 +40,7 @@ import torch
 from ...circuits.node_faithfulness import NodeEvaluator
 from ...circuits.nodes import PositionMeans, position_means
 from ...models import Model
+from ...models.finetune import EXCLUDED
 from ...models.parts import is_gated as gated_mlp
 from ...progress import Progress, Steps, nested
 from ...tasks import TaskBatch, TaskError
@@ -88,7 +89,7 @@ class Settings:
     min_neurons: int = 10
     max_knockouts: int = 20
     knockout_per_layer: tuple[int, ...] = (5, 10, 25)
-    reference_operators: tuple[str, ...] = ("+", "-", "*", "/")
+    reference_operators: tuple[str, ...] | str | None = None  # None: the analysed operators
     spaces: bool = False
     seed: int = 0
     nulls: tuple[str, ...] = NULLS
@@ -193,10 +194,14 @@ def _timed(seconds: dict, name: str):
 
 
 def reference_means(model: Model, s: Settings, progress: Progress = None) -> PositionMeans:
-    """Per-position means over legal prompts of ``reference_operators`` (the paper: all four
-    on the full grid; here ``n_reference`` random ones of each, so operators are balanced).
-    ``progress`` phase ``"means"`` (:func:`~modelweave.circuits.nodes.position_means`)."""
-    picked = [s.grid(model, op, n=s.n_reference) for op in s.reference_operators]
+    """Per-position means over legal prompts of ``reference_operators`` (default: the
+    operators analysed, ``s.operators``; the paper uses all four on the full grid, which
+    averages in operators a model may never have learned: give ``("+", "-", "*", "/")`` for
+    it), ``n_reference`` random ones of each, so operators are balanced. A fine-tune's
+    training prompts are left out (:mod:`.prompts`). ``progress`` phase ``"means"``
+    (:func:`~modelweave.circuits.nodes.position_means`)."""
+    ops = parse_operators(s.reference_operators or s.operators)
+    picked = [s.grid(model, op, n=s.n_reference) for op in ops]
     width = max(int(g.lengths.max()) for g in picked)
     pad = model.tokenization.pad_token_id
 
@@ -211,9 +216,20 @@ def reference_means(model: Model, s: Settings, progress: Progress = None) -> Pos
 
 def split_prompts(batch: TaskBatch, s: Settings) -> tuple[TaskBatch, TaskBatch]:
     """The discovery set (the first ``n_discovery`` prompts, at most half) and the evaluation
-    set (up to ``n_eval`` of the rest)."""
+    set (up to ``n_eval`` of the rest).
+
+    Raises:
+        TaskError: no prompt is left for evaluation (the numbers, with the fine-tune's
+            training prompts excluded, in one line).
+    """
     n = len(batch)
     n_disc = min(s.n_discovery, max(1, n // 2))
+    if n - n_disc < 1:
+        excluded = batch.dropped.get(EXCLUDED, 0)
+        raise TaskError(f"{n} correct prompt(s) after excluding {excluded} training prompt(s) "
+                        f"of the fine-tune (dropped: {dict(batch.dropped)}); {n_disc} go to "
+                        "discovery and none is left for evaluation: widen the grid or draw "
+                        "more (n_prompts)")
     return batch.select(slice(0, n_disc)), batch.select(slice(n_disc, n_disc + s.n_eval))
 
 

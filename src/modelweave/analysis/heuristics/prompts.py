@@ -19,6 +19,14 @@ continue the number (does not start with a digit).
 
 Counterfactuals must have the same token length as the prompt (so named positions align) and a
 different unit token; prompts without such a partner are dropped (``ArithBatch.dropped``).
+
+Fine-tunes are analysed on prompts they were not trained on: ``exclude`` (default ``None``)
+reads the operand triples a fine-tune recorded in its folder
+(:func:`modelweave.models.finetune.training_operands`; nothing for a model without that file)
+and removes them from the grid *before* sampling, for the prompts, their counterfactuals and
+the key-map grid alike. Give a set of ``(op1, op, op2)`` (or :class:`ArithPrompt`) to choose
+it yourself, ``()`` for none. The count is ``batch.dropped[EXCLUDED]``
+(``"excluded (training prompts of the fine-tune)"``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 
 from ...metrics.evaluate import run_batched
 from ...models import Model
+from ...models.finetune import EXCLUDED, training_operands
 from ...tasks import TaskBatch, TaskError, materialize
 from ...tasks.arith import ArithPrompt, arith_grid, make_example, parse_operators
 
@@ -128,11 +137,36 @@ def _prompt(batch: TaskBatch, i: int) -> ArithPrompt:
     return ArithPrompt(meta["op1"], meta["op"], meta["op2"])
 
 
+def _excluded(model: Model, exclude) -> set[tuple[int, str, int]]:
+    """The ``(op1, op, op2)`` triples to leave out (module docstring)."""
+    if exclude is None:
+        return training_operands(model)
+    return {(p.op1, p.operator, p.op2) if isinstance(p, ArithPrompt) else
+            (int(p[0]), str(p[1]), int(p[2])) for p in exclude}
+
+
+def _legal(op: str, op_min: int, op_max: int, bound: int,
+           skip: set[tuple[int, str, int]], dropped: Counter) -> list[ArithPrompt]:
+    """The grid of ``op`` without the ``skip`` triples (counted in ``dropped``); a clear
+    error when nothing is left."""
+    grid = arith_grid(op, op_min, op_max, bound)
+    if not skip:
+        return grid
+    kept = [p for p in grid if (p.op1, p.operator, p.op2) not in skip]
+    dropped[EXCLUDED] += len(grid) - len(kept)
+    if grid and not kept:
+        raise TaskError(f"all {len(grid)} legal prompts of {op!r} with operands in "
+                        f"[{op_min}, {op_max}) are training prompts of the fine-tune "
+                        f"({len(skip)} recorded): no prompt is left to analyse; widen the "
+                        "grid (op_max)")
+    return kept
+
+
 def arithmetic_batch(model: Model, operators="+", *, op_min: int = 0, op_max: int = 100,
                      result_max: int | None = None, n: int | None = 200,
                      counterfactual_operators=None, step: int = 0, spaces: bool = False,
                      check_end: bool = True, require_correct: bool = True, seed: int = 0,
-                     batch_size: int = 64) -> TaskBatch:
+                     batch_size: int = 64, exclude=None) -> TaskBatch:
     """Correctly answered prompts of ``operators`` with counterfactuals, as a TaskBatch.
 
     Args:
@@ -146,20 +180,24 @@ def arithmetic_batch(model: Model, operators="+", *, op_min: int = 0, op_max: in
             same as ``operators``; the paper uses all four).
         step: which answer token is the unit (earlier ones teacher-forced).
         require_correct: ``False`` skips the correctness filter (benchmarks, untrained models).
+        exclude: prompts never used (module docstring; default: the fine-tune's training
+            prompts recorded in the model's folder).
 
     Returns:
         a TaskBatch: ``clean`` the prompts, ``corrupt`` the counterfactuals, ``answers`` the
         unit token of r, ``wrong_ids`` that of r'; positions OP1, OPERATOR, OP2, EQ, END;
         ``examples[i].meta`` holds op1, op2, op, result (and ``cf_*`` of the counterfactual);
-        ``dropped`` counts prompts lost to each filter.
+        ``dropped`` counts prompts lost to each filter (``EXCLUDED``: training prompts left
+        out of the grid before sampling).
     """
     ops = parse_operators(operators)
     cf_ops = parse_operators(counterfactual_operators or ops)
     bound = 10 ** 9 if result_max is None else result_max
     rng = random.Random(f"arith:{seed}")
+    skip, excluded = _excluded(model, exclude), Counter()
     pools = {}
     for op in dict.fromkeys(ops + cf_ops):
-        grid = arith_grid(op, op_min, op_max, bound)
+        grid = _legal(op, op_min, op_max, bound, skip, excluded)
         pools[op] = grid if n is None or len(grid) <= n else rng.sample(grid, n)
     prompts = [p for op in dict.fromkeys(ops + cf_ops) for p in pools[op]]
     if not prompts:
@@ -168,7 +206,7 @@ def arithmetic_batch(model: Model, operators="+", *, op_min: int = 0, op_max: in
     base = _base_batch(model, prompts, spaces)
     ok = (answered_correctly(model, base, check_end=check_end, batch_size=batch_size)
           if require_correct else torch.ones(len(base), dtype=torch.bool))
-    dropped = Counter(base.dropped)
+    dropped = Counter(base.dropped) + excluded
     dropped["answered incorrectly"] += int((~ok).sum())
     units = [_unit(base, i, step) for i in range(len(base))]
     dropped[f"answer has no token {step}"] += sum(u is None for u in units)
@@ -197,15 +235,19 @@ def arithmetic_batch(model: Model, operators="+", *, op_min: int = 0, op_max: in
 
 def grid_batch(model: Model, operator: str, *, op_min: int = 0, op_max: int = 100,
                result_max: int | None = None, fraction: float = 1.0, n: int | None = None,
-               step: int = 0, spaces: bool = False, seed: int = 0) -> TaskBatch:
+               step: int = 0, spaces: bool = False, seed: int = 0,
+               exclude=None) -> TaskBatch:
     """Every legal prompt of one operator (or a random ``fraction`` of them, or at most ``n``
-    random ones), correct or not,
+    random ones), correct or not, without ``exclude`` (default: the fine-tune's training
+    prompts; counted in ``dropped[EXCLUDED]``),
     teacher-forced to ``step`` with the true answer: the grid that key maps are read on.
     ``clean == corrupt``; ``answers`` is the true answer's unit token."""
     (op,) = parse_operators(operator)
     if not 0 < fraction <= 1:
         raise TaskError(f"fraction must be in (0, 1], got {fraction}")
-    prompts = arith_grid(op, op_min, op_max, 10 ** 9 if result_max is None else result_max)
+    excluded: Counter = Counter()
+    prompts = _legal(op, op_min, op_max, 10 ** 9 if result_max is None else result_max,
+                     _excluded(model, exclude), excluded)
     keep = max(1, int(len(prompts) * fraction))
     if n is not None:
         keep = min(keep, n)
@@ -217,4 +259,5 @@ def grid_batch(model: Model, operator: str, *, op_min: int = 0, op_max: int = 10
     index = [i for i in range(len(base)) if _unit(base, i, step) is not None]
     if not index:
         raise TaskError(f"no answer of the grid has a token {step}")
-    return _assemble(base, index, index, step, model.tokenization.pad_token_id, base.dropped)
+    return _assemble(base, index, index, step, model.tokenization.pad_token_id,
+                     dict(Counter(base.dropped) + excluded))

@@ -19,7 +19,8 @@ SETTINGS = {"op_min": "op_min", "max_op": "op_max", "result_max": "result_max", 
             "grid_fraction": "grid_fraction", "threshold": "threshold",
             "min_neurons": "min_neurons", "max_knockouts": "max_knockouts",
             "null_draws": "null_draws", "permutation_draws": "permutation_draws",
-            "decodable_margin": "decodable_margin"}
+            "decodable_margin": "decodable_margin",
+            "reference_operators": "reference_operators"}
 
 
 @register
