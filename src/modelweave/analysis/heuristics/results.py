@@ -90,8 +90,10 @@ def summary(r: OperatorResult, d_mlp: int) -> dict:
         "decoding_margin": dec.margin,
         "first_layer_accuracy": dec.accuracy[r.neurons.first_layer],
         "first_layer_accuracy_ci": dec.accuracy_ci[r.neurons.first_layer]}
+    excluded = sum(v for k, v in r.dropped.items() if k.startswith("excluded"))
     return {"operator": r.operator, "n_discovery": r.n_discovery, "n_eval": r.n_eval,
-            "heads": r.heads.chosen, "circuit_faithfulness": r.circuit_faithfulness,
+            "excluded_training_prompts": excluded, "heads": r.heads.chosen,
+            "circuit_faithfulness": r.circuit_faithfulness,
             "first_layer": r.neurons.first_layer, "neurons_per_layer": k,
             "neuron_share": k / d_mlp,
             "neuron_faithfulness": dict(zip(r.neurons.counts, r.neurons.faithfulness,
