@@ -8,12 +8,17 @@ import math
 import pytest
 import torch
 
-from modelweave.circuits import CircuitEvaluator, discover, edge_attribution, faithfulness_curve
+from modelweave.circuits import (
+    CircuitEvaluator,
+    Graph,
+    discover,
+    edge_attribution,
+    faithfulness_curve,
+)
 from modelweave.circuits.graph import CircuitError
 from modelweave.circuits.nulls import circuit_null, matched_edge_draws, strata_counts
 from modelweave.circuits.uncertainty import edge_names, edge_stability, faithfulness_interval
 from modelweave.metrics.nulls import NullError
-
 from planted import planted_model
 
 
@@ -114,9 +119,6 @@ def test_null_draws_have_exactly_the_strata_of_the_circuit(planted):
 
 def test_a_null_that_cannot_be_matched_is_one_clear_error(planted):
     model, _, truth = planted
-    graph = CircuitEvaluator.__new__(CircuitEvaluator)  # only the graph is needed
-    from modelweave.circuits import Graph
-
     graph = Graph.from_config(model.cfg)
     one = torch.zeros_like(graph.real_edges)
     one[graph.mlp(2), graph.logits_receiver] = True  # the only mlp-2 -> logits edge

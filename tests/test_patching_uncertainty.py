@@ -9,7 +9,6 @@ import torch
 from modelweave.methods.patching import patch
 from modelweave.methods.result import PatchingResult
 from modelweave.metrics.functional import normalize
-
 from planted import planted_model
 
 

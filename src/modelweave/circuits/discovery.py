@@ -165,7 +165,9 @@ def discover(model: Model, batch: TaskBatch, method: str = DEFAULT_METHOD, *,
     curve.update({k: uncertainty.pop(k) for k in ("band_signed", "band_abs")})
     curve.update(cpr_ci=uncertainty["cpr"], cmd_ci=uncertainty["cmd"])
     seconds["uncertainty"] = time.perf_counter() - start
-    if null_draws:
+    if null_draws and not chosen.n_edges:
+        uncertainty["null_note"] = "no null for an empty circuit"
+    elif null_draws:
         start = time.perf_counter()
         uncertainty["null"] = circuit_null(evaluator, chosen.in_graph, null_draws).to_dict()
         curve["null"] = {**uncertainty["null"], "n_edges": chosen.n_edges,

@@ -26,7 +26,7 @@ from .evaluation import CircuitEvaluator
 from .graph import Graph
 
 #: default number of null circuits of :func:`~.discovery.discover`
-NULL_DRAWS = 10
+NULL_DRAWS = 20
 
 Stratum = tuple[str, int, str, int]
 

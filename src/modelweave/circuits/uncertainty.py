@@ -77,8 +77,8 @@ def curve_uncertainty(circuit: Circuit, evaluator: CircuitEvaluator, *,
     seed), so the bands, CPR and CMD are of the same resamples.
 
     Returns:
-        JSON-ready ``{"band_signed", "band_abs"}`` (:class:`~modelweave.metrics.uncertainty.
-        Band` dicts: ``x`` the percentages, ``value`` the curve, ``low``, ``high``) and
+        JSON-ready ``{"band_signed", "band_abs"}`` (:class:`~modelweave.metrics.uncertainty.Band`
+        dicts: ``x`` the percentages, ``value`` the curve, ``low``, ``high``) and
         ``{"cpr", "cmd"}`` (:class:`Aggregate` dicts), ``n`` prompts, ``resamples``.
     """
     if not circuit.curve:
