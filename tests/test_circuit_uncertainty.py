@@ -149,3 +149,26 @@ def test_faithfulness_curve_values_are_unchanged_by_the_per_prompt_memo(planted)
         rows = ev.rows(scored.top_fraction(p, False).in_graph)
         value = (rows.mean() - ev.empty_rows.mean()) / (ev.full_rows.mean() - ev.empty_rows.mean())
         assert value == pytest.approx(f, rel=1e-5, abs=1e-6)
+
+
+def test_discover_kind_reports_intervals_null_and_its_components(found, tmp_path):
+    from modelweave.experiments.methods.base import get_method
+    from modelweave.experiments.methods.discover import null_text, stability_text, with_ci
+    from modelweave.report.curves import curve_figure, save_faithfulness_curve
+
+    kind = get_method("discover")
+    assert {"resamples", "null_draws"} <= set(kind.params)
+    found.circuit.save(tmp_path / "circuit.json")
+    names = kind.components(tmp_path, {})
+    assert names == [e for e, _ in found.circuit.edges()] and len(names) == found.circuit.n_edges
+    s = found.summary()
+    low, high = s["faithfulness_ci"]
+    assert with_ci(s, "faithfulness") == f"{s['faithfulness']:.3f} [{low:.3f}, {high:.3f}]"
+    assert "matched null" in null_text(s) and "3 draws" in null_text(s)
+    assert "stable core" in stability_text(s)
+    assert "[" in kind.headline(s)
+    fig = curve_figure(found.circuit.curve, "t")
+    assert [t.fill for t in fig.data].count("toself") == 2  # the two bands
+    assert fig.data[-1].error_y.array is not None  # the null's range
+    files = save_faithfulness_curve(found.circuit.curve, "t", tmp_path / "curve")
+    assert all(f.exists() for f in files)

@@ -84,3 +84,19 @@ def test_heatmap_hover_shows_the_intervals(planted):
     assert fig.data[0].customdata[1, 2, 0] == pytest.approx(float(r.low[1, 2]))
     assert component_name("heads", {"layer": 2, "pos": None, "index": 1}) == "a2.h1"
     assert component_name("mlp", {"layer": 0, "pos": 3, "index": None}) == "mlp 0@3"
+
+
+def test_patch_kind_components_are_the_verified_top_k(planted, tmp_path):
+    from modelweave.experiments.methods.base import get_method
+    from modelweave.io import write_json
+
+    model, batch = planted
+    found = patch(model, batch, "heads", method="locate", k=3)
+    summary = found.summary(len(batch))
+    write_json(tmp_path / "locate.json", {**found.located.summary(), "exact_mask": []})
+    kind = get_method("patch")
+    names = kind.components(tmp_path, {"summary": summary})
+    assert names == [f"a{u.layer}.h{u.index}" for u, _ in found.located.top]
+    assert len(names) == 3
+    exact = patch(model, batch, "heads")
+    assert kind.components(tmp_path, {"summary": exact.summary(len(batch))}) is None

@@ -170,7 +170,7 @@ def stability_text(summary: dict) -> str:
     if summary.get("stable_core_size") is None or not summary.get("jaccard_ci"):
         return ""
     low, high = summary["jaccard_ci"]
-    return (f"; over prompt resamples the circuit's Jaccard to itself is "
+    return (f"; over prompt resamples, a re-chosen circuit's Jaccard to this one is "
             f"{summary['jaccard']:.3f} [{low:.3f}, {high:.3f}] and {summary['stable_core_size']}"
             f" edges are in at least 90% of the resampled circuits (stable core)")
 
