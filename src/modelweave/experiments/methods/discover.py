@@ -82,12 +82,20 @@ class Discover(MethodKind):
         if method not in DISCOVERY_METHODS:
             raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
                             f"{', '.join(DISCOVERY_METHODS)}")
+        from ...circuits.nulls import NULL_DRAWS
+
         label = f"{self.name}/{method}"
+        draws = params.get("null_draws", NULL_DRAWS)
+        null = (f"; matched null: {draws} random circuits, one circuit evaluation each (the "
+                f"curve has 20), not in the estimate" if draws else "")
         if method in _MEMORY_KINDS:
-            return PlanSpec.of(_MEMORY_KINDS[method], label=label)
+            kept = ("per-prompt edge scores for the stability: at most 256 MiB of host memory"
+                    if params.get("resamples", 1) else "")
+            return PlanSpec.of(_MEMORY_KINDS[method], label=label,
+                               note="; ".join(x for x in (kept, null.lstrip("; ")) if x))
         return PlanSpec.of("faithfulness", label=label,
                            note=f"{method}: planned as patched passes like the faithfulness "
-                                "evaluator's")
+                                f"evaluator's{null}")
 
     def load(self, folder: Path, record: dict) -> Circuit:
         from ...circuits import Circuit
