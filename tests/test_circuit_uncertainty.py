@@ -172,3 +172,16 @@ def test_discover_kind_reports_intervals_null_and_its_components(found, tmp_path
     assert fig.data[-1].error_y.array is not None  # the null's range
     files = save_faithfulness_curve(found.circuit.curve, "t", tmp_path / "curve")
     assert all(f.exists() for f in files)
+
+
+def test_a_null_of_equal_draws_draws_without_error(tmp_path):
+    from modelweave.report.curves import save_faithfulness_curve
+
+    value = 0.3  # the mean of equal draws can round past their quantiles (here by 1e-12)
+    curve = {"percentages": [0.5, 1.0], "faithfulness_signed": [0.5, 1.0],
+             "faithfulness_abs": [0.4, 1.0], "edges_signed": [1, 2], "edges_abs": [1, 2],
+             "cpr": 0.4, "cmd": 0.3, "metric": "logit_diff",
+             "null": {"null_mean": value, "null_low": value + 1e-12,
+                      "null_high": value - 1e-12, "draws": 3, "n_edges": 1,
+                      "percentage": 0.5}}
+    assert all(f.exists() for f in save_faithfulness_curve(curve, "t", tmp_path / "c"))

@@ -63,8 +63,8 @@ def curve_figure(curve: dict, title: str):
             x=[x], y=[null["null_mean"]], mode="markers", name=_null_label(null),
             marker=dict(color="grey", symbol="diamond"),
             error_y=dict(type="data", symmetric=False,
-                         array=[null["null_high"] - null["null_mean"]],
-                         arrayminus=[null["null_mean"] - null["null_low"]])))
+                         array=[max(0.0, null["null_high"] - null["null_mean"])],
+                         arrayminus=[max(0.0, null["null_mean"] - null["null_low"])])))
     return go.Figure(traces, layout=dict(title=title, xaxis_type="log",
                                          xaxis_title="edges kept (% of all edges)",
                                          yaxis_title=f"faithfulness ({curve['metric']})"))
@@ -93,7 +93,9 @@ def save_faithfulness_curve(curve: dict, title: str, path: str | Path) -> list[P
     if null:
         mean = null["null_mean"]
         ax.errorbar([100 * null["percentage"]], [mean], fmt="D", color="grey",
-                    yerr=[[mean - null["null_low"]], [null["null_high"] - mean]], capsize=3,
+                    # clamped: the mean of equal draws can round past their quantiles
+                    yerr=[[max(0.0, mean - null["null_low"])],
+                          [max(0.0, null["null_high"] - mean)]], capsize=3,
                     label=_null_label(null))
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
