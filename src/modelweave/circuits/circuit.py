@@ -72,6 +72,9 @@ class Circuit:
     method: str = ""
     params: dict = field(default_factory=dict)
     curve: dict | None = None
+    #: [U, n_senders, n_receivers] summed scores of each resampling unit of prompts, when the
+    #: method kept them (EAP, EAP-IG with ``per_prompt=True``); not saved
+    unit_scores: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     # selection ---------------------------------------------------------------------------
     def top(self, n: int, absolute: bool = True) -> Circuit:

@@ -35,6 +35,9 @@ from .runs import embeddings, sender_outputs
 from .wiring import check_model
 
 METHODS = EAP_METHODS
+#: per-prompt edge scores kept by ``edge_attribution(per_prompt=True)`` take at most this many
+#: bytes (256 MiB); beyond it prompts are grouped into units
+UNIT_BYTES = 256 * 2 ** 20
 
 
 def _differing_suffix(batch: TaskBatch) -> torch.Tensor:
@@ -53,6 +56,7 @@ def chunks(batch: TaskBatch, size: int) -> list[TaskBatch]:
 
 def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
                      steps: int = 5, metric: str = "logit_diff", batch_size: int = 16,
+                     per_prompt: bool = False, max_unit_bytes: int = UNIT_BYTES,
                      progress: Progress = None) -> Circuit:
     """Score every edge of the model's graph with EAP or EAP-IG.
 
@@ -62,6 +66,12 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         metric: a task metric or ``"kl"`` (see :mod:`.objective`).
         batch_size: prompts per pass (bounds memory: the sender outputs take
             ``2 * batch_size * pos * n_senders * d_model`` floats).
+        per_prompt: also keep the scores summed over each resampling unit of prompts
+            (``circuit.unit_scores`` [U, n_senders, n_receivers] float32 on the CPU; one
+            prompt per unit, or ``circuit.params["unit_size"]`` consecutive prompts when one
+            per prompt would take more than ``max_unit_bytes``), for
+            :func:`~.uncertainty.edge_stability`. ``scores`` is then the units' sum over N
+            (equal to the one contraction up to float rounding).
         progress: phase ``"score"``: prompts done (each after its ``steps`` passes, EAP 1).
 
     Returns:
@@ -77,6 +87,12 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
     scores = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.float32,
                          device=model.device)
     done = Steps(progress, "score", len(batch))
+    unit_size, units = 1, None
+    if per_prompt:
+        per_unit = graph.n_senders * graph.n_receivers * 4
+        unit_size = max(1, -(-len(batch) * per_unit // max(1, max_unit_bytes)))
+        units = torch.zeros(-(-len(batch) // unit_size), graph.n_senders, graph.n_receivers)
+    first_prompt = 0
     for part in chunks(batch.to(model.device), batch_size):
         # the pass the gradients are taken in first (EAP: clean; EAP-IG: k = 0, the corrupted
         # inputs) also reports its sender outputs, so only the other run is a separate pass
@@ -113,11 +129,27 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
         diff = sender_differences(model, graph, clean, clean - corrupted)
         diff = diff[active].float().transpose(0, 1).reshape(graph.n_senders, -1)
         del clean, corrupted, other, recorded[:]
+        # each prompt's active tokens are consecutive columns (row-major (batch, position))
+        ends = (active.sum(1).cumsum(0) * model.cfg.d_model).tolist()
         for receivers, n_up, grad in grads:
             grad = grad.transpose(0, 1).reshape(grad.shape[1], -1)  # [R, K*d]
-            scores[:n_up, receivers] += diff[:n_up] @ grad.T
+            if units is None:
+                scores[:n_up, receivers] += diff[:n_up] @ grad.T
+                continue
+            for b, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+                term = diff[:n_up, lo:hi] @ grad[:, lo:hi].T
+                units[(first_prompt + b) // unit_size, :n_up, receivers] += term.cpu()
+        first_prompt += len(part)
         done.advance(len(part))
+    if units is not None:
+        units /= n_steps
+        scores = units.sum(0).to(scores.device) * n_steps
     scores /= len(batch) * n_steps
-    return Circuit(graph, scores.cpu(), torch.zeros_like(scores, dtype=torch.bool, device="cpu"),
-                   model=model.name, task=batch.task, method=method,
-                   params={"steps": n_steps, "metric": metric, "n_prompts": len(batch)})
+    params = {"steps": n_steps, "metric": metric, "n_prompts": len(batch)}
+    if units is not None:
+        params["unit_size"] = unit_size
+    circuit = Circuit(graph, scores.cpu(), torch.zeros_like(scores, dtype=torch.bool,
+                                                            device="cpu"),
+                      model=model.name, task=batch.task, method=method, params=params)
+    circuit.unit_scores = units
+    return circuit

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..engine.ablation import MeanAccumulator, replacement
@@ -54,18 +55,25 @@ class CircuitEvaluator:
         self.graph = check_model(model)
         self.n = len(batch)
         self.parts: list[tuple[TaskBatch, torch.Tensor, torch.Tensor]] = []
-        full = 0.0
+        full, full_rows = 0.0, []
         for part in chunks(batch.to(model.device), batch_size):
             logits = model.forward(part.clean, attention_mask=part.mask)
             _, corrupted = sender_outputs(model, part.corrupt, part.mask)
             reference = last_logits(logits, part)
-            full += float(per_example(metric, logits, part, reference).sum())
+            values = per_example(metric, logits, part, reference)
+            full += float(values.sum())
+            full_rows.append(values[0].detach().cpu())
             self.parts.append((part, corrupted, reference))
         if intervention == "mean":
             self._use_means()
         self.full = full / self.n
-        self.empty = float(self.score(torch.zeros_like(self.graph.real_edges))[0])
+        #: [N] per-prompt metric of the model and of the empty circuit (float64 numpy)
+        self.full_rows = torch.cat(full_rows).double().numpy()
         self._cache: dict[bytes, float] = {}
+        self._rows: dict[bytes, np.ndarray] = {}
+        empty = torch.zeros_like(self.graph.real_edges)
+        self.empty = float(self.score(empty)[0])
+        self.empty_rows = self._last_rows[0]
 
     def _use_means(self) -> None:
         """Replace corrupted outputs by their mean over the corrupted prompts at each position
@@ -85,18 +93,31 @@ class CircuitEvaluator:
         kept = torch.stack([prune(self.graph, g) for g in stacked]) if pruned else stacked
         removed = (self.graph.real_edges & ~kept).to(self.model.device)
         total = torch.zeros(len(stacked))
+        rows = []
         for part, corrupted, reference in self.parts:
             logits = patched_logits(self.model, part.clean, corrupted, removed, part.mask)
-            total += per_example(self.metric, logits, part, reference).sum(1).cpu()
+            values = per_example(self.metric, logits, part, reference)
+            total += values.sum(1).cpu()
+            rows.append(values.detach().cpu())
+        #: [G, N] the per-prompt metric of the last call's circuits (float64 numpy)
+        self._last_rows = torch.cat(rows, dim=1).double().numpy()
         return total / self.n
 
     def faithfulness(self, in_graph: torch.Tensor) -> float:
-        """f(C) of one circuit's edges [N, R] (memoised)."""
+        """f(C) of one circuit's edges [N, R] (memoised, with its per-prompt metric)."""
         key = prune(self.graph, in_graph).numpy().tobytes()
         if key not in self._cache:
             value = float(self.score(in_graph)[0])
+            self._rows[key] = self._last_rows[0]
             self._cache[key] = normalize(value, self.full, self.empty)
         return self._cache[key]
+
+    def rows(self, in_graph: torch.Tensor) -> np.ndarray:
+        """[N] per-prompt metric of one circuit (pruned), from the memo when it was run."""
+        key = prune(self.graph, in_graph).numpy().tobytes()
+        if key not in self._rows:
+            self.faithfulness(in_graph)
+        return self._rows[key]
 
 
 def area(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -151,6 +172,7 @@ class MinimalCircuit:
     target: float
     reached: bool
     trials: dict[int, float]
+    size: int = 0  # the top-n requested (before pruning)
 
 
 def minimal_circuit(circuit: Circuit, evaluator: CircuitEvaluator, target: float = 0.9,
@@ -187,4 +209,4 @@ def minimal_circuit(circuit: Circuit, evaluator: CircuitEvaluator, target: float
     else:
         best = max(trials, key=lambda k: (trials[k], -k))
     chosen = circuit.top(best, absolute)
-    return MinimalCircuit(chosen, trials[best], target, trials[best] >= target, trials)
+    return MinimalCircuit(chosen, trials[best], target, trials[best] >= target, trials, best)

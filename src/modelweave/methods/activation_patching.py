@@ -84,14 +84,19 @@ def _chunks(starts: dict[Unit, int], size: int) -> list[list[Unit]]:
 
 def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, grid: str,
                 units: list[Unit], metric: str = "logit_diff", max_rows: int = 512,
-                progress: Progress = None) -> dict[Unit, float]:
+                progress: Progress = None,
+                per_prompt: dict[Unit, torch.Tensor] | None = None) -> dict[Unit, float]:
     """Metric (mean over the batch, raw) of each unit's patched run, on the fast path.
 
     ``base`` must hold the patched sites (``base_run(..., sites=...)``): units whose source
     values equal the base run's get the base run's metric without a pass. ``progress`` phase
-    ``"patch"``: units done of ``len(units)``."""
+    ``"patch"``: units done of ``len(units)``. ``per_prompt``: a dict that receives each
+    unit's [N] per-prompt metric (float32, CPU) from the same passes."""
     kind, n = SITES[grid], len(batch)
-    base_metric = metric_on_last(metric, base.last_logits, batch).mean().item()
+    base_rows = metric_on_last(metric, base.last_logits, batch)
+    base_metric = base_rows.mean().item()
+    if per_prompt is not None:
+        base_rows = base_rows.reshape(-1).detach().float().cpu()
     size = max(1, max_rows // n)
     results: dict[Unit, float] = {}
     starts = {}
@@ -100,6 +105,8 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
         first = _first_change(unit, source_cache[name], base.sites[name])
         if first is None:
             results[unit] = base_metric
+            if per_prompt is not None:
+                per_prompt[unit] = base_rows
         else:
             starts[unit] = first
     steps = Steps(progress, "patch", len(units), len(results))
@@ -119,8 +126,11 @@ def patch_units(model: Model, batch: TaskBatch, base: BaseRun, source_cache, gri
         else:
             with model.hooks([(f"blocks.{layer}.{kind}", hook)]):
                 last = run_suffix(model, base, first_layer, start, len(chunk))
-        values = metric_on_last(metric, last, batch).mean(dim=1)
+        rows = metric_on_last(metric, last, batch)
+        values = rows.mean(dim=1)
         results.update(zip(chunk, values.tolist(), strict=True))
+        if per_prompt is not None:
+            per_prompt.update(zip(chunk, rows.detach().float().cpu(), strict=True))
         steps.advance(len(chunk))
     return results
 
@@ -153,8 +163,12 @@ def patch_sweep(model: Model, batch: TaskBatch, grid: str, *, direction: str = "
                                     else (base_logits, source_logits))
     last = batch.lengths - 1
     rows = torch.arange(len(batch))
-    clean_m = metric_on_last(metric, clean_logits[rows, last], batch).mean().item()
-    corrupt_m = metric_on_last(metric, corrupt_logits[rows, last], batch).mean().item()
-    raw = patch_units(model, batch, base, source_cache, grid, units, metric, max_rows, progress)
+    clean_rows = metric_on_last(metric, clean_logits[rows, last], batch).reshape(-1)
+    corrupt_rows = metric_on_last(metric, corrupt_logits[rows, last], batch).reshape(-1)
+    per_prompt: dict[Unit, torch.Tensor] = {}
+    raw = patch_units(model, batch, base, source_cache, grid, units, metric, max_rows, progress,
+                      per_prompt)
     return PatchingResult.from_units(model, batch, grid, direction, metric, axes, units, raw,
-                                     clean_m, corrupt_m)
+                                     clean_rows.mean().item(), corrupt_rows.mean().item(),
+                                     per_prompt=per_prompt,
+                                     clean_rows=clean_rows, corrupt_rows=corrupt_rows)

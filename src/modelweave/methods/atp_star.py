@@ -89,6 +89,8 @@ class AtPStarEstimate:
         per_prompt: [batch, units] the un-dropped estimate of each prompt.
         base_metric, source_metric: mean metric of the base and source runs.
         axes: the grid's axis names.
+        base_rows, source_rows: [batch] per-prompt metric of the base and source runs (a
+            prompt's estimated patched metric is its base value plus its ``per_prompt`` term).
     """
 
     grid: str
@@ -102,6 +104,8 @@ class AtPStarEstimate:
     base_metric: float
     source_metric: float
     axes: tuple[str, ...]
+    base_rows: torch.Tensor | None = None
+    source_rows: torch.Tensor | None = None
 
     def order(self) -> list[Unit]:
         """Units by decreasing score."""
@@ -119,7 +123,22 @@ class AtPStarEstimate:
                           else (self.base_metric, self.source_metric))
         return PatchingResult.from_units(model, batch, self.grid, self.direction, self.metric,
                                          self.axes, self.units, raw, clean, corrupt,
-                                         method=method or self.method)
+                                         method=method or self.method, **self.rows())
+
+    def rows(self, exact: dict | None = None) -> dict:
+        """``from_units``' per-prompt arguments: each unit's estimated per-prompt metric
+        (base + its term; ``exact``: unit -> [N] exact per-prompt *effect* replacing it) and
+        the clean / corrupted runs' per-prompt metric; empty without them."""
+        if self.base_rows is None or self.source_rows is None:
+            return {}
+        base = self.base_rows.float().cpu()
+        terms = self.per_prompt.float().cpu()
+        exact = exact or {}
+        per_prompt = {u: base + (exact[u] if u in exact else terms[:, i])
+                      for i, u in enumerate(self.units)}
+        clean, corrupt = ((self.source_rows, self.base_rows) if self.direction == "denoising"
+                          else (self.base_rows, self.source_rows))
+        return {"per_prompt": per_prompt, "clean_rows": clean, "corrupt_rows": corrupt}
 
 
 def qk_units(model: Model, grid: str, length: int, layers: list[int] | None = None,
@@ -310,7 +329,10 @@ def atp_star(model: Model, batch: TaskBatch, grid: str, *, direction: str = "den
                 total += _gather(per_layer, units).abs()  # zeros at layers >= dropped
             score = torch.maximum(score, (total / (n_layers - 1)).mean(0))
     base_m = per_prompt_metric.mean().item()
-    source_m = metric_on_last(metric, source_logits[:, -1], batch).mean().item()
+    source_rows = metric_on_last(metric, source_logits[:, -1], batch)[0]
+    source_m = source_rows.mean().item()
     method = "atp*" if (qk_fix or grad_drop) else "atp"
     return AtPStarEstimate(grid, direction, metric, method, units, plain.mean(0).detach(),
-                           score.detach(), plain.detach(), base_m, source_m, tuple(axes))
+                           score.detach(), plain.detach(), base_m, source_m, tuple(axes),
+                           per_prompt_metric.detach().float().cpu(),
+                           source_rows.detach().float().cpu())

@@ -92,6 +92,8 @@ class LocateResult:
     base_metric: float
     source_metric: float
     rounds: list[dict] = field(default_factory=list)
+    #: verified unit -> [N] its exact per-prompt effect (patched minus base run)
+    exact_rows: dict[Unit, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         """JSON-ready summary (no tensors)."""
@@ -114,7 +116,8 @@ class LocateResult:
                           else (self.base_metric, self.source_metric))
         result = PatchingResult.from_units(model, batch, self.grid, self.direction, self.metric,
                                            est.axes, est.units, raw, clean, corrupt,
-                                           method=f"locate ({self.method})")
+                                           method=f"locate ({self.method})",
+                                           **est.rows(self.exact_rows))
         mask = torch.tensor([u in self.exact for u in est.units]).view(result.values.shape)
         return result, mask
 
@@ -195,15 +198,19 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
     names = sorted({f"blocks.{u.layer}.{SITES[grid]}" for u in units})
     _, source_cache = model.run_with_cache(source_tokens, names)
     _, base = base_run(model, base_tokens, names)
+    base_rows = metric_on_last(metric, base.last_logits, batch).reshape(-1).float().cpu()
     base_m = metric_on_last(metric, base.last_logits, batch).mean().item()
 
     exact: dict[int, float] = {}
+    exact_rows: dict[Unit, torch.Tensor] = {}
 
     def verify(idx: list[int]) -> None:
         todo = [i for i in idx if i not in exact][: budget - len(exact)]
+        rows: dict[Unit, torch.Tensor] = {}
         raw = patch_units(model, batch, base, source_cache, grid, [units[i] for i in todo],
-                          metric, max_rows)
+                          metric, max_rows, per_prompt=rows)
         exact.update({i: raw[units[i]] - base_m for i in todo})
+        exact_rows.update({u: r - base_rows for u, r in rows.items()})
 
     def error(i: int) -> float:
         s = float(scores[i])
@@ -255,4 +262,4 @@ def locate(model: Model, batch: TaskBatch, grid: str, *, k: int = 20, budget: in
     return LocateResult(grid, direction, metric, method, k, top,
                         {units[i]: v for i, v in exact.items()}, len(exact), n_units, stopped,
                         threshold, upper, rho, tau, risk, [units[i] for i in spot_idx],
-                        estimate, base_m, source_m, rounds)
+                        estimate, base_m, source_m, rounds, exact_rows)

@@ -52,19 +52,24 @@ class Patching:
 
     def top(self, k: int = 10) -> list[dict]:
         """The ``k`` units that move the metric most: ``{"unit": {axis: label}, "value",
-        "exact"}``."""
+        "ci" ([low, high] over prompts, or None), "exact"}``."""
         r = self.result
         return [{"unit": {a: r.labels[a][i] for a, i in zip(r.axes, idx, strict=True)},
-                 "value": value, "exact": bool(self.exact[idx])} for idx, value in r.top(k)]
+                 "value": value, "ci": r.interval(idx), "exact": bool(self.exact[idx])}
+                for idx, value in r.top(k)]
 
     def summary(self, n: int) -> dict:
         """JSON-ready summary over ``n`` prompts: grid, method, direction, metric, clean and
-        corrupt metric, the top ten units; with ``locate`` its verification (``locate``:
-        k, n_exact, n_components, stopped, risk, ...)."""
+        corrupt metric, the top ten units, the largest effect ``top_effect`` (normalised)
+        with its 95% interval over prompts ``top_effect_ci``; with ``locate`` its
+        verification (``locate``: k, n_exact, n_components, stopped, risk, ...)."""
         r = self.result
+        top = self.top(10)
         out = {"grid": r.grid, "method": self.method, "direction": r.direction,
                "metric": r.metric, "n": n, "clean_metric": r.clean_metric,
-               "corrupt_metric": r.corrupt_metric, "top": self.top(10)}
+               "corrupt_metric": r.corrupt_metric,
+               "top_effect": top[0]["value"] if top else None,
+               "top_effect_ci": top[0]["ci"] if top else None, "top": top}
         if self.located is not None:
             out["locate"] = {k: v for k, v in self.located.summary().items() if k != "top"}
         return out

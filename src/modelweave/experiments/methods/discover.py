@@ -36,7 +36,7 @@ class Discover(MethodKind):
     def params(self) -> dict[str, tuple | None]:  # the names of the library call's
         return {"method": DISCOVERY_METHODS, "target": None, "metric": GRADIENT_METRICS,
                 "steps": None, "threshold": None, "intervention": INTERVENTIONS,
-                "batch_size": None}
+                "batch_size": None, "resamples": None, "null_draws": None}
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,
             progress: Progress = None) -> dict:
@@ -48,6 +48,7 @@ class Discover(MethodKind):
         circuit.save(folder / "circuit.json")
         write_json(folder / "circuit.mib.json", to_mib(circuit, model.cfg.d_model))
         write_json(folder / "summary.json", found.summary(), indent=1)
+        write_json(folder / "uncertainty.json", found.uncertainty, indent=None)
         heads = save_top_patterns(model, batch, circuit, folder)
         return {**found.summary(), "n": len(batch), "nodes": circuit.nodes, "top_heads": heads}
 
@@ -81,12 +82,20 @@ class Discover(MethodKind):
         if method not in DISCOVERY_METHODS:
             raise PlanError(f"unknown method {self.name!r} with method {method!r}; methods: "
                             f"{', '.join(DISCOVERY_METHODS)}")
+        from ...circuits.nulls import NULL_DRAWS
+
         label = f"{self.name}/{method}"
+        draws = params.get("null_draws", NULL_DRAWS)
+        null = (f"; matched null: {draws} random circuits, one circuit evaluation each (the "
+                f"curve has 20), not in the estimate" if draws else "")
         if method in _MEMORY_KINDS:
-            return PlanSpec.of(_MEMORY_KINDS[method], label=label)
+            kept = ("per-prompt edge scores for the stability: at most 256 MiB of host memory"
+                    if params.get("resamples", 1) else "")
+            return PlanSpec.of(_MEMORY_KINDS[method], label=label,
+                               note="; ".join(x for x in (kept, null.lstrip("; ")) if x))
         return PlanSpec.of("faithfulness", label=label,
                            note=f"{method}: planned as patched passes like the faithfulness "
-                                "evaluator's")
+                                f"evaluator's{null}")
 
     def load(self, folder: Path, record: dict) -> Circuit:
         from ...circuits import Circuit
@@ -96,8 +105,12 @@ class Discover(MethodKind):
     def headline(self, summary: dict) -> str:
         if not isinstance(summary.get("faithfulness"), int | float):
             return super().headline(summary)
-        return (f"faithfulness {summary['faithfulness']:.3f}, {summary['n_edges']} edges, "
-                f"CPR {summary['cpr']:.3f}")
+        return (f"faithfulness {with_ci(summary, 'faithfulness')}, {summary['n_edges']} edges, "
+                f"CPR {with_ci(summary, 'cpr')}")
+
+    def components(self, folder: Path, record: dict) -> list[str] | None:
+        """The circuit's edges (MIB names, ``a0.h1->m2``), best score first."""
+        return [name for name, _ in self.load(folder, record).edges()]
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """Per circuit: its sizes and scores, graph, faithfulness curve, the role scores of
@@ -115,8 +128,10 @@ class Discover(MethodKind):
             circuit = self.load(folder, r)
             parts.append(f"<h3>{escape(r['task'])}: {escape(s['method'])}</h3><p>"
                          f"{s['n_edges']} of {s['n_edges_total']} edges, {s['n_nodes']} nodes, "
-                         f"faithfulness {s['faithfulness']:.3f} (target {s['target']}); "
-                         f"CPR {s['cpr']:.3f}, CMD {s['cmd']:.3f}</p>")
+                         f"faithfulness {with_ci(s, 'faithfulness')} (target {s['target']}); "
+                         f"CPR {with_ci(s, 'cpr')}, CMD {with_ci(s, 'cmd')} (95% intervals "
+                         f"over the {r.get('summary', {}).get('n', '')} prompts)"
+                         f"{null_text(s)}{stability_text(s)}</p>")
             parts.append(circuit_svg(circuit, max_edges=150))
             parts.append(figure(curve_figure(circuit.curve,
                                              escape(f"{r['task']}: faithfulness")), f"curve-{i}"))
@@ -138,6 +153,34 @@ class Discover(MethodKind):
                                                        "key", f"attention pattern of {head}",
                                                        center=False), f"pattern-{i}-{j}"))
         return "".join(parts)
+
+
+def with_ci(summary: dict, key: str) -> str:
+    """``x [low, high]`` of a summary's number (``x`` alone without its ``x_ci``)."""
+    ci = summary.get(f"{key}_ci")
+    text = f"{summary[key]:.3f}"
+    return text if not ci else f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def null_text(summary: dict) -> str:
+    """The matched null in words, or ``""``."""
+    null = summary.get("faithfulness_null")
+    if not null:
+        return ""
+    return (f"; matched null (random circuits with the same edge count per sender type and "
+            f"layer, receiver type and layer; {null['draws']} draws): faithfulness "
+            f"{null['null_mean']:.3f} [{null['null_low']:.3f}, {null['null_high']:.3f}], "
+            f"p = {null['p_value']:.3g}")
+
+
+def stability_text(summary: dict) -> str:
+    """The within-seed edge stability in words, or ``""``."""
+    if summary.get("stable_core_size") is None or not summary.get("jaccard_ci"):
+        return ""
+    low, high = summary["jaccard_ci"]
+    return (f"; over prompt resamples, a re-chosen circuit's Jaccard to this one is "
+            f"{summary['jaccard']:.3f} [{low:.3f}, {high:.3f}] and {summary['stable_core_size']}"
+            f" edges are in at least 90% of the resampled circuits (stable core)")
 
 
 def _roles(ctx: ReportContext) -> dict | None:

@@ -99,7 +99,27 @@ class Patch(MethodKind):
     def headline(self, summary: dict) -> str:
         if not isinstance(summary.get("clean_metric"), int | float):
             return super().headline(summary)
-        return f"clean metric {summary['clean_metric']:.3f}"
+        line = f"clean metric {summary['clean_metric']:.3f}"
+        ci = summary.get("top_effect_ci")
+        if isinstance(summary.get("top_effect"), int | float) and ci:
+            line += f", top effect {summary['top_effect']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return line
+
+    def components(self, folder: Path, record: dict) -> list[str] | None:
+        """``locate``'s verified top-k components (:func:`component_name`), else None (a
+        full sweep discovers no set)."""
+        located = (record.get("summary") or {}).get("locate")
+        if not located or "top" not in (self._located(folder) or {}):
+            return None
+        grid = located.get("grid", record["summary"].get("grid"))
+        return [component_name(grid, u) for u in self._located(folder)["top"]]
+
+    @staticmethod
+    def _located(folder: Path) -> dict | None:
+        from ...io import read_json
+
+        path = folder / "locate.json"
+        return read_json(path) if path.exists() else None
 
     def report_section(self, units: list[tuple[str, dict]], ctx: ReportContext) -> str:
         """One interactive heatmap per unit."""
@@ -113,9 +133,10 @@ class Patch(MethodKind):
             kind = exactness(result.method, r.get("summary", r).get("locate"))
             title = (f"{r['task']}: {result.method} {result.direction} patching of "
                      f"{result.grid} ({result.metric}, 1 = clean; {kind})")
-            parts.append(figure(heatmap_figure(values, [escape(x) for x in rows],
-                                               [escape(x) for x in cols], row_name, col_name,
-                                               escape(title)), f"patch-{i}"))
+            fig = heatmap_figure(values, [escape(x) for x in rows], [escape(x) for x in cols],
+                                 row_name, col_name, escape(title))
+            with_intervals(fig, result, row_name, col_name)
+            parts.append(figure(fig, f"patch-{i}"))
             mask_file = ctx.folder(uid) / "exact.safetensors"
             if mask_file.exists():
                 from ...io import load_tensors
@@ -134,6 +155,38 @@ _PLANS = {
     "locate": ("patch", "locate: AtP* estimates then exact patches of candidates; planned as "
                "the exact sweep, an upper bound in time"),
 }
+
+
+def component_name(grid: str, unit: dict) -> str:
+    """A located unit ``{"layer", "pos", "index"}`` as a component name: heads ``aL.hH``,
+    neurons ``mL.nI`` (the names of :mod:`modelweave.metrics.nulls`), with ``@p`` for a
+    position; site grids ``resid L@p``, ``attn L@p``, ``mlp L@p``."""
+    layer, pos, index = unit["layer"], unit.get("pos"), unit.get("index")
+    where = "" if pos is None else f"@{pos}"
+    if grid.startswith("heads"):
+        return f"a{layer}.h{index}{where}"
+    if grid.startswith("neurons"):
+        return f"m{layer}.n{index}{where}"
+    return f"{grid} {layer}{where}"
+
+
+def with_intervals(fig, result, row_name: str, col_name: str) -> None:
+    """Put each cell's 95% interval over prompts into the heatmap's hover text (when the
+    result has intervals); the figure is otherwise unchanged."""
+    from dataclasses import replace
+
+    from ...report.figures import flat_grid
+
+    if result.low is None or result.high is None:
+        return
+    low = flat_grid(replace(result, values=result.low))[0].float().numpy()
+    high = flat_grid(replace(result, values=result.high))[0].float().numpy()
+    import numpy as np
+
+    fig.data[0].customdata = np.stack([low, high], axis=-1)
+    fig.data[0].hovertemplate = (f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>value %{{z:.3f}} "
+                                 "[%{customdata[0]:.3f}, %{customdata[1]:.3f}] (95% over "
+                                 "prompts)<extra></extra>")
 
 
 def exactness(method: str, located: dict | None) -> str:
