@@ -86,6 +86,8 @@ def test_stability_finds_the_planted_core():
     assert all(st.frequency[c] == 1.0 for c in core)
     assert 5 / 15 <= st.jaccard.mean < 1.0
     assert st.jaccard.ci_low <= st.jaccard.mean <= st.jaccard.ci_high
+    direct = np.mean([jaccard(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]])
+    assert st.jaccard.mean == pytest.approx(direct, rel=1e-12)
     same = stability([core, set(core), set(core)])
     assert same.jaccard.mean == 1.0 and same.jaccard.ci_low == 1.0
     assert jaccard(set(), set()) == 1.0 and jaccard({1}, {2}) == 0.0

@@ -19,7 +19,6 @@ Intervals are 95% percentile intervals (:mod:`modelweave.metrics.uncertainty`).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +27,6 @@ import torch
 from ..metrics.stats import Aggregate
 from ..metrics.uncertainty import (
     ResamplingError,
-    Stability,
     bootstrap_curve,
     bootstrap_stat,
     jaccard,
@@ -39,8 +37,6 @@ from .evaluation import CircuitEvaluator, area
 
 #: prompt resamples of the intervals and of the edge stability
 RESAMPLES, STABILITY_RESAMPLES = 1000, 200
-#: the pairwise Jaccard of resampled circuits (cost ~ sets^2 * resamples) uses this many
-PAIRWISE_SETS, PAIRWISE_RESAMPLES = 20, 100
 
 
 def mean_ratio(value: np.ndarray, full: np.ndarray, empty: np.ndarray) -> np.ndarray | float:
@@ -142,9 +138,8 @@ def edge_stability(circuit: Circuit, size: int, *, absolute: bool = False,
         (Jaccard of a resample's circuit to the full-data one: mean over resamples and its
         2.5-97.5% range, an :class:`Aggregate` dict), ``stability`` (a
         :class:`~modelweave.metrics.uncertainty.Stability` dict: inclusion frequency and
-        core (>= ``threshold``) over every resample; the mean pairwise Jaccard with its
-        interval, from :func:`~modelweave.metrics.uncertainty.stability` of the first
-        :data:`PAIRWISE_SETS` resamples), ``core_size``,
+        core (>= ``threshold``) and the mean pairwise Jaccard with its interval, over every
+        resample), ``core_size``,
         ``circuit_frequency`` (inclusion frequency of each full-data circuit edge).
     """
     units = circuit.unit_scores
@@ -157,21 +152,14 @@ def edge_stability(circuit: Circuit, size: int, *, absolute: bool = False,
     full = edge_names(circuit, prune(graph, top_edges(graph, circuit.scores, size, absolute)))
     sets = [edge_names(circuit, prune(graph, top_edges(graph, scores, size, absolute)))
             for scores in resampled_scores(units, n_resamples, seed)]
-    # inclusion frequency and core over every resample (as metrics.uncertainty.stability
-    # defines them); its pairwise Jaccard, quadratic in the sets, on the first PAIRWISE_SETS
-    counts = Counter(e for s in sets for e in s)
-    frequency = {e: counts[e] / len(sets) for e in sorted(counts, key=lambda e: (-counts[e], e))}
-    core = [e for e, f in frequency.items() if f >= threshold - 1e-12]
-    pairwise = stability(sets[:PAIRWISE_SETS], threshold, n_resamples=PAIRWISE_RESAMPLES,
-                         seed=seed)
+    stab = stability(sets, threshold, seed=seed)
     overlap = np.array([jaccard(s, full) for s in sets])
     low, high = np.percentile(overlap, [2.5, 97.5])
     unit_size = int(circuit.params.get("unit_size", 1))
-    stab = Stability(frequency, pairwise.jaccard, core, [len(s) for s in sets], threshold)
     return {"unit": "prompt" if unit_size == 1 else f"{unit_size} prompts",
             "resamples": n_resamples, "size": size, "n_edges": len(full),
             "jaccard_full": Aggregate(float(overlap.mean()), float(low), float(high),
                                       n_resamples).to_dict(),
-            "stability": {**stab.to_dict(), "pairwise_sets": min(PAIRWISE_SETS, len(sets))},
-            "core_size": len(core),
+            "stability": stab.to_dict(),
+            "core_size": len(stab.core),
             "circuit_frequency": {e: stab.frequency.get(e, 0.0) for e in full}}

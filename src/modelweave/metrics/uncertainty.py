@@ -17,7 +17,6 @@ Everything is numpy (scipy for the t quantile); inputs may be lists, arrays or t
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -189,11 +188,17 @@ class Stability:
                    list(data["sizes"]), data.get("threshold", 0.9))
 
 
-def _mean_pairwise(sets: Sequence[set]) -> float:
-    pairs = list(itertools.combinations(range(len(sets)), 2))
-    distinct = [(i, j) for i, j in pairs if sets[i] is not sets[j]]
-    use = distinct or pairs
-    return float(np.mean([jaccard(sets[i], sets[j]) for i, j in use]))
+def _pairwise_jaccard(sets: Sequence[set]) -> np.ndarray:
+    """[K, K] Jaccard of every pair of sets (one matrix product over their union)."""
+    index = {c: i for i, c in enumerate(sorted(set().union(*sets), key=str))}
+    member = np.zeros((len(sets), len(index)), dtype=np.float64)
+    for row, s in enumerate(sets):
+        member[row, [index[c] for c in s]] = 1.0
+    inter = member @ member.T
+    sizes = member.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
 
 
 def stability(sets: Sequence[Iterable], threshold: float = 0.9, *, n_resamples: int = 1000,
@@ -213,17 +218,16 @@ def stability(sets: Sequence[Iterable], threshold: float = 0.9, *, n_resamples: 
     counts = Counter(c for s in sets for c in s)
     frequency = {c: counts[c] / k for c in sorted(counts, key=lambda c: (-counts[c], str(c)))}
     low_q, high_q = _tails(confidence)
+    pair = _pairwise_jaccard(sets)
+    upper = np.triu(np.ones((k, k), dtype=bool), 1)
+    point = float(pair[upper].mean())
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_resamples):
         idx = rng.integers(0, k, size=k)
-        if len(set(idx.tolist())) < 2:
-            continue
-        picked = [sets[i] for i in idx]
-        draws.append(np.mean([jaccard(picked[i], picked[j])
-                              for i, j in itertools.combinations(range(k), 2)
-                              if idx[i] != idx[j]]))
-    point = _mean_pairwise(sets)
+        keep = upper & (idx[:, None] != idx[None, :])   # never a set against its own copy
+        if keep.any():
+            draws.append(pair[np.ix_(idx, idx)][keep].mean())
     low, high = (np.percentile(draws, [low_q, high_q]) if draws
                  else (float("nan"), float("nan")))
     core = [c for c, f in frequency.items() if f >= threshold - 1e-12]
