@@ -216,3 +216,31 @@ def test_finetune_command_reports_the_training_items(tuned, tmp_path):
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["training_items"] == len(load_training_data(tmp_path)) > 0
     assert printed["training_data"] == str(tmp_path / TRAINING_DATA)
+
+
+def test_evaluation_of_a_fine_tune_leaves_its_training_prompts_out(tuned, tmp_path):
+    import shutil
+
+    from modelweave.experiments.methods.base import RunSettings, Unit, unit_batch
+    from modelweave.io import write_jsonl
+    from modelweave.metrics import evaluate
+
+    out, _, _ = tuned
+    loaded = load_model(out / "merged")
+    trained = {r["prompt"] for r in load_training_data(loaded)}
+    drawn = make_batch(loaded, "arith", n=60, seed=0, **PARAMS)
+    overlap = sum(ex.clean in trained for ex in drawn.examples)
+    assert overlap > 0
+    result = evaluate(loaded, "arith", n=60, **PARAMS)
+    assert result.n == len(drawn) - overlap and result.dropped[EXCLUDED] == overlap
+    assert evaluate(loaded, "arith", n=60, exclude_training=False, **PARAMS).n == len(drawn)
+    # a unit's batch (the method kinds' front door): record 5 of its default prompts as trained
+    folder = tmp_path / "tuned"
+    shutil.copytree(out / "merged", folder)
+    plain = make_batch(loaded, "arith", n=40, seed=3, same_length=True)
+    picked = list(dict.fromkeys(ex.clean for ex in plain.examples))[:5]
+    hits = sum(ex.clean in picked for ex in plain.examples)
+    write_jsonl(folder / TRAINING_DATA, [{"prompt": p, "answers": []} for p in picked])
+    kept = unit_batch(load_model(folder), Unit("m", "arith", "eval"), RunSettings(n=40, seed=3))
+    assert kept.dropped[EXCLUDED] == hits >= 5 and len(kept) == len(plain) - hits
+    assert not {ex.clean for ex in kept.examples} & set(picked)

@@ -74,13 +74,21 @@ def _full_scores(model, batch: TaskBatch, corrupt: bool) -> tuple[torch.Tensor, 
 
 
 def evaluate(model, task: str | Task, n: int = 64, seed: int = 0, *, scoring: str = "first",
-             batch_size: int = 32, corruption: str | None = None, **params) -> EvalResult:
+             batch_size: int = 32, corruption: str | None = None,
+             exclude_training: bool = True, **params) -> EvalResult:
     """Evaluate ``model`` on ``n`` examples of ``task`` (a name, file, or Task).
 
     ``scoring="first"`` scores answers by their first token (one forward pass per batch);
-    ``"full"`` by teacher-forced whole-answer log-probabilities (one pass per answer)."""
+    ``"full"`` by teacher-forced whole-answer log-probabilities (one pass per answer).
+
+    With ``exclude_training`` (default) the prompts a fine-tune of this toolkit trained on
+    (its recorded ``training_data.jsonl``) are left out; ``dropped`` counts them."""
     resolved = resolve_task(task, corruption, **params)
     batch = make_batch(model, resolved, n, seed, scoring=scoring)
+    if exclude_training:
+        from ..models.finetune import without_training
+
+        batch = without_training(model, batch)
     clean = run_batched(model, batch.clean, batch.mask, batch_size)
     corrupt = run_batched(model, batch.corrupt, batch.mask, batch_size)
     if scoring == "full":

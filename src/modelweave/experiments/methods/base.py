@@ -311,11 +311,15 @@ def scalar_summary(summary: dict) -> dict:
 
 def unit_batch(model: Model, unit: Unit, experiment: Settings,
                same_length: bool = True) -> TaskBatch:
-    """The unit's task materialised for ``model``: ``experiment.n`` prompts, its seed."""
+    """The unit's task materialised for ``model``: ``experiment.n`` prompts, its seed, less
+    the prompts a fine-tune of this toolkit was trained on (its recorded
+    ``training_data.jsonl``; counted in ``batch.dropped``)."""
+    from ...models.finetune import without_training
     from ...tasks import make_batch
 
-    return make_batch(model, unit.task, n=experiment.n, seed=experiment.seed,
-                      same_length=same_length)
+    batch = make_batch(model, unit.task, n=experiment.n, seed=experiment.seed,
+                       same_length=same_length)
+    return without_training(model, batch)
 
 
 # -- the registry ------------------------------------------------------------------------------
