@@ -70,7 +70,10 @@ def same_summary(a, b, where):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             same_summary(x, y, f"{where}[{i}]")
     elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=1e-4, abs=1e-5), where
+        # interval ends are percentiles of resampled ratios: the last ulp of an input moves
+        # them more than the point values
+        tol = 1e-2 if "_ci" in where or "null" in where else 1e-4
+        assert b == pytest.approx(a, rel=tol, abs=1e-5), where
     else:
         assert a == b, where
 
