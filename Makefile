@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelweave-installed
 
-.PHONY: install browser demo test lint bench docs clean
+.PHONY: install browser demo test lint bench docs mutation clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ test: install browser
 	$(PY) -m pytest -n 2 --dist loadgroup
 	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup \
 	  -m numeric -p no:cacheprovider -q
+
+# Planted-bug testing: every curated bug in tests/mutants/*.toml against the tests it names
+# (about 30 minutes on 2 cores); MUTATION="--group planner" for one group.
+mutation: install
+	$(PY) scripts/mutation.py --jobs 2 --strict $(MUTATION)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
