@@ -14,6 +14,8 @@ def test_lora_finetune_learns_and_round_trips(tmp_path):
     model = Model(tiny_hf_model("llama", vocab_size=len(tok)), tok, name="tiny")
     before = {k: v.clone() for k, v in model.hf_model.state_dict().items()}
     result = finetune(model, "ioi", tmp_path, steps=25, lora_r=4, lr=1e-2, batch_size=4, n=8)
+    # last/first loss over finetune seeds 0-4: 0.277, 0.289, 0.322, 0.291, 0.435, the same to
+    # 3 decimals on AVX-512 (2 threads) and ATEN_CPU_CAPABILITY=default (1 thread): bound 0.5
     assert len(result.losses) == 25 and result.losses[-1] < 0.5 * result.losses[0]
     for k, v in model.hf_model.state_dict().items():  # the input model is untouched
         assert torch.equal(v, before[k]), k
