@@ -163,3 +163,15 @@ def test_compare_gives_calibrated_p_values():
     low = compare(-10.0, rng.normal(loc=1, size=99), alternative="less")
     assert low.p_value == pytest.approx(1 / 100)
     assert compare(2.0, [1.0, 1.0]).ratio == pytest.approx(2.0)
+
+
+def test_stability_of_a_membership_matrix_is_the_stability_of_its_sets():
+    from modelweave.metrics.uncertainty import stability_of_members
+
+    rng = np.random.default_rng(3)
+    member = rng.random((12, 40)) < 0.3
+    labels = [f"e{j}" for j in range(40)]
+    sets = [{labels[j] for j in np.flatnonzero(row)} for row in member]
+    assert stability_of_members(member, labels, 0.5).to_dict() == stability(sets, 0.5).to_dict()
+    with pytest.raises(ResamplingError, match=r"membership must be \[K, 39\]"):
+        stability_of_members(member, labels[:-1])

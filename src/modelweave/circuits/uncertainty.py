@@ -29,8 +29,7 @@ from ..metrics.uncertainty import (
     ResamplingError,
     bootstrap_curve,
     bootstrap_stat,
-    jaccard,
-    stability,
+    stability_of_members,
 )
 from .circuit import Circuit, prune, top_edges
 from .evaluation import CircuitEvaluator, area
@@ -149,17 +148,31 @@ def edge_stability(circuit: Circuit, size: int, *, absolute: bool = False,
     if units.shape[0] < 2:
         raise ResamplingError("edge stability needs at least 2 resampling units of prompts")
     graph = circuit.graph
-    full = edge_names(circuit, prune(graph, top_edges(graph, circuit.scores, size, absolute)))
-    sets = [edge_names(circuit, prune(graph, top_edges(graph, scores, size, absolute)))
-            for scores in resampled_scores(units, n_resamples, seed)]
-    stab = stability(sets, threshold, seed=seed)
-    overlap = np.array([jaccard(s, full) for s in sets])
+    full = prune(graph, top_edges(graph, circuit.scores, size, absolute)).flatten()
+    # [K, N*R] bool masks, not name sets: a circuit can be the whole graph (10^5 edges)
+    masks = torch.stack([prune(graph, top_edges(graph, scores, size, absolute)).flatten()
+                         for scores in resampled_scores(units, n_resamples, seed)])
+    columns = torch.nonzero(masks.any(dim=0)).squeeze(1)
+    stab = stability_of_members(masks[:, columns].numpy(), _flat_names(graph, columns),
+                                threshold, seed=seed)
+    inter = (masks & full).sum(dim=1).double()
+    union = masks.sum(dim=1).double() + full.sum() - inter
+    overlap = torch.where(union > 0, inter / union.clamp(min=1), 1.0).numpy()
     low, high = np.percentile(overlap, [2.5, 97.5])
+    full_columns = torch.nonzero(full).squeeze(1)
+    included = masks[:, full_columns].double().mean(dim=0).tolist()
     unit_size = int(circuit.params.get("unit_size", 1))
     return {"unit": "prompt" if unit_size == 1 else f"{unit_size} prompts",
-            "resamples": n_resamples, "size": size, "n_edges": len(full),
+            "resamples": n_resamples, "size": size, "n_edges": len(full_columns),
             "jaccard_full": Aggregate(float(overlap.mean()), float(low), float(high),
                                       n_resamples).to_dict(),
             "stability": stab.to_dict(),
             "core_size": len(stab.core),
-            "circuit_frequency": {e: stab.frequency.get(e, 0.0) for e in full}}
+            "circuit_frequency": dict(zip(_flat_names(graph, full_columns), included,
+                                          strict=True))}
+
+
+def _flat_names(graph, flat: torch.Tensor) -> list[str]:
+    """Edge names of flat ``[N * R]`` indices."""
+    n_receivers = graph.n_receivers
+    return [graph.edge_name(i // n_receivers, i % n_receivers) for i in flat.tolist()]

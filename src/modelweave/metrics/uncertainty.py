@@ -17,7 +17,6 @@ Everything is numpy (scipy for the t quantile); inputs may be lists, arrays or t
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -188,14 +187,13 @@ class Stability:
                    list(data["sizes"]), data.get("threshold", 0.9))
 
 
-def _pairwise_jaccard(sets: Sequence[set]) -> np.ndarray:
-    """[K, K] Jaccard of every pair of sets (one matrix product over their union)."""
-    index = {c: i for i, c in enumerate(sorted(set().union(*sets), key=str))}
-    member = np.zeros((len(sets), len(index)), dtype=np.float64)
-    for row, s in enumerate(sets):
-        member[row, [index[c] for c in s]] = 1.0
-    inter = member @ member.T
-    sizes = member.sum(axis=1)
+def _pairwise_jaccard(member: np.ndarray) -> np.ndarray:
+    """[K, K] Jaccard of every pair of rows of a [K, C] 0/1 membership matrix (one matrix
+    product). Float32 sums of 0/1 products are exact integers below 2**24 members."""
+    dtype = np.float32 if member.shape[1] < 2**24 else np.float64
+    member = member.astype(dtype, copy=False)
+    inter = (member @ member.T).astype(np.float64)
+    sizes = member.sum(axis=1, dtype=np.float64)
     union = sizes[:, None] + sizes[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
@@ -212,13 +210,34 @@ def stability(sets: Sequence[Iterable], threshold: float = 0.9, *, n_resamples: 
     if len(sets) < 2:
         raise ResamplingError(f"stability needs at least 2 sets (seeds or resamples), "
                               f"got {len(sets)}")
+    labels = sorted(set().union(*sets), key=str)
+    index = {c: i for i, c in enumerate(labels)}
+    member = np.zeros((len(sets), len(labels)), dtype=bool)
+    for row, s in enumerate(sets):
+        member[row, [index[c] for c in s]] = True
+    return stability_of_members(member, labels, threshold, n_resamples=n_resamples,
+                                confidence=confidence, seed=seed)
+
+
+def stability_of_members(member: np.ndarray, labels: Sequence, threshold: float = 0.9, *,
+                         n_resamples: int = 1000, confidence: float = 0.95,
+                         seed: int = 0) -> Stability:
+    """:func:`stability` of K sets given as a [K, C] boolean membership matrix over the C
+    ``labels`` (no Python set per resample: for sets of 10^5 circuit edges)."""
+    member = np.asarray(member, dtype=bool)
+    if member.ndim != 2 or member.shape[1] != len(labels):
+        raise ResamplingError(f"membership must be [K, {len(labels)}], got {member.shape}")
+    k = member.shape[0]
+    if k < 2:
+        raise ResamplingError(f"stability needs at least 2 sets (seeds or resamples), got {k}")
     if not 0 < threshold <= 1:
         raise ResamplingError(f"threshold must be in (0, 1], got {threshold!r}")
-    k = len(sets)
-    counts = Counter(c for s in sets for c in s)
-    frequency = {c: counts[c] / k for c in sorted(counts, key=lambda c: (-counts[c], str(c)))}
+    counts = member.sum(axis=0)
+    present = [j for j in range(len(labels)) if counts[j]]
+    present.sort(key=lambda j: (-counts[j], str(labels[j])))
+    frequency = {labels[j]: counts[j] / k for j in present}
     low_q, high_q = _tails(confidence)
-    pair = _pairwise_jaccard(sets)
+    pair = _pairwise_jaccard(member)
     upper = np.triu(np.ones((k, k), dtype=bool), 1)
     point = float(pair[upper].mean())
     rng = np.random.default_rng(seed)
@@ -231,5 +250,6 @@ def stability(sets: Sequence[Iterable], threshold: float = 0.9, *, n_resamples: 
     low, high = (np.percentile(draws, [low_q, high_q]) if draws
                  else (float("nan"), float("nan")))
     core = [c for c, f in frequency.items() if f >= threshold - 1e-12]
-    return Stability(frequency, Aggregate(point, float(low), float(high), k, confidence), core,
-                     [len(s) for s in sets], threshold)
+    return Stability({c: float(f) for c, f in frequency.items()},
+                     Aggregate(point, float(low), float(high), k, confidence), core,
+                     [int(n) for n in member.sum(axis=1)], threshold)
