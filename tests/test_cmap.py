@@ -1,6 +1,5 @@
 """Cross-model activation patching between a model and a perturbed copy (a 'fine-tune')."""
 
-import copy
 
 import pytest
 import torch
@@ -11,20 +10,12 @@ from modelweave.circuits import CircuitError
 from modelweave.tasks import make_batch
 from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import lora_like_pair, tiny_hf_model
 
 
 @pytest.fixture(scope="module")
 def pair():
-    tok = make_tokenizer("bytelevel")
-    base = tiny_hf_model("llama", vocab_size=len(tok))
-    tuned = copy.deepcopy(base)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # a LoRA-like fine-tune: only projection matrices move
-        for name, param in tuned.named_parameters():
-            if (".self_attn." in name or ".mlp." in name) and name.endswith("proj.weight"):
-                param.add_(0.3 * torch.randn(param.shape, generator=gen) * param.std())
-    base, tuned = Model(base, tok), Model(tuned, tok)
+    base, tuned = lora_like_pair()
     return base, tuned, make_batch(base, "ioi", n=8, seed=0)
 
 

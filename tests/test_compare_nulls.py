@@ -1,6 +1,5 @@
 """Matched nulls and intervals for CMAP and circuit overlap (tiny models, synthetic circuits)."""
 
-import copy
 import json
 from collections import Counter
 
@@ -9,29 +8,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelweave import Model
 from modelweave.analysis import CMAPResult, cmap, cmap_nulls, overlap, overlap_null
 from modelweave.circuits import Circuit, Graph
 from modelweave.cli import app
 from modelweave.metrics.nulls import NullError
 from modelweave.tasks import make_batch
-from tokenizers_zoo import make_tokenizer
 
-from tiny import tiny_hf_model
+from tiny import lora_like_pair
 
 
 @pytest.fixture(scope="module")
 def pair():
-    """A tiny model and a perturbed copy (only projection matrices move, as with LoRA)."""
-    tok = make_tokenizer("bytelevel")
-    base = tiny_hf_model("llama", vocab_size=len(tok))
-    tuned = copy.deepcopy(base)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in tuned.named_parameters():
-            if (".self_attn." in name or ".mlp." in name) and name.endswith("proj.weight"):
-                param.add_(0.3 * torch.randn(param.shape, generator=gen) * param.std())
-    base, tuned = Model(base, tok), Model(tuned, tok)
+    base, tuned = lora_like_pair()
     return base, tuned, make_batch(base, "ioi", n=8, seed=0)
 
 

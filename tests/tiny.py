@@ -114,3 +114,23 @@ def save_tiny_model(path, family: str = "gpt2", seed: int = 0):
     tiny_hf_model(family, seed=seed, vocab_size=len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def lora_like_pair(seed: int = 1):
+    """``(base, tuned)`` tiny llama models on the byte-level tokenizer: ``tuned`` is ``base``
+    with only its attention and MLP projection weights moved (by 0.3 of each one's std), as a
+    LoRA fine-tune moves them."""
+    import copy
+
+    from modelweave import Model
+    from tokenizers_zoo import make_tokenizer
+
+    tok = make_tokenizer("bytelevel")
+    base = tiny_hf_model("llama", vocab_size=len(tok))
+    tuned = copy.deepcopy(base)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in tuned.named_parameters():
+            if (".self_attn." in name or ".mlp." in name) and name.endswith("proj.weight"):
+                param.add_(0.3 * torch.randn(param.shape, generator=gen) * param.std())
+    return Model(base, tok), Model(tuned, tok)
