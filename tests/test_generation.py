@@ -97,3 +97,20 @@ def test_each_row_stops_at_its_own_end_of_sequence():
         assert (out.tokens[r, end:] == pad).all()  # padded after its EOS
     # without stopping the rows run on to the limit
     assert model.generate(tokens, n, attention_mask=mask, stop_at_eos=False).tokens.shape[1] == n
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])  # learned positions; rotary
+def test_cached_steps_draw_from_the_uncached_logits_at_every_position(family):
+    """With a KV cache each new token sits at its own absolute position: replaying the seeded
+    draws on one uncached pass over prompt + continuation gives the same tokens (a sample
+    depends on the whole distribution, not only its argmax), and greedy is its argmax."""
+    model = Model(tiny_hf_model(family, seed=2))
+    prompt = random_tokens(2, 5, seed=7)
+    temperature, seed, n = 1.0, 11, 10
+    new = model.generate(prompt, n, temperature=temperature, seed=seed).tokens
+    uncached = model(torch.cat([prompt, new], 1))[:, prompt.shape[1] - 1:-1]  # [B, n, V]
+    gen = torch.Generator().manual_seed(seed)
+    replay = torch.stack([_pick(uncached[:, t], temperature, None, gen) for t in range(n)], 1)
+    assert torch.equal(replay, new)
+    greedy = model.generate(prompt, n).tokens
+    assert torch.equal(model(torch.cat([prompt, greedy], 1))[:, 4:-1].argmax(-1), greedy)

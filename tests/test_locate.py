@@ -102,6 +102,7 @@ def _under_rated_top(setup, k):
     return replace(est, score=score), size
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("calibrate", ["tail", "all"])
 def test_calibrate_sets_which_verified_units_the_margin_comes_from(setup, calibrate):
     model, batch, _, effects = setup
