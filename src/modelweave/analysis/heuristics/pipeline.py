@@ -103,6 +103,12 @@ class Settings:
         if self.first_layer is not None and not 0 <= self.first_layer < n:
             raise TaskError(f"first_layer {self.first_layer} out of range (model has {n} "
                             f"layers: 0..{n - 1})")
+        return self.check_values()
+
+    def check_values(self) -> Settings:
+        """The checks that need no model (a command runs them before loading one)."""
+        if self.first_layer is not None and self.first_layer < 0:
+            raise TaskError(f"first_layer must be >= 0, got {self.first_layer}")
         if not 0 < self.grid_fraction <= 1:
             raise TaskError(f"grid_fraction must be in (0, 1], got {self.grid_fraction}")
         for name, low in (("step", 0), ("classify_k", 1), ("n_discovery", 1), ("n_eval", 1),

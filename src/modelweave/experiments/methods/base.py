@@ -393,9 +393,7 @@ class RegistryView(Mapping[str, V]):
         self._pick = pick
 
     def __getitem__(self, name: str) -> V:
-        if name not in _REGISTRY:
-            raise KeyError(name)
-        return self._pick(_REGISTRY[name])
+        return self._pick(get_method(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter([k.name for k in methods()])
