@@ -49,13 +49,6 @@ def test_plan_unit_rejects_n_or_seq_below_one():
         plan_unit("smollm2-135m", "eval", n=4, seq=0)
 
 
-def test_cli_plan_rejects_n_and_seq_zero():
-    # The option parser refuses it first: a usage error (exit 2) naming the option and its bound.
-    result = run("plan", "--model", "llama-3-8b", "--method", "eval", "--n", "0", "--seq", "0")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "'--n'" in result.stderr and "greater than or equal to 1" in result.stderr
-
-
 def _ray_job(gpus_per_worker, device="cpu"):
     from types import SimpleNamespace
 
@@ -190,14 +183,14 @@ class _ArithBatch:
 
 
 def test_knockout_operators_heuristic_names_and_layers(tiny):
+    import torch
+
     from modelweave.analysis.heuristics.knockout import heuristic_knockout, holds
     from modelweave.analysis.heuristics.neurons import neuron_attribution
     from modelweave.tasks import TaskError
 
     mixed = _ArithBatch(("+", 2, 3), ("-", 5, 1))
     even = _ArithBatch(("+", 2, 3), ("+", 4, 1))
-    import torch
-
     for call, message in (
             (lambda: heuristic_knockout(tiny, mixed, "op1_0mod2", [(0, 1)], [(0, 2)]),
              r"knockouts need prompts of one operator, got \['\+', '-'\]"),
@@ -251,9 +244,12 @@ def test_atp_star_and_locate_ranges_methods_and_budgets(tiny):
 
 
 def test_influence_batches_max_tokens_short_documents_and_layer_specs(tiny):
+    import torch
+
     from modelweave.methods.influence import (
         Document,
         InfluenceError,
+        InfluenceScores,
         InfluenceSettings,
         Query,
         plan_influence,
@@ -284,6 +280,10 @@ def test_influence_batches_max_tokens_short_documents_and_layer_specs(tiny):
             call()
         one_line(info)
     assert parse_layers("0-2, 5") == [0, 1, 2, 5]
+    with pytest.raises(InfluenceError, match=r"scores 'ekfac' have shape \(1, 2\), expected "
+                       r"\(1, 1\)") as info:
+        InfluenceScores({"ekfac": torch.zeros(1, 2)}, queries, docs[:1])
+    one_line(info)
 
 
 def test_steering_positions_slice_steps_and_vectors(tiny):

@@ -45,6 +45,12 @@ def usage_error(result, *parts):
         assert part in result.stderr
 
 
+def test_cli_plan_rejects_n_and_seq_zero(cli):
+    # The option parser refuses it first: a usage error (exit 2) naming the option and its bound.
+    result = cli("plan", "--model", "llama-3-8b", "--method", "eval", "--n", "0", "--seq", "0")
+    usage_error(result, "'--n'", "greater than or equal to 1")
+
+
 def test_layer_specs(cli, model, tmp_path):
     docs, queries, pairs = tmp_path / "d.jsonl", tmp_path / "q.jsonl", tmp_path / "p.jsonl"
     pairs.write_text('{"positive": "a b", "negative": "c d"}\n')

@@ -84,10 +84,12 @@ class PositionTracker:
 
 def parse_positions(positions: Positions) -> Positions:
     """Validate a positions spec; ``"5:"`` / ``"5:9"`` become slices, ``"7"`` an int."""
-    if isinstance(positions, slice) and positions.step not in (None, 1):
-        raise SteeringError(f"positions {positions!r}: slices take no step; use slice(N, M) "
-                            "or 'N:M'")
-    if positions is None or isinstance(positions, slice | int):
+    if isinstance(positions, slice):
+        if positions.step not in (None, 1):
+            raise SteeringError(f"positions {positions!r}: slices take no step; use "
+                                "slice(N, M) or 'N:M'")
+        return positions
+    if positions is None or isinstance(positions, int):
         return positions
     if isinstance(positions, str):
         if positions in ("all", "last"):
