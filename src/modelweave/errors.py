@@ -50,3 +50,13 @@ class PairCountError(SteeringError):
 class WeightEditError(SteeringError):
     """A weight edit that would not be equivalent to the hook-based intervention (OLMo-2's
     post-norms re-introduce an ablated direction)."""
+
+
+class TokenizationError(ModelWeaveError, ValueError):
+    """Text that cannot be tokenised as asked (no tokenizer, no BOS token, empty text, an
+    unknown padding side)."""
+
+
+class HookError(ModelWeaveError, ValueError):
+    """A hook function that returned a tensor of another shape than the activation it
+    replaces."""

@@ -155,9 +155,20 @@ def steer(
             console.print(f"vector: {saved}", highlight=False, soft_wrap=True)
 
 
-def _read_vector(path: Path, layer: int | None) -> tuple:
+def _read_vector(path: Path, layer: int | None):
     """A direction from a file: a saved SteeringVectors (PATH.json beside), .safetensors with
-    one tensor, .pt, .npy or a .json list."""
+    one tensor, .pt, .npy or a .json list; a float tensor."""
+    import torch
+
+    found = _read_vector_file(path, layer)
+    try:
+        return torch.as_tensor(found, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise SteeringError(f"vector file {path}: expected one vector of numbers, got "
+                            f"{type(found).__name__}") from None
+
+
+def _read_vector_file(path: Path, layer: int | None):
     import torch
 
     if not path.exists() and not path.with_suffix(".json").exists():
@@ -174,16 +185,19 @@ def _read_vector(path: Path, layer: int | None) -> tuple:
         if len(tensors) != 1:
             raise SteeringError(f"{path}: expected one tensor, found {len(tensors)}")
         return tensors[0]
-    if path.suffix == ".pt":
-        return torch.load(path, map_location="cpu")
-    if path.suffix == ".npy":
+    if path.suffix in (".pt", ".npy"):
         import numpy as np
 
-        return torch.from_numpy(np.load(path))
+        try:
+            return torch.load(path, map_location="cpu") if path.suffix == ".pt" else (
+                np.load(path))
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means unreadable
+            raise SteeringError(f"vector file {path}: cannot read it ({type(err).__name__}); "
+                                "save one tensor with torch.save or numpy.save") from None
     if path.suffix == ".json":
         from ..io import read_json
 
-        return torch.tensor(read_json(path, error=SteeringError), dtype=torch.float32)
+        return read_json(path, error=SteeringError)
     raise SteeringError(f"vector file {path}: use .safetensors, .pt, .npy or .json")
 
 

@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from ..errors import ModelWeaveError
 from ..models import Model
 from ..models.truncate import kv_cache, layer_types, run_from, run_keeping_kv
+
+
+class SuffixRangeError(ModelWeaveError, ValueError):
+    """A suffix run asked to start outside the model's layers or the prompt's positions."""
 
 
 @dataclass
@@ -99,7 +104,8 @@ def run_suffix(model: Model, base: BaseRun, layer: int, pos: int, groups: int = 
             instead of the base run's (for patches of ``hook_resid_pre`` itself).
     """
     if not 0 <= layer < model.cfg.n_layers or not 0 <= pos < base.length:
-        raise ValueError(f"suffix start (layer {layer}, pos {pos}) out of range")
+        raise SuffixRangeError(f"suffix start (layer {layer}, pos {pos}) out of range: layers are "
+                               f"0..{model.cfg.n_layers - 1}, positions 0..{base.length - 1}")
     if resid is None:
         resid = base.resid_pre[layer][:, pos:].repeat(groups, 1, 1)
     cache = _prefix_cache(model, base, pos, groups) if pos > 0 else None

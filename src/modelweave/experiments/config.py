@@ -192,6 +192,9 @@ def load_experiment(path: str | Path) -> Experiment:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except yaml.YAMLError as err:  # its text spans lines; keep the problem and its line
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: "
+                          f"{getattr(err, 'problem', None) or str(err).splitlines()[0]}") from err
     return parse_experiment(data, str(path))

@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..errors import ModelWeaveError
 from .functional import normalize
+
+
+class StatsError(ModelWeaveError, ValueError):
+    """An aggregate asked of no values, or with an unknown option."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ def bootstrap(values, n_resamples: int = 2000, confidence: float = 0.95,
     """Mean and percentile-bootstrap CI of per-example ``values`` ([N])."""
     x = _array(values)
     if x.size == 0:
-        raise ValueError("no values to aggregate")
+        raise StatsError("no values to aggregate: give at least one")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
@@ -70,7 +75,7 @@ def faithfulness(circuit, model, empty, order: str = "mean_then_ratio", *,
         ratios = per_prompt_faithfulness(c, m, e, min_fraction=min_fraction)
         ratios = ratios[np.isfinite(ratios)]
         return float(ratios.mean()) if ratios.size else float("nan")
-    raise ValueError(f"order must be 'mean_then_ratio' or 'per_prompt', got {order!r}")
+    raise StatsError(f"order must be 'mean_then_ratio' or 'per_prompt', got {order!r}")
 
 
 def stable_prompts(model, empty, min_fraction: float = MIN_DENOMINATOR) -> np.ndarray:
@@ -79,7 +84,7 @@ def stable_prompts(model, empty, min_fraction: float = MIN_DENOMINATOR) -> np.nd
     circuit gives a ratio of noise over almost nothing (1e-9 in practice: ratios of 66 and -3
     for the same circuit); ``min_fraction=0`` keeps every non-zero denominator."""
     if min_fraction < 0:
-        raise ValueError(f"min_fraction must be >= 0, got {min_fraction}")
+        raise StatsError(f"min_fraction must be >= 0, got {min_fraction}")
     den = np.abs(_array(model) - _array(empty))
     if den.size == 0:
         return np.zeros(0, dtype=bool)

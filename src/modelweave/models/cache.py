@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import SiteError
 from .sites import act_name
 
 
@@ -20,7 +21,7 @@ class ActivationCache(dict):
         try:
             return super().__getitem__(key)
         except KeyError:
-            raise KeyError(
+            raise SiteError(
                 f"{key!r} was not cached; cached sites: {', '.join(list(self)[:8])}"
                 f"{' ...' if len(self) > 8 else ''}"
             ) from None
@@ -36,5 +37,5 @@ class ActivationCache(dict):
             key=lambda k: int(k.split(".")[1]),
         )
         if not names:
-            raise KeyError(f"no cached site of kind {kind!r}")
+            raise SiteError(f"no cached site of kind {kind!r}")
         return torch.stack([super(ActivationCache, self).__getitem__(k) for k in names])

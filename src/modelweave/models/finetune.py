@@ -42,6 +42,10 @@ TRAINING_DATA = "training_data.jsonl"
 EXCLUDED = "excluded (training prompts of the fine-tune)"
 
 
+class FinetuneError(ModelWeaveError, ValueError):
+    """Fine-tuning settings out of range (steps, rank, checkpoint interval, schedule)."""
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` did: the merged model, the loss per step, paths and timing."""
@@ -82,11 +86,12 @@ def finetune(model: Model, task: str, out: str | Path, *, steps: int = 200, lora
     from ..tasks import make_batch
 
     if steps < 1 or lora_r < 1:
-        raise ValueError("steps and lora_r must be positive")
+        raise FinetuneError(f"steps and lora_r must be at least 1, got steps={steps}, "
+                            f"lora_r={lora_r}")
     if save_every is not None and save_every < 1:
-        raise ValueError("save_every must be positive")
+        raise FinetuneError(f"save_every must be at least 1 (or None), got {save_every}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+        raise FinetuneError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     if model.device_map is not None and len(set(map(str, model.device_map.values()))) > 1:
         raise ModelWeaveError("fine-tuning runs on a model on one device; this one is split "
                               "by a device map (load it with device= instead)")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import HookError
 from .adapters import linear_weight
 from .attention import pattern_hooks
 from .postnorm import at_scale, inverse_scale
@@ -55,7 +56,7 @@ def _apply(fns: list[HookFn], value: torch.Tensor, hook: Hook) -> torch.Tensor:
         out = fn(value, hook)
         if out is not None:
             if out.shape != value.shape:
-                raise ValueError(
+                raise HookError(
                     f"hook on {hook.name} returned shape {tuple(out.shape)}, "
                     f"expected {tuple(value.shape)}"
                 )

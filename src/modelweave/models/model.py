@@ -8,6 +8,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from transformers import PreTrainedModel
 
+from ..errors import TokenizationError
 from .adapters import Adapter, get_adapter
 from .cache import ActivationCache
 from .config import ModelConfig
@@ -140,8 +141,8 @@ class Model(WeightAccessors):
     # tokenisation ---------------------------------------------------------------------
     def _need_tokenizer(self):
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: pass token ids, or load_model(..., "
-                             "tokenizer=...)")
+            raise TokenizationError("this model has no tokenizer: pass token ids, or "
+                                    "load_model(..., tokenizer=...)")
         return self.tokenizer
 
     def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None,

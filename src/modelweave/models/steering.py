@@ -84,7 +84,12 @@ class PositionTracker:
 
 def parse_positions(positions: Positions) -> Positions:
     """Validate a positions spec; ``"5:"`` / ``"5:9"`` become slices, ``"7"`` an int."""
-    if positions is None or isinstance(positions, slice | int):
+    if isinstance(positions, slice):
+        if positions.step not in (None, 1):
+            raise SteeringError(f"positions {positions!r}: slices take no step; use "
+                                "slice(N, M) or 'N:M'")
+        return positions
+    if positions is None or isinstance(positions, int):
         return positions
     if isinstance(positions, str):
         if positions in ("all", "last"):
@@ -95,8 +100,8 @@ def parse_positions(positions: Positions) -> Positions:
                 return slice(int(start) if start else None, int(stop) if stop else None)
             return int(positions)
         except ValueError:
-            raise SteeringError(f"positions {positions!r}: use all, last, N, N: or N:M"
-                                ) from None
+            raise SteeringError(f"positions {positions!r}: use all, last, N, N: or N:M (no "
+                                "step)") from None
     items = list(positions)
     if not all(isinstance(p, int) for p in items):
         raise SteeringError(f"positions {positions!r}: a list of token indices must hold ints")
@@ -113,8 +118,6 @@ def position_mask(positions: Positions, index: torch.Tensor, last: torch.Tensor
     if positions == "last":
         return last
     if isinstance(positions, slice):
-        if positions.step not in (None, 1):
-            raise SteeringError("position slices take no step")
         keep = torch.ones_like(last)
         if positions.start is not None:
             keep &= index >= positions.start
@@ -128,7 +131,11 @@ def position_mask(positions: Positions, index: torch.Tensor, last: torch.Tensor
 
 def check_vector(model: Model, vector: torch.Tensor) -> torch.Tensor:
     """The vector as a float tensor [d_model]; :class:`VectorWidthError` otherwise."""
-    vector = torch.as_tensor(vector)
+    try:
+        vector = torch.as_tensor(vector)
+    except (TypeError, ValueError, RuntimeError):
+        raise SteeringError(f"steering vector of type {type(vector).__name__}: expected a "
+                            f"tensor of numbers of shape [{model.cfg.d_model}]") from None
     if vector.dim() != 1 or vector.shape[0] != model.cfg.d_model:
         raise VectorWidthError(f"steering vector of shape {tuple(vector.shape)}: expected "
                                f"[{model.cfg.d_model}] (the model's d_model)")
@@ -171,6 +178,9 @@ def steer(model: Model, vector: torch.Tensor, *, layer: int, scale: float = 1.0,
     """
     vector = check_vector(model, vector)
     layer = check_layer(model, layer)
+    if not bool(torch.isfinite(vector).all()):
+        raise SteeringError("steering vector has NaN or infinite entries; it needs finite "
+                            "values")
     name = site_name(model, site, layer)
     positions = parse_positions(positions)
     tracker = PositionTracker(model)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import TokenizationError
+
 
 @dataclass(frozen=True)
 class TokenizationPolicy:
@@ -54,7 +56,8 @@ def policy_for(tokenizer, prepend_bos: bool | None = None) -> TokenizationPolicy
     else:
         rule = "the tokenizer does not add a BOS itself, so none is prepended"
     if prepend_bos and bos is None:
-        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+        raise TokenizationError("prepend_bos=True but the tokenizer has no BOS token; use "
+                                "prepend_bos=False or None")
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -66,7 +69,8 @@ def encode(tokenizer, policy: TokenizationPolicy, texts: list[str],
     """Token ids of each text under the BOS rule (no padding)."""
     prepend = policy.prepend_bos if prepend_bos is None else prepend_bos
     if prepend and policy.bos_token_id is None:
-        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+        raise TokenizationError("prepend_bos=True but the tokenizer has no BOS token; use "
+                                "prepend_bos=False or None")
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     if prepend:
         ids = [s if s[:1] == [policy.bos_token_id] else [policy.bos_token_id, *s] for s in ids]
@@ -81,9 +85,9 @@ def pad_batch(ids: list[list[int]], pad_token_id: int, padding_side: str = "righ
         tokens [batch, pos] (long) and attention_mask [batch, pos] (1 = real token).
     """
     if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        raise TokenizationError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not ids or any(len(s) == 0 for s in ids):
-        raise ValueError("cannot tokenise an empty text (or empty list of texts)")
+        raise TokenizationError("cannot tokenise an empty text (or empty list of texts)")
     length = max(len(s) for s in ids)
     tokens = torch.full((len(ids), length), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(ids), length), dtype=torch.long)

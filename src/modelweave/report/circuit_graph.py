@@ -15,7 +15,7 @@ import math
 import re
 from pathlib import Path
 
-from ..circuits import Circuit
+from ..circuits import Circuit, CircuitError
 from ..io import atomic_write
 
 POSITIVE, NEGATIVE = "#2166ac", "#b2182b"
@@ -23,6 +23,10 @@ DASHES = {"": "", "q": "7 3", "k": "2 3", "v": "9 3 2 3"}
 KIND_NAMES = {"": "residual (MLP, logits)", "q": "query", "k": "key", "v": "value"}
 FILLS = {"head": "#fdd9a6", "mlp": "#c7e9c0", "end": "#e0e0e0"}
 _NODE = re.compile(r"a(\d+)\.h(\d+)|m(\d+)")
+
+
+class CircuitGraphError(CircuitError, ValueError):
+    """A circuit figure asked of an unknown node or written to an unknown file type."""
 
 
 def _esc(text: object) -> str:
@@ -75,7 +79,7 @@ class _Layout:
             return centre, self.row_y(self.n_layers + 1)
         match = _NODE.fullmatch(name)
         if match is None:
-            raise ValueError(f"unknown node {name!r}")
+            raise CircuitGraphError(f"unknown node {name!r}; nodes are input, logits, aL.hH and mL")
         if match.group(3) is not None:
             return self.left + self.col * (self.n_heads + 1), self.layer_y(int(match.group(3)))
         head = int(match.group(2))
@@ -202,8 +206,8 @@ def save_circuit_graph(circuit: Circuit, path: str | Path, **kwargs) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".svg", ".html"):
-        raise ValueError(f"{path}: the circuit graph is written as .svg or .html, not "
-                         f"{path.suffix or 'a file without suffix'!r}")
+        raise CircuitGraphError(f"{path}: the circuit graph is written as .svg or .html, not "
+                                f"{path.suffix or 'a file without suffix'!r}")
     svg = circuit_svg(circuit, **kwargs)
     if suffix == ".html":
         heading = _esc(f"Circuit: {circuit.task or 'task'} on {circuit.model or 'model'}")

@@ -171,4 +171,4 @@ def load_task_file(path: str | Path) -> Task:
         return TemplateTask(spec, str(path))
     if suffix in (".jsonl", ".json", ".csv"):
         return RecordTask(path.stem, _read_records(path), f"records from {path.name}")
-    raise TaskError(f"{path}: task files are .jsonl, .csv or .yaml")
+    raise TaskError(f"{path}: task files are .jsonl, .json, .csv, .yaml or .yml")

@@ -44,6 +44,10 @@ class ToyError(ModelWeaveError):
     """An impossible toy configuration or training directory."""
 
 
+class ToyModelError(ToyError, ValueError):
+    """A model (or vocabulary) that a toy analysis cannot read."""
+
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs [B, T], targets [B, T] (-100: no loss)
 
 

@@ -9,6 +9,6 @@ tensors and splits) and their clean/corrupt task definitions are prompt families
 :mod:`modelweave.tasks.toy_data` and :mod:`modelweave.tasks.toy`.
 """
 
-from ..tasks.toy_data import DATASETS, ToyError, make_dataset
+from ..tasks.toy_data import DATASETS, ToyError, ToyModelError, make_dataset
 
-__all__ = ["DATASETS", "ToyError", "make_dataset"]
+__all__ = ["DATASETS", "ToyError", "ToyModelError", "make_dataset"]

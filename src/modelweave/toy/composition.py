@@ -27,6 +27,7 @@ import torch
 
 from ..models import Model
 from ..models.parts import attn_in_norm, qk_normed
+from ..tasks.toy_data import ToyModelError
 
 MODES = ("q", "k", "v")
 
@@ -61,8 +62,8 @@ def head_weights(model: Model, layer: int) -> HeadWeights:
     """The head matrices of ``layer`` read from the HF modules through the adapter."""
     cfg = model.cfg
     if qk_normed(model):
-        raise ValueError(f"composition scores need plain q/k/v projections; {cfg.architecture} "
-                         "applies norms after them")
+        raise ToyModelError(f"composition scores need plain q/k/v projections; {cfg.architecture} "
+                            "applies norms after them")
     gain = torch.ones(cfg.d_model)
     norm = attn_in_norm(model, layer)
     if norm is not None and getattr(norm, "weight", None) is not None:

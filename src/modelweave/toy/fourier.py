@@ -38,7 +38,7 @@ import torch
 from ..metrics.uncertainty import bootstrap_stat
 from ..models import Model
 from ..tasks.toy import toy_meta
-from ..tasks.toy_data import checkpoint_params, unordered_key
+from ..tasks.toy_data import ToyModelError, checkpoint_params, unordered_key
 
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
@@ -65,7 +65,9 @@ def _frequency_of_row(p: int) -> torch.Tensor:
 def _toy_p(model: Model) -> int:
     meta = toy_meta(model) or {}
     if meta.get("task") != "modular_addition":
-        raise ValueError(f"{model.name} is not a modular-addition toy model")
+        raise ToyModelError(f"{model.name} is not a modular-addition toy model (its toy task: "
+                            f"{meta.get('task')}); train one with train-toy --task "
+                            "modular_addition")
     return int(meta["task_params"]["p"])
 
 

@@ -22,6 +22,7 @@ import torch
 
 from ..models import Model
 from ..tasks.toy import toy_meta
+from ..tasks.toy_data import ToyModelError
 from .composition import CompositionScores, composition_scores
 
 METHODS = ("head_roles", "k_composition", "eap_ig")
@@ -116,7 +117,8 @@ def induction_circuit(model: Model, *, n: int = 32, seed: int = 0, steps: int = 
     from ..tasks import get_task, make_batch
 
     if model.cfg.n_layers < 2:
-        raise ValueError("an induction circuit needs at least two layers")
+        raise ToyModelError(f"an induction circuit needs at least two layers; {model.name} has "
+                            f"{model.cfg.n_layers}")
     meta = toy_meta(model) or {}
     params = task_params or (meta.get("task_params") if meta.get("task") == "induction" else {})
     task = get_task("toy_induction", **(params or {}))

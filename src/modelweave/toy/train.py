@@ -120,7 +120,13 @@ class ToyConfig:
         if self.d_mlp is not None and self.d_mlp < 1:
             raise ToyError(f"d_mlp must be at least 1, got {self.d_mlp}")
         if self.lr <= 0 or self.weight_decay < 0:
-            raise ToyError("lr must be positive and weight_decay non-negative")
+            raise ToyError(f"lr must be positive and weight_decay non-negative, got lr={self.lr}, "
+                           f"weight_decay={self.weight_decay}")
+        from transformers.activations import ACT2CLS
+
+        if self.act not in ACT2CLS:
+            raise ToyError(f"unknown activation {self.act!r}; use one of "
+                           f"{', '.join(sorted(ACT2CLS))}")
         return make_dataset(self.task, **self.task_params)
 
 

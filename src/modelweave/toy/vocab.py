@@ -28,8 +28,12 @@ def build_tokenizer(words: list[str], add_bos: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    if len(set(words)) != len(words) or any(not w or " " in w for w in words):
-        raise ValueError("toy vocabulary words must be unique, non-empty and without spaces")
+    from ..tasks.toy_data import ToyModelError
+
+    bad = next((w for i, w in enumerate(words) if not w or " " in w or w in words[:i]), None)
+    if bad is not None:
+        raise ToyModelError(f"toy vocabulary word {bad!r}: words must be unique, non-empty and "
+                            "without spaces")
     vocab = {w: i for i, w in enumerate([*words, PAD, BOS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=PAD))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

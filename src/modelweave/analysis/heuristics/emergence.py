@@ -149,9 +149,7 @@ def emergence(checkpoints: list[tuple[int, str | Path]], operator: str = "+", *,
     from ...models import load_model
 
     load = load or load_model
-    s = Settings(operators=(operator,), **settings)
-    if s.first_layer is not None and s.first_layer < 0:
-        raise TaskError(f"first_layer must be >= 0, got {s.first_layer}")
+    s = Settings(operators=(operator,), **settings).check_values()
     steps = [step for step, _ in checkpoints]
     stage = Steps(progress, "final", 1)
     final_model = load(checkpoints[-1][1])

@@ -23,7 +23,7 @@ import torch
 from ...models import Model
 from ...models.parts import out_norm
 from ...progress import Progress, Steps
-from ...tasks import TaskBatch
+from ...tasks import TaskBatch, TaskError
 
 
 @dataclass
@@ -99,7 +99,8 @@ class GridActivations:
         """:class:`NeuronMaps` of ``neurons`` (their layers must be in ``acts``)."""
         missing = sorted({L for L, _ in neurons} - set(self.acts))
         if missing:
-            raise ValueError(f"no activations of layer {missing[0]} on this grid")
+            raise TaskError(f"no activations of layer {missing[0]} on this grid; it holds layers "
+                            f"{', '.join(map(str, sorted(self.acts))) or 'none'}")
         n = len(self.answers)
         key = torch.zeros(len(neurons), n)
         scale = torch.ones(len(neurons), n)

@@ -102,11 +102,27 @@ class Settings:
         n = model.cfg.n_layers
         if self.first_layer is not None and not 0 <= self.first_layer < n:
             raise TaskError(f"first_layer {self.first_layer} out of range (model has {n} "
-                            "layers)")
+                            f"layers: 0..{n - 1})")
+        return self.check_values()
+
+    def check_values(self) -> Settings:
+        """The checks that need no model (a command runs them before loading one)."""
+        if self.first_layer is not None and self.first_layer < 0:
+            raise TaskError(f"first_layer must be >= 0, got {self.first_layer}")
         if not 0 < self.grid_fraction <= 1:
             raise TaskError(f"grid_fraction must be in (0, 1], got {self.grid_fraction}")
-        if self.step < 0 or self.classify_k < 1 or self.n_discovery < 1:
-            raise TaskError("step must be >= 0, classify_k and n_discovery >= 1")
+        for name, low in (("step", 0), ("classify_k", 1), ("n_discovery", 1), ("n_eval", 1),
+                          ("n_prompts", 2)):
+            value = getattr(self, name)
+            if value is not None and value < low:  # n_prompts None: every legal prompt
+                raise TaskError(f"{name} must be >= {low}, got {value}")
+        if self.decodable not in ("probe", "lens"):
+            raise TaskError(f"decodability method must be 'probe' or 'lens', got "
+                            f"{self.decodable!r}")
+        if not 0 <= self.decodable_margin < 1:
+            raise TaskError(f"decodability margin must be in [0, 1), got {self.decodable_margin}")
+        if not 0 < self.threshold <= 1:
+            raise TaskError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.null_draws < 1 or self.permutation_draws < 1:
             raise TaskError(f"null_draws and permutation_draws must be >= 1, got "
                             f"{self.null_draws} and {self.permutation_draws}")

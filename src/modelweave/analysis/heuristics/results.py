@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ...io import load_tensors, read_json, save_tensors, write_json
+from ...tasks import TaskError
 from .classify import HeuristicMatch
 from .knockout import Knockout, PromptKnockout
 from .localize import HeadCurve, PositionEffects
@@ -25,6 +26,13 @@ from .maps import NeuronMaps
 from .neurons import Decoding, NeuronCurve
 from .nulls import NullResult
 from .pipeline import OperatorResult
+
+
+class UnknownOperatorError(TaskError, KeyError):
+    """An operator that a loaded analysis has no result for."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
+        return str(self.args[0]) if self.args else ""
 
 OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 RESULTS = "heuristics.json"
@@ -41,7 +49,9 @@ class HeuristicsRun:
         for r in self.results:
             if r.operator == operator:
                 return r
-        raise KeyError(f"no result for operator {operator!r}")
+        have = ", ".join(r.operator for r in self.results) or "none"
+        raise UnknownOperatorError(f"no result for operator {operator!r}; operators analysed: "
+                                   f"{have}")
 
 
 def _numbers(r: OperatorResult) -> dict:

@@ -98,6 +98,17 @@ class ConfigError(ModelWeaveError):
     """An experiment file that cannot be run as written (raise it from ``check_params``)."""
 
 
+class UnknownMethodError(ConfigError, KeyError):
+    """A method name that no registered method kind has."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistrationError(ConfigError, ValueError):
+    """A method kind whose name or report section id is malformed or taken."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """One piece of work: a method with its parameters on one model and (usually) one task."""
@@ -329,21 +340,24 @@ K = TypeVar("K", bound="type[MethodKind] | MethodKind")
 
 def register(kind: K) -> K:
     """Register a :class:`MethodKind` subclass (as a class decorator) or instance; returns
-    it unchanged. A name or section id that is already taken is a ``ValueError``."""
+    it unchanged. A name or section id that is malformed or already taken is a
+    :class:`RegistrationError` (a ``ValueError``)."""
     instance = kind() if isinstance(kind, type) else kind
     name = getattr(instance, "name", "")
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"method kind {kind!r}: name must be lower-case letters, digits "
-                              f"and _, got {name!r}")
+        raise RegistrationError(f"method kind {kind!r}: name must be lower-case letters, "
+                                f"digits and _, got {name!r}")
     if name in _REGISTRY:
-        raise ValueError(f"method kind {name!r} is registered already")
+        raise RegistrationError(f"method kind {name!r} is registered already; pick another "
+                                "name")
     section = instance.section_id
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", section):
-        raise ValueError(f"method kind {name!r}: report section id must be letters, "
-                              f"digits, _ and -, got {section!r}")
+        raise RegistrationError(f"method kind {name!r}: report section id must be letters, "
+                                f"digits, _ and -, got {section!r}")
     clash = [k.name for k in _REGISTRY.values() if k.section_id == section]
     if clash or section == "overview":
-        raise ValueError(f"method kind {name!r}: report section id {section!r} is taken")
+        raise RegistrationError(f"method kind {name!r}: report section id {section!r} is "
+                                "taken; pick another")
     _REGISTRY[name] = instance
     return kind
 
@@ -359,12 +373,13 @@ def methods() -> list[MethodKind]:
 
 
 def get_method(name: str) -> MethodKind:
-    """The method kind registered as ``name``; a ``KeyError`` naming the allowed ones."""
+    """The method kind registered as ``name``; an :class:`UnknownMethodError` (a ``KeyError``)
+    naming the allowed ones."""
     try:
         return _REGISTRY[name]
     except KeyError:
         allowed = ", ".join(k.name for k in methods())
-        raise KeyError(f"unknown method {name!r}; allowed: {allowed}") from None
+        raise UnknownMethodError(f"unknown method {name!r}; allowed: {allowed}") from None
 
 
 V = TypeVar("V")
@@ -378,9 +393,7 @@ class RegistryView(Mapping[str, V]):
         self._pick = pick
 
     def __getitem__(self, name: str) -> V:
-        if name not in _REGISTRY:
-            raise KeyError(name)
-        return self._pick(_REGISTRY[name])
+        return self._pick(get_method(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter([k.name for k in methods()])

@@ -57,6 +57,15 @@ class Heuristics(MethodKind):
             if not where:  # a command's --operators: the task's own one-line error
                 raise
             raise ConfigError(f"{where}.operators: {err}") from None
+        from ...analysis.heuristics.pipeline import Settings as Analysis
+
+        values = {SETTINGS[k]: v for k, v in params.items() if k in SETTINGS and v is not None}
+        try:  # a bad setting fails before any model loads
+            Analysis(**values).check_values()
+        except TaskError as err:
+            if not where:
+                raise
+            raise ConfigError(f"{where}: {err}") from None
         return params
 
     def run(self, model: Model, unit: Unit, experiment: Settings, folder: Path,

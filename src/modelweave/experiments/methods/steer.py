@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...errors import SteeringError
 from ...io import read_json, write_json
 from .base import ConfigError, MethodKind, Progress, ReportContext, Settings, Unit, register
 
@@ -76,6 +77,10 @@ class Steer(MethodKind):
         positives, negatives = load_pairs_file(p["pairs"])
         sv = contrastive_vectors(model, positives, negatives, layers=layer, site=site,
                                  method=p.get("method", "mean"))
+        if not float(sv.vectors[0].norm()) > 0:
+            raise SteeringError(f"the pairs in {p['pairs']} give a zero direction at {site} of "
+                                f"layer {sv.layers[0]} (each pair reads the same activation "
+                                "there); use another layer or pairs that differ")
         sv.meta["pairs"] = str(p["pairs"])
         sv.save(folder / "vector")
         prompts, n_new = list(p["prompts"]), int(p.get("max_new_tokens", 20))

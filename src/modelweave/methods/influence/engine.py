@@ -121,7 +121,11 @@ def plan_influence(model, documents: list[Document], queries: list[Query],
     if not documents:
         raise InfluenceError("no documents given")
     if settings.train_batch < 1 or settings.query_batch < 1:
-        raise InfluenceError("train_batch and query_batch must be positive")
+        raise InfluenceError(f"train_batch and query_batch must be at least 1, got "
+                             f"{settings.train_batch} and {settings.query_batch}")
+    if settings.max_tokens < 2:
+        raise InfluenceError(f"max_tokens must be at least 2 (a next-token loss needs two "
+                             f"tokens), got {settings.max_tokens}")
     check_queries(queries)
     modules = resolve_modules(model, settings.modules, settings.layers)
     doc_ids = encode_documents(model, documents, settings.max_tokens)

@@ -32,6 +32,9 @@ def parse_layers(text: str | None) -> list[int] | None:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
             out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            if sep and int(hi) < int(lo):
+                raise InfluenceError(f"--layers {text!r}: the range {part.strip()!r} is "
+                                     f"reversed; write {hi}-{lo}")
     except ValueError:
         raise InfluenceError(f"--layers {text!r}: expected numbers and ranges like "
                              "'20-29' or '3,5,7'") from None

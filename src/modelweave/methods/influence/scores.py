@@ -62,8 +62,8 @@ class InfluenceScores:
     def __post_init__(self) -> None:
         for name, s in self.scores.items():
             if tuple(s.shape) != (len(self.queries), len(self.documents)):
-                raise ValueError(f"scores {name!r} have shape {tuple(s.shape)}, expected "
-                                 f"({len(self.queries)}, {len(self.documents)})")
+                raise InfluenceError(f"scores {name!r} have shape {tuple(s.shape)}, expected "
+                                     f"({len(self.queries)}, {len(self.documents)})")
 
     @property
     def methods(self) -> list[str]:

@@ -304,6 +304,8 @@ def run_function_vectors(model, tasks: list[str], *, n_clean: int = 30, n_corrup
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [check_layer(model, x) for x in layers]
     fv_layer = check_layer(model, n_layers // 3 if fv_layer is None else fv_layer)
+    if effect_layers is not None:
+        effect_layers = [check_layer(model, x) for x in effect_layers]
     if fv_layer not in layers:
         layers = sorted({*layers, fv_layer})
     datasets = [dataset_of(icl_task_name(t)) for t in tasks]

@@ -97,7 +97,11 @@ def load_pairs_file(path: str | Path) -> tuple[list[str], list[str]]:
     elif suffix == ".json":
         data = read_json(path, error=SteeringError)
         if isinstance(data, dict):
-            return _check_pairs(list(data.get("positive", [])), list(data.get("negative", [])))
+            columns = [data.get("positive", []), data.get("negative", [])]
+            if not all(isinstance(c, list) for c in columns):
+                raise SteeringError(f"pairs file {path}: 'positive' and 'negative' must be "
+                                    "lists of texts")
+            return _check_pairs(*columns, where=f"pairs file {path}: ")
         rows = data
     elif suffix in (".csv", ".tsv"):
         with path.open(newline="") as f:
@@ -105,16 +109,25 @@ def load_pairs_file(path: str | Path) -> tuple[list[str], list[str]]:
     else:
         raise SteeringError(f"pairs file {path}: unknown suffix {path.suffix!r}; use .jsonl, "
                             ".json, .csv or .tsv")
-    try:
-        pos, neg = [r["positive"] for r in rows], [r["negative"] for r in rows]
-    except (KeyError, TypeError):
-        raise SteeringError(f"pairs file {path}: every record needs 'positive' and "
-                            "'negative'") from None
-    return _check_pairs(pos, neg)
+    if not isinstance(rows, list):
+        raise SteeringError(f"pairs file {path}: expected a list of records with 'positive' "
+                            f"and 'negative', got {type(rows).__name__}")
+    bad = next((i for i, r in enumerate(rows, 1)
+                if not isinstance(r, dict) or "positive" not in r or "negative" not in r), None)
+    if bad is not None:
+        raise SteeringError(f"pairs file {path}: record {bad} needs 'positive' and 'negative'"
+                            " (every record does)")
+    return _check_pairs([r["positive"] for r in rows], [r["negative"] for r in rows],
+                        where=f"pairs file {path}: ")
 
 
-def _check_pairs(positives: Sequence[str], negatives: Sequence[str]
+def _check_pairs(positives: Sequence[str], negatives: Sequence[str], where: str = ""
                  ) -> tuple[list[str], list[str]]:
+    for i, text in enumerate([*positives, *negatives]):
+        if not isinstance(text, str) or not text:
+            side, j = ("positive", i) if i < len(positives) else ("negative", i - len(positives))
+            raise SteeringError(f"{where}{side} text {j + 1} is {text!r}: pairs are non-empty "
+                                "texts")
     if len(positives) != len(negatives):
         raise PairCountError(f"contrastive pairs: {len(positives)} positive texts but "
                              f"{len(negatives)} negative ones; give one negative per positive")
