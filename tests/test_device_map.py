@@ -282,3 +282,59 @@ def test_bf16_metrics_and_eap_scores_are_float32_and_match_fp32():
     assert {g.dtype for _, _, g in grads} == {torch.float32}
     sweeps = [torch.as_tensor(attribution_sweep(m, batch, "heads").raw) for m in (full, half)]
     assert (sweeps[1] - sweeps[0]).abs().max() <= 0.05 * sweeps[0].abs().max()
+
+
+# maps themselves: splits, checks, the compact form (configs on the meta device) -------------
+def _llama_keys(layers: int) -> list[str]:
+    from modelweave.models.device_map import meta_keys
+
+    config = tf.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48,
+                            num_hidden_layers=layers, num_attention_heads=4)
+    return meta_keys(config)[0]
+
+
+def test_two_part_map_places_whole_blocks_in_two_halves_in_order():
+    from modelweave.models.device_map import check_device_map, placement_units
+
+    keys = _llama_keys(5)
+    units = placement_units(keys)
+    assert units == ["model.embed_tokens", *(f"model.layers.{i}" for i in range(5)),
+                     "model.norm", "lm_head"]  # one placement per decoder block
+    placed = two_part_map(keys, 0, 1)
+    assert list(placed) == units
+    devices = list(placed.values())
+    assert devices == sorted(devices) and devices.count(0) == devices.count(1) == 4
+    assert check_device_map(placed, keys)["model.layers.4"] == "cuda:1"
+
+
+def test_a_map_missing_layers_ten_and_up_is_refused():
+    """``model.layers.1`` does not place ``model.layers.10``: prefixes match whole names."""
+    from modelweave.models.device_map import check_device_map
+
+    keys = _llama_keys(12)
+    placed = {k: v for k, v in two_part_map(keys, 0, 1).items()
+              if k not in ("model.layers.10", "model.layers.11")}
+    with pytest.raises(ModelLoadError, match=r"no device for model\.layers\.10, "
+                                              r"model\.layers\.11;"):
+        check_device_map(placed, keys)
+
+
+def test_compact_keeps_devices_and_gaps_apart():
+    placed = {"m.embed": 0, "m.layers.0": 0, "m.layers.1": 0, "m.layers.2": 1,
+              "m.layers.3": 0, "m.layers.5": 0, "lm_head": "cpu"}
+    assert compact(placed) == {"m.embed": "cuda:0", "m.layers.0-1": "cuda:0",
+                               "m.layers.2": "cuda:1", "m.layers.3": "cuda:0",
+                               "m.layers.5": "cuda:0", "lm_head": "cpu"}
+
+
+def test_execution_device_is_the_hooks_not_the_weights():
+    """Accelerate's hook says where a module computes (its weights may sit elsewhere)."""
+    from types import SimpleNamespace
+
+    from modelweave.models.device_map import execution_device
+
+    layer = torch.nn.Linear(2, 2)
+    assert execution_device(layer, torch.device("meta")) == torch.device("cpu")
+    layer._hf_hook = SimpleNamespace(execution_device=1)
+    assert execution_device(torch.nn.Sequential(layer), torch.device("cpu")) == torch.device(
+        "cuda:1")

@@ -306,3 +306,86 @@ def test_a_device_map_is_checked_before_anything_is_written(model_dir, tmp_path)
     assert len(outcome.computed) == 2 and not outcome.failed
     run = next(iter(RunStore(tmp_path / "split").records().values()))["run"]
     assert run["device"] == "cpu" and run["attn_implementation"]  # one device: no map kept
+
+
+def test_resume_skips_only_finished_units_force_redoes_them_and_the_manifest_notes_each(
+        model_dir, tmp_path):
+    """A unit folder without its ``done.json`` (a leftover of a run before staging) is not
+    finished: it is computed again, the finished one is skipped; ``force`` redoes both and
+    the forced copies replace the old ones; the manifest notes every unit computed."""
+    ran: list[str] = []
+
+    @register
+    class Tally(MethodKind):
+        name = "toy_tally"
+
+        def run(self, model, unit, experiment, folder, progress=None):
+            ran.append(unit.task)
+            (folder / "tally.json").write_text(json.dumps(len(ran)))
+            return {"calls": len(ran)}
+
+        def load(self, folder, record):
+            return json.loads((folder / "tally.json").read_text())
+
+    try:
+        spec = parse_experiment({**config(model_dir), "methods": ["toy_tally"]})
+        ids = [u.id for u in spec.units()]
+        first = run_experiment(spec, tmp_path, report=False, plan=False)
+        store = RunStore(tmp_path)
+        assert first.computed == ids and ran == ["ioi", "seq_digits"]
+        assert set(store.manifest()["units"]) == set(ids)
+        (store.folder(ids[1]) / "done.json").unlink()  # its files are there, its marker not
+        again = run_experiment(spec, tmp_path, report=False, plan=False)
+        assert again.skipped == ids[:1] and again.computed == ids[1:]
+        assert ran == ["ioi", "seq_digits", "seq_digits"]
+        forced = run_experiment(spec, tmp_path, force=True, report=False, plan=False)
+        assert forced.computed == ids and len(ran) == 5
+        assert store.load(ids[0]) == 4 and store.records()[ids[0]]["summary"] == {"calls": 4}
+        assert store.manifest()["units"][ids[0]]["finished"] == store.records()[ids[0]][
+            "finished"]
+    finally:
+        unregister("toy_tally")
+
+
+def test_staging_of_live_or_other_hosts_workers_is_kept(tmp_path):
+    """Only this host's staging folders whose worker is gone are removed: a folder of another
+    host (a worker of the same run on another node) or of a live process stays."""
+    from modelweave.experiments.store import HOST, remove_stale_staging
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"u__ioi__eval.{HOST}.{dead.pid}.0a1b"
+    elsewhere = tmp_path / f"u__ioi__eval.not-{HOST}.{dead.pid}.0a1b"
+    live = tmp_path / f"u__ioi__eval.{HOST}.{os.getppid()}.0a1b"
+    for folder in (stale, elsewhere, live):
+        folder.mkdir()
+    assert remove_stale_staging(tmp_path) == [stale]
+    assert not stale.exists() and elsewhere.exists() and live.exists()
+
+
+def test_a_run_plan_declares_its_largest_unit_and_keeps_the_headroom(model_dir):
+    from modelweave.experiments.planning import UnitTooLargeError, plan_method, plan_run
+    from modelweave.planner import HEADROOM
+
+    spec = parse_experiment({**config(model_dir), "methods": [
+        "eval", {"discover": {"method": "eap-ig", "target": 0.5}}]})
+    units = spec.units()
+
+    def peak(unit, **params):
+        return plan_method(unit.model, unit.method, {**unit.params, **params}, n=spec.n,
+                           memory_bytes=10**12, device="cpu").peak_bytes
+
+    peaks = [peak(u) for u in units]
+    assert peaks[-1] == max(peaks) > peaks[0]  # discover (EAP-IG) needs more than eval
+    for order in (units, units[::-1]):  # a Ray worker asks for the largest, wherever it is
+        plan = plan_run(spec, order, 10**12, device="cpu")
+        assert plan.memory == {model_dir: int(max(peaks))}
+        assert [u.params for u in plan.units] == [u.params for u in order]  # nothing lowered
+    discover = units[-1]
+    # all of this memory would hold the default batch; its usable part holds 2 prompts
+    tight = int(peak(discover, batch_size=2) / (1 - HEADROOM)) + 1
+    assert peak(discover) < tight
+    lowered = plan_run(spec, [discover], tight, device="cpu")
+    assert lowered.units[0].params["batch_size"] == 2
+    with pytest.raises(UnitTooLargeError, match="cannot fit"):
+        plan_run(spec, [discover], int(peak(discover, batch_size=1)), device="cpu")

@@ -188,12 +188,11 @@ def test_an_unreachable_address_fails_before_anything_is_written(model_dir, tmp_
 def test_a_worker_that_dies_has_its_unit_retried_then_recorded(session, model_dir, tmp_path):
     """A worker killed under a unit (out of memory, a lost node): the unit is retried once on
     a fresh worker; a unit that kills every worker is recorded as failed, the others finish."""
-    marker = tmp_path / "died-once"
-
     class Mortal(MethodKind):
         name = "mortal"
 
         def run(self, model, unit, experiment, folder, progress=None):
+            marker = tmp_path / f"died-{unit.task}"  # each unit's first attempt dies
             if unit.task == "ioi" or not marker.exists():
                 marker.touch()
                 os._exit(1)  # the process dies as an out-of-memory kill would end it

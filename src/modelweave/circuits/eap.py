@@ -105,7 +105,7 @@ def edge_attribution(model: Model, batch: TaskBatch, *, method: str = "eap-ig",
 
         if method == "eap":
             embeds, reference = [None], None
-            _, other = sender_outputs(model, part.corrupt, part.mask)
+            other = sender_outputs(model, part.corrupt, part.mask)[1]  # logits not kept
         else:
             clean_logits, other = sender_outputs(model, part.clean, part.mask)
             reference = clean_logits[torch.arange(len(part)), part.lengths - 1]

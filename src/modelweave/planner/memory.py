@@ -87,6 +87,27 @@ def patch_memory(s: ModelShape, e: int, n: int, seq: int, rows: int,
 
 def eap_memory(s: ModelShape, e: int, n: int, seq: int, b: int, steps: int = 5,
                ig: bool = True, heap: bool = False) -> MethodMemory:
+    """EAP / EAP-IG scoring at its peak: the largest of :func:`eap_phases`, or with
+    ``heap=True`` (CPU, glibc keeping freed memory as the CLI sets it) the phases stacked.
+
+    The gradient pass frees its saved tensors between long-lived per-layer accumulators, and
+    the later, larger blocks (receiver gradients, sender-sized copies) do not fit in those
+    holes, so the heap grows past them (measured phase by phase on SmolLM2-135M: +1.0 GB
+    after the first gradient pass, +0.4 GB for the totals, +0.5 GB for the differences). On
+    a GPU the caching allocator is taken to reuse them (the maximum of the phases; not
+    measured here).
+    """
+    backward, totals, differences = eap_phases(s, e, n, seq, b, steps, ig)
+    if heap:  # glibc keeps the passes' freed blocks, but later and larger ones do not fit there
+        return MethodMemory("differences (heap)", {
+            "caches": differences.parts["caches"],
+            "gradients": backward.parts["gradients"] + differences.parts["gradients"],
+            "activations": backward.parts["activations"]})
+    return _peak(backward, totals, differences)
+
+
+def eap_phases(s: ModelShape, e: int, n: int, seq: int, b: int, steps: int = 5,
+               ig: bool = True) -> tuple[MethodMemory, MethodMemory, MethodMemory]:
     """EAP / EAP-IG scoring (``circuits.eap.edge_attribution``) per chunk of ``b`` prompts,
     ``t = b T`` tokens, ``N`` senders, ``R`` receivers, ``S`` gradient runs (EAP: 1).
 
@@ -105,33 +126,47 @@ def eap_memory(s: ModelShape, e: int, n: int, seq: int, b: int, steps: int = 5,
       (``2 t N d e``), their float32 copy below float32 and the sender-major float32 copy
       (``4 t N d`` each).
 
-    ``heap=True`` (CPU, glibc keeping freed memory as the CLI sets it): the phases stack
-    instead of taking turns. The gradient pass frees its saved tensors between long-lived
-    per-layer accumulators, and the later, larger blocks (receiver gradients, sender-sized
-    copies) do not fit in those holes, so the heap grows past them (measured phase by phase
-    on SmolLM2-135M: +1.0 GB after the first gradient pass, +0.4 GB for the totals, +0.5 GB
-    for the differences). On a GPU the caching allocator is taken to reuse them (the
-    maximum of the phases; not measured here).
+    Returns:
+        the three phases (gradient pass, gradient totals, differences), each with its parts.
     """
-    runs = steps if ig else 1
-    t, L, d, h = b * seq, s.n_layers, s.d_model, s.n_heads
-    senders = 2 * t * s.n_senders * d * e
-    pullback_weights = 4 * L * d * 3 * h * s.d_head
-    kept = senders + (t * s.d_vocab * e + runs * t * d * e if ig else 0) + pullback_weights
-    acc = t * (L * (12 * h * s.d_head + 4 * d) + 4 * d + runs * L * (12 * h + 4 * d))
-    grads = 4 * t * s.n_receivers * d
+    terms = eap_terms(s, e, b, seq, steps, ig)
+    t = b * seq
+    kept = terms["senders"] + terms["clean_logits"] + terms["ig_embeddings"] \
+        + terms["pullback_weights"]
+    acc, grads, copies = terms["accumulators"], terms["receiver_grads"], terms["copies"]
     backward = MethodMemory("gradient pass", {
         "caches": kept, "gradients": acc,
         "activations": t * eap_saved_per_token(s, e) + t * s.d_vocab * e})
     totals = MethodMemory("gradient totals", {
-        "caches": kept, "gradients": acc + grads + 4 * t * 3 * h * d})
-    copies = t * s.n_senders * d * (2 * e + (4 if e < 4 else 0) + 4)
+        "caches": kept, "gradients": acc + grads + terms["totals_layer"]})
     differences = MethodMemory("differences", {"caches": kept + copies, "gradients": grads})
-    if heap:  # glibc keeps the passes' freed blocks, but later and larger ones do not fit there
-        return MethodMemory("differences (heap)", {
-            "caches": kept + copies, "gradients": acc + grads,
-            "activations": backward.parts["activations"]})
-    return _peak(backward, totals, differences)
+    return backward, totals, differences
+
+
+def eap_terms(s: ModelShape, e: int, b: int, seq: int, steps: int = 5,
+              ig: bool = True) -> dict[str, int]:
+    """The named tensors of :func:`eap_memory` for a chunk of ``b`` prompts (bytes each;
+    ``t = b T`` tokens): ``senders`` (both sender-output tensors, ``2 t N d e``),
+    ``clean_logits`` (EAP-IG: ``t V e``), ``ig_embeddings`` (EAP-IG's ``S`` interpolated
+    inputs, ``S t d e``), ``pullback_weights``, ``accumulators`` (``receiver_gradients``'
+    float32 sums), ``receiver_grads`` (float32 gradient at every receiver, ``4 t R d``),
+    ``totals_layer`` (one layer's ``[3H, t, d]`` float32 temporary) and ``copies`` (the
+    differences phase's sender-sized tensors). EAP's terms without IG are 0."""
+    runs = steps if ig else 1
+    t, L, d, h = b * seq, s.n_layers, s.d_model, s.n_heads
+    senders = 2 * t * s.n_senders * d * e
+    copies = t * s.n_senders * d * (2 * e + (4 if e < 4 else 0) + 4)
+    return {
+        "senders": senders,
+        "clean_logits": t * s.d_vocab * e if ig else 0,
+        "ig_embeddings": runs * t * d * e if ig else 0,
+        "pullback_weights": 4 * L * d * 3 * h * s.d_head,
+        "accumulators": t * (L * (12 * h * s.d_head + 4 * d) + 4 * d
+                             + runs * L * (12 * h + 4 * d)),
+        "receiver_grads": 4 * t * s.n_receivers * d,
+        "totals_layer": 4 * t * 3 * h * d,
+        "copies": copies,
+    }
 
 
 def faithfulness_memory(s: ModelShape, e: int, n: int, seq: int, b: int) -> MethodMemory:
