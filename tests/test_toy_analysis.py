@@ -275,3 +275,20 @@ def test_random_init_null_is_fresh_untrained_models():
     # a spectrum whose constant is its largest entry: the top share skips it
     spectrum = torch.tensor([0.6, 0.1, 0.25, 0.05])
     assert abs(top_share(spectrum, 1) - 0.25) < 1e-6 and top_keys(spectrum, 1) == [2]
+
+
+def test_head_roles_look_for_the_previous_token_head_before_the_induction_layer(monkeypatch):
+    """Planted role scores for 2 layers x 2 heads: the induction head is (1, 1); the highest
+    previous-token score, 0.95, is (1, 0) in the induction head's own layer, which cannot
+    feed its keys; the previous-token head is the best of layer 0, (0, 0) at 0.6."""
+    from types import SimpleNamespace
+
+    from modelweave.methods import head_roles
+    from modelweave.toy.induction import by_head_roles
+
+    roles = {"induction": torch.tensor([[0.1, 0.2], [0.3, 0.9]]),
+             "previous_token": torch.tensor([[0.6, 0.1], [0.95, 0.2]])}
+    monkeypatch.setattr(head_roles, "pattern_scores", lambda model, **kw: roles)
+    prev, ind, evidence = by_head_roles(SimpleNamespace(cfg=SimpleNamespace(n_layers=2)), 5)
+    assert ind == (1, 1) and prev == (0, 0)
+    assert abs(evidence["previous_token"] - 0.6) < 1e-6
