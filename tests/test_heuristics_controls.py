@@ -139,3 +139,27 @@ def test_matched_null_needs_a_draw(planted):
     assert k.drop_null is None and k.control_draws == 0 and k.matched_related is None
     assert k.related == 0.0 and k.unrelated == 1.0
     assert float(accuracy(model, batch).mean()) == 1.0
+
+
+def test_matched_control_on_unrelated_prompts_and_a_random_control_never_the_target(planted):
+    """Where the heuristic does not hold, A and B are silent: the matched control's unrelated
+    accuracy is each draw's accuracy on those prompts, recomputed draw by draw (not its
+    related accuracy: draws holding a B neuron break every related prompt, and B is silent
+    on the unrelated ones). The random control draws from the pool minus the knocked-out neurons:
+    a pool of A alone leaves it nothing to ablate, so it keeps the planted model's accuracy
+    while the targeted knockout loses every related prompt."""
+    model, L, batch = planted
+    neurons = [(L, n) for n in A]
+    pool = [(L, n) for n in range(model.cfg.d_mlp) if n not in A + B]
+    k = heuristic_knockout(model, batch, HEURISTIC, neurons, pool, null_draws=10, seed=0)
+    index = [i for i, ex in enumerate(batch.examples) if ex.meta["result"] < 10]
+    rel = batch.select(random.Random(0).sample(index, len(index)))
+    unrel = batch.select([i for i, ex in enumerate(batch.examples) if ex.meta["result"] >= 10])
+    draws, _ = matched_controls(neurons, direct_effects(model, rel, [L]), 10, seed=0)
+    on_unrel = [float(accuracy(model, unrel, _zero_hooks(d, model.cfg.d_mlp)).mean())
+                for d in draws]
+    assert k.matched_unrelated == pytest.approx(sum(on_unrel) / 10)
+    assert any({n for _, n in d} & set(B) for d in draws)  # B breaks the related prompts only
+    alone = heuristic_knockout(model, batch, HEURISTIC, neurons, neurons, null_draws=0)
+    assert alone.related == 0.0 and alone.random_related == 1.0
+    assert alone.random_unrelated == 1.0

@@ -244,3 +244,40 @@ def test_evaluation_of_a_fine_tune_leaves_its_training_prompts_out(tuned, tmp_pa
     kept = unit_batch(load_model(folder), Unit("m", "arith", "eval"), RunSettings(n=40, seed=3))
     assert kept.dropped[EXCLUDED] == hits >= 5 and len(kept) == len(plain) - hits
     assert not {ex.clean for ex in kept.examples} & set(picked)
+
+
+def test_neuron_circuit_keeps_top_neurons_from_first_layer_on():
+    """A ranking whose best neurons are planted per layer ([4 layers, 8 neurons], layer L's
+    best two are L and L + 4): from first_layer 1 on, each layer keeps exactly its two
+    planted neurons, layer 0 stays a whole MLP, and k = d_mlp keeps every MLP whole."""
+    from modelweave.analysis.heuristics.neurons import neuron_circuit
+
+    ranking = torch.rand(4, 8, generator=torch.Generator().manual_seed(0))
+    for L in range(4):
+        ranking[L, [L, L + 4]] += 10
+    heads = frozenset({(0, 0), (2, 1)})
+    circuit = neuron_circuit(heads, ranking, 1, 2)
+    assert circuit.heads == heads and circuit.mlps == frozenset({0})
+    assert {L: tuple(v) for L, v in circuit.neurons.items()} == {
+        L: (L, L + 4) for L in (1, 2, 3)}
+    whole = neuron_circuit(heads, ranking, 1, 8)
+    assert whole.mlps == frozenset(range(4)) and not whole.neurons
+
+
+def test_emergence_share_is_of_the_final_checkpoints_matches(monkeypatch):
+    """Planted matches per checkpoint (no model is run): the final checkpoint has 4
+    (heuristic, neuron) matches, step 100 has 6 of which 1 is final's, step 200 has 2 of
+    final's. The share present is the fraction of the final matches found: 1/4, 2/4, 1."""
+    from modelweave.analysis.heuristics import emergence as em
+
+    final = {("op1_range_0_5", 1, n) for n in range(4)}
+    planted = {100: {("op1_range_0_5", 1, 0)} | {("same_operand", 2, n) for n in range(5)},
+               200: {("op1_range_0_5", 1, 1), ("op1_range_0_5", 1, 2)}, 300: final}
+    monkeypatch.setattr(em.Settings, "prompts", lambda self, model, op: None)
+    monkeypatch.setattr(em, "checkpoint_matches", lambda model, step, *a, **k: (
+        em.CheckpointMatches(step, 1.0, planted[step])))
+    monkeypatch.setattr(em, "split_prompts", lambda *a: (_ for _ in ()).throw(TaskError("no")))
+    out = em.emergence([(100, "a"), (200, "b"), (300, "c")], "+", load=lambda path: None,
+                       first_layer=1)
+    assert out["share_present"] == [0.25, 0.5, 1.0]  # counts of 4 matches: exact in binary
+    assert out["n_matches"] == [6, 2, 4] and out["n_heuristic_neurons"] == [6, 2, 4]

@@ -213,3 +213,35 @@ def test_pipeline_stage_computes_nulls_on_a_model():
     assert not alone["base"].computed and "--base" in alone["base"].reason
     with pytest.raises(TaskError, match="unknown null"):
         Settings(nulls=("random", "bogus")).check(model)
+
+
+def test_majority_baseline_is_the_fitting_halfs_commonest_answer():
+    """Answers planted so the two halves disagree: the fitting half is 80% answer 3, the
+    held-out half 80% answer 4. The baseline is what always answering the fitting half's
+    majority (3) scores on the held-out half (0.2), not the held-out half's own majority
+    (0.8); a layer without signal makes a probe that answers 3 too, so its gain is ~0."""
+    n, d = 200, 4
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))  # decode_layers' halves
+    fit, held = order[: n // 2], order[n // 2:]
+    y = torch.empty(n, dtype=torch.long)
+    y[fit] = torch.tensor([3] * 80 + [4] * 20)
+    y[held] = torch.tensor([4] * 80 + [3] * 20)
+    resid = torch.zeros(1, n, d)  # no signal at all: the probe can only learn the prior
+    dec = decode_layers(resid, y, margin=0.1, seed=0)
+    assert dec.majority == pytest.approx(0.2)
+    assert abs(dec.gain[0]) < 0.05 and dec.first_layer is None
+
+
+def test_a_layer_equal_to_the_baseline_is_not_decodable_even_at_margin_zero():
+    """A constant residual gives the majority answer on every held-out prompt: a gain of
+    exactly 0 with a zero-width interval. At margin 0 the gain passes and the interval's low
+    end (0) does not lie above 0, so only the informative layer is decodable."""
+    g = torch.Generator().manual_seed(1)
+    n = 200
+    y = (torch.rand(n, generator=g) < 0.4).long() + 3
+    resid = torch.zeros(2, n, 6)
+    resid[1] = torch.randn(n, 6, generator=g)
+    resid[1, :, 0] += 4.0 * (y == 4).float()
+    dec = decode_layers(resid, y, margin=0.0)
+    assert dec.gain[0] == pytest.approx(0.0, abs=1e-9) and dec.gain_ci[0][0] <= 0
+    assert dec.first_layer == 1

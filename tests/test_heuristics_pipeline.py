@@ -166,7 +166,8 @@ def test_emergence_over_checkpoints(trained):
     assert result["share_present"][-1] == 1.0  # the final checkpoint has its own matches
     assert result["shared_faithfulness_ratio"][-1] == pytest.approx(1.0)
     assert len(result["final_matches"]) == result["n_matches"][-1]
-    assert all(0 <= s <= 1 for s in result["share_present"])
+    # (the share itself, against planted matches: test_heuristics_data's
+    # test_emergence_share_is_of_the_final_checkpoints_matches)
     with pytest.raises(TaskError, match="no step-N"):
         find_checkpoints(out / "final")
 

@@ -164,3 +164,131 @@ def test_fourier_spectrum_finds_planted_frequencies():
     assert abs(none.excluded_loss - none.train_loss) < 1e-5
     everything = progress_point(model, list(range(1, p // 2 + 1)), mask)
     assert everything.key_share > 0.999
+
+
+def _toy_meta(hf, p):
+    hf.config.modelweave_toy = {"task": "modular_addition",
+                                "task_params": {"p": p, "frac": 0.3, "data_seed": 0}}
+    return Model(hf)
+
+
+def test_neuron_spectrum_and_losses_read_the_last_layer_at_equals():
+    """On a random 2-layer GPT-2, against the HF modules read directly: the neurons
+    :func:`neuron_spectrum` decomposes are the last MLP's activations at ``=`` (a forward
+    hook on its activation function), and a progress point's train loss is the cross-entropy
+    of the HF logits at ``=`` over the training pairs."""
+    from modelweave.toy import fourier
+
+    p = 7
+    hf = _gpt2(16, 2, 2, p + 3, 3, seed=3)
+    hf.config.n_inner = 8
+    model = _toy_meta(hf, p)
+    grabbed = []
+    handle = hf.transformer.h[-1].mlp.act.register_forward_hook(
+        lambda module, args, out: grabbed.append(out[:, -1].detach()))
+    pairs = torch.stack([torch.arange(p).repeat_interleave(p), torch.arange(p).repeat(p)], 1)
+    tokens = torch.cat([pairs, torch.full((p * p, 1), p)], 1)
+    with torch.no_grad():
+        logits = hf(input_ids=tokens).logits[:, -1, :p]
+    handle.remove()
+    acts = grabbed[0]  # [p*p, d_mlp]
+    assert acts.std(0).min() > 1e-3  # every neuron varies over the grid
+    expected = fourier.grid_spectrum(acts.T.reshape(-1, p, p))
+    got = fourier.neuron_spectrum(model)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)  # shares in [0, 1]
+    mask = fourier.train_mask_of(model)
+    labels = pairs.sum(1) % p
+    loss = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
+    point = fourier.progress_point(model, [1], mask, n_resamples=0)
+    assert abs(point.train_loss - float(loss)) < 1e-5 * float(loss)
+
+
+def test_restricted_and_excluded_losses_on_a_planted_residual(monkeypatch):
+    """A planted final residual over Z_13^2, s = a + b: a mean m, a key frequency 2
+    (u1 cos 2s + u2 sin 2s), another frequency of the sum (u3 cos 5s) and a function of a
+    alone (u4 cos 3a). All four parts are orthogonal over the grid, so with key frequency 2
+    the restricted residual is m + the key part, the excluded one m + the other two; their
+    losses are recomputed here from those sums, through the model's own unembedding."""
+    import math
+
+    from modelweave.toy import fourier
+
+    p, d = 13, 16
+    hf = _gpt2(d, 2, 1, p + 3, 3, seed=1)
+    with torch.no_grad():
+        hf.lm_head.weight *= 50  # logits of order 1: losses that tell residuals apart
+    model = _toy_meta(hf, p)
+    a = torch.arange(p).repeat_interleave(p).float()
+    b = torch.arange(p).repeat(p).float()
+    s, w = a + b, 2 * math.pi / p
+    g = torch.Generator().manual_seed(0)
+    m, u1, u2, u3, u4 = (3 * torch.randn(d, generator=g) for _ in range(5))
+    key = torch.cos(2 * w * s)[:, None] * u1 + torch.sin(2 * w * s)[:, None] * u2
+    other = torch.cos(5 * w * s)[:, None] * u3 + torch.cos(3 * w * a)[:, None] * u4
+    resid = m + key + other
+    monkeypatch.setattr(fourier, "_final_state", lambda model, p, chunk=4096: (
+        resid, torch.zeros(p * p, 4)))
+    mask = fourier.train_mask_of(model)
+    labels = s.long() % p
+
+    def loss(x, rows):
+        with torch.no_grad():
+            logits = model.unembed(x).float()[:, :p]
+        return float(torch.nn.functional.cross_entropy(logits[rows], labels[rows]))
+
+    point = fourier.progress_point(model, [2], mask, n_resamples=0)
+    everywhere = torch.ones_like(mask)
+    want = {"train_loss": loss(resid, mask), "test_loss": loss(resid, ~mask),
+            "restricted_loss": loss(m + key, everywhere),
+            "excluded_loss": loss(m + other, mask)}
+    for name, value in want.items():
+        assert abs(getattr(point, name) - value) < 1e-4 * value, (name, getattr(point, name),
+                                                                  value)
+    # what a wrong projection or wrong rows would give is far outside that tolerance
+    for right, wrong in ((want["restricted_loss"], loss(key, everywhere)),
+                         (want["excluded_loss"], loss(other, mask)),
+                         (want["excluded_loss"], loss(m + other, ~mask))):
+        assert abs(right - wrong) > 1e-2 * right, (right, wrong)
+
+
+def test_random_init_null_is_fresh_untrained_models():
+    """Each draw of the random-init null is a model built with the next weight seed: its
+    top-k embedding share (the constant left out) is recomputed from those models here."""
+    from dataclasses import replace
+
+    from modelweave.toy.fourier import embedding_spectrum
+    from modelweave.toy.grokking_stats import random_init_null, top_keys, top_share
+    from modelweave.toy.train import ToyConfig, build_model
+
+    cfg = ToyConfig(task="modular_addition", task_params={"p": 11, "frac": 0.5}, d_model=16,
+                    heads=2, d_mlp=32)
+    null = random_init_null(cfg, 2, draws=3, seed=50)
+    data = cfg.validate()
+    for i, value in enumerate(null["key_share"]):
+        spectrum = embedding_spectrum(Model(build_model(replace(cfg, seed=50 + i), data)))
+        shares = spectrum[1:]  # the constant is no frequency
+        assert abs(value - float(shares.sort().values[-2:].sum())) < 1e-5
+        assert sorted(top_keys(spectrum, 2)) == sorted(
+            int(k) + 1 for k in shares.argsort()[-2:])
+    assert len(set(null["key_share"])) == 3 and len(null["neuron_key_share"]) == 3
+    # a spectrum whose constant is its largest entry: the top share skips it
+    spectrum = torch.tensor([0.6, 0.1, 0.25, 0.05])
+    assert abs(top_share(spectrum, 1) - 0.25) < 1e-6 and top_keys(spectrum, 1) == [2]
+
+
+def test_head_roles_look_for_the_previous_token_head_before_the_induction_layer(monkeypatch):
+    """Planted role scores for 2 layers x 2 heads: the induction head is (1, 1); the highest
+    previous-token score, 0.95, is (1, 0) in the induction head's own layer, which cannot
+    feed its keys; the previous-token head is the best of layer 0, (0, 0) at 0.6."""
+    from types import SimpleNamespace
+
+    from modelweave.methods import head_roles
+    from modelweave.toy.induction import by_head_roles
+
+    roles = {"induction": torch.tensor([[0.1, 0.2], [0.3, 0.9]]),
+             "previous_token": torch.tensor([[0.6, 0.1], [0.95, 0.2]])}
+    monkeypatch.setattr(head_roles, "pattern_scores", lambda model, **kw: roles)
+    prev, ind, evidence = by_head_roles(SimpleNamespace(cfg=SimpleNamespace(n_layers=2)), 5)
+    assert ind == (1, 1) and prev == (0, 0)
+    assert abs(evidence["previous_token"] - 0.6) < 1e-6

@@ -135,3 +135,35 @@ def test_toy_tasks_pair_clean_and_corrupt():
         assert (ex.meta["a"], ex.meta["b"]) not in train  # the default split is held out
     with pytest.raises(TaskError, match="p >= 2"):
         get_task("toy_modular_addition", p=1).generate(1)
+
+
+def test_shuffled_labels_permute_the_training_answers_only():
+    """``shuffle_labels`` (the memorise-only null) keeps the training inputs and permutes
+    their answers: the same multiset of answers, mostly not the true sum (a true answer
+    survives a random permutation of p = 11 residues about 1 time in 11); the test set keeps
+    the true answers."""
+    plain = make_dataset("modular_addition", p=11, frac=0.5)
+    shuffled = make_dataset("modular_addition", p=11, frac=0.5, shuffle_labels=True)
+    (x, y), (xs, ys) = plain.train_set(), shuffled.train_set()
+    assert torch.equal(x, xs)
+    truth = (x[:, 0] + x[:, 1]) % 11
+    assert torch.equal(y[:, -1], truth)
+    assert torch.equal(ys[:, -1].sort().values, truth.sort().values)
+    assert float((ys[:, -1] == truth).float().mean()) < 0.4
+    tx, ty = shuffled.test_set()
+    assert torch.equal(ty[:, -1], (tx[:, 0] + tx[:, 1]) % 11)
+
+
+def test_weight_decay_shrinks_the_trained_weights(tmp_path):
+    """Two 10-step runs that differ only in weight_decay (0 vs 1): decoupled decay leaves the
+    trained weights' squared norm about 10% smaller. Measured over seeds 0-4: ratio
+    0.9004-0.9017 (spread 0.0013); the bound 0.95 leaves a margin of ~40 spreads, and a run
+    that ignores weight_decay gives exactly 1."""
+    cfg = {**SMALL, "steps": 10, "eval_every": 10, "save_every": 10, "dense_every": 0}
+
+    def norm(weight_decay: float, out) -> float:
+        run = train_toy(ToyConfig(**{**cfg, "weight_decay": weight_decay}), out)
+        return float(sum(p.detach().pow(2).sum() for p in run.model.parameters()))
+
+    ratio = norm(1.0, tmp_path / "decay") / norm(0.0, tmp_path / "plain")
+    assert ratio < 0.95, ratio
