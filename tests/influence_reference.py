@@ -62,9 +62,10 @@ def _sampled(hf, ids):
 
 def ekfac_scores(hf, names: list[str], docs: list[list[int]],
                  queries: list[tuple[list[int], int]], damping: float | None = None,
-                 ) -> torch.Tensor:
+                 lambdas: dict | None = None) -> torch.Tensor:
     """[Q, D] EK-FAC influence (see the module docstring). ``docs``: token ids;
-    ``queries``: (token ids, number of prompt tokens)."""
+    ``queries``: (token ids, number of prompt tokens). ``lambdas``, when given, receives
+    each module's mean eigenvalue correction (to pick a damping on its scale)."""
     params = [p for n in names for p in hf.get_submodule(n).parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -81,6 +82,8 @@ def ekfac_scores(hf, names: list[str], docs: list[list[int]],
         qa, qs = torch.linalg.eigh(a_cov).eigenvectors, torch.linalg.eigh(s_cov).eigenvectors
         lam = torch.stack([(qs.T @ (c[name][1].T @ c[name][0]) @ qa) ** 2
                            for c in fisher]).mean(0)
+        if lambdas is not None:
+            lambdas[name] = float(lam.mean())
         damp = 0.1 * float(lam.mean()) if damping is None else damping
         for i, c in enumerate(qgrads):
             gq = c[name][1].T @ c[name][0]

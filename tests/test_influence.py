@@ -49,11 +49,44 @@ def trained():
     return train_on_documents(tiny_model(), docs(), epochs=25, lr=3e-3, batch_size=4).model
 
 
+@pytest.mark.numeric
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_prepared_copy_computes_what_the_model_computes(family):
+    """The float32 copy kronfluence differentiates (GPT-2's Conv1D layers replaced by
+    ``nn.Linear``) gives the model's own logits and per-document losses: the tiny models'
+    biases are non-zero (tests/tiny.py draws them), so a copy that dropped or re-drew one would
+    fail. Tolerance 1e-5 of the logits' scale (the same float32 products in another layout)."""
+    from modelweave.methods.influence.data import encode_documents
+    from modelweave.methods.influence.modules import prepared_copy
+
+    model = tiny_model(family)
+    names = resolve_modules(model, "all")
+    copy = prepared_copy(model, names)
+    assert all(isinstance(copy.get_submodule(n), torch.nn.Linear) for n in names)
+    biased = [n for n in names if getattr(model.hf_model.get_submodule(n), "bias", None)
+              is not None]
+    assert biased or family != "gpt2"
+    for n in biased:
+        assert float(model.hf_model.get_submodule(n).bias.abs().max()) > 1e-2
+    for ids in encode_documents(model, docs(), 256)[:3]:
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            want = model.hf_model(input_ids=x).logits.float()
+            got = copy(input_ids=x).logits
+        scale = float(want.abs().max())
+        assert float((got - want).abs().max()) <= 1e-5 * scale
+        losses = [torch.nn.functional.cross_entropy(lg[0, :-1], x[0, 1:], reduction="sum")
+                  for lg in (want, got)]
+        assert abs(float(losses[1] - losses[0])) <= 1e-5 * float(losses[0])
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # kronfluence's torch.cuda.amp calls
 def test_ekfac_equals_direct_inverse_hessian_where_exact(tmp_path):
     """A linear model on one-hot inputs: the activation covariance is diagonal and so is the
     (empirical) Fisher, in the same basis; EK-FAC is then exact, and kronfluence's score must
-    equal grad_q^T (F + lambda I)^-1 grad_train computed directly."""
+    equal grad_q^T (F + lambda I)^-1 grad_train computed directly. This checks the library
+    the engine runs on; the engine itself is checked against an independent EK-FAC at a
+    damping where the corrections matter in test_influence_baselines.py."""
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
@@ -103,6 +136,31 @@ def test_ekfac_equals_direct_inverse_hessian_where_exact(tmp_path):
     # the score of a document with itself, as the issue asks
     torch.testing.assert_close(scores.diagonal().double(), direct.diagonal(), rtol=1e-4,
                                atol=1e-6)
+
+
+def test_keys_follow_every_setting_that_changes_results():
+    """A setting that changes the factors changes the factor key (and so the score key); one
+    that changes only the scores changes only the score key; batching and threads change
+    neither. A key that missed one would reuse cached factors or scores of another run."""
+    from dataclasses import replace
+
+    model = tiny_model()
+    base = InfluenceSettings(**FAST)
+
+    def keys(**change) -> dict:
+        return plan_influence(model, docs(), QUERIES, replace(base, **change),
+                              calibrate=False).keys
+
+    first = keys()
+    for change in ({"damping": 0.5}, {"query_rank": 4}):
+        k = keys(**change)
+        assert k["factors"] == first["factors"] and k["scores"] != first["scores"], change
+    for change in ({"layers": [0]}, {"modules": "all"}, {"lambda_max_examples": 2},
+                   {"covariance_max_examples": 2}, {"max_tokens": 4}, {"seed": 1}):
+        k = keys(**change)
+        assert k["factors"] != first["factors"] and k["scores"] != first["scores"], change
+    for change in ({"query_batch": 1}, {"threads": 1}):
+        assert keys(**change) == first, change
 
 
 def _grad(hf, names, ids, targets):

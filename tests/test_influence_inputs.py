@@ -87,8 +87,10 @@ def test_bad_modules_and_memory():
         resolve_modules(model, ["model.layers.0.mlp"])
     with pytest.raises(InfluenceError, match="module list is empty"):
         resolve_modules(model, [])
-    with pytest.raises(InfluenceError, match="layer 7 is out of range"):
-        resolve_modules(model, "mlp", layers=[7])
+    n = model.cfg.n_layers
+    for bad in (7, n, -1):  # the first layer past the end, and a negative one
+        with pytest.raises(InfluenceError, match=f"layer {bad} is out of range"):
+            resolve_modules(model, "mlp", layers=[bad])
     assert resolve_modules(model, "mlp", layers=[1]) == [
         f"model.layers.1.mlp.{p}_proj" for p in ("gate", "up", "down")]
     with pytest.raises(InfluenceError, match=r"estimated peak memory .* exceeds the 0\.0 GB "
@@ -96,10 +98,25 @@ def test_bad_modules_and_memory():
         plan_influence(model, docs(), QUERIES, InfluenceSettings(train_batch=64,
                                                                  max_memory_gb=0.001),
                        calibrate=False)
+    for batches in ({"train_batch": 0}, {"query_batch": 0}):
+        with pytest.raises(InfluenceError, match="train_batch and query_batch must be positive"):
+            plan_influence(model, docs(), QUERIES, InfluenceSettings(**batches),
+                           calibrate=False)
     plan = plan_influence(model, docs(), QUERIES, InfluenceSettings(train_batch=2))
     assert set(plan.estimate_s) >= {"covariance", "eigendecomposition", "lambda",
                                     "query gradients", "scores", "baseline"}
     assert plan.memory_gb["peak"] > 0 and "estimated" in plan.describe()
+
+
+def test_layer_ranges_include_both_ends():
+    from modelweave.methods.influence.modules import parse_layers
+
+    assert parse_layers("20-23") == [20, 21, 22, 23]
+    assert parse_layers("0-2, 5,7") == [0, 1, 2, 5, 7]
+    assert parse_layers("3") == [3] and parse_layers(None) is None
+    for bad in ("a-3", "1-", "2;4"):
+        with pytest.raises(InfluenceError, match=f"--layers {bad!r}: expected numbers"):
+            parse_layers(bad)
 
 
 def test_correlation_tests_and_concentration():

@@ -55,6 +55,32 @@ def test_steered_generation_with_cache_equals_uncached_pass(models, family):
     assert torch.equal(model(full), plain)
 
 
+@pytest.mark.numeric
+@pytest.mark.parametrize("family", ["llama", "gpt2", "olmo2"])
+def test_steering_adds_scale_times_the_vector_at_its_site(models, family):
+    """Block 1's output (as block 2 reads it) moves by exactly ``scale * vector`` at the
+    steered positions 1 and 2 and not at all elsewhere: doubling the scale doubles the move,
+    a negative scale reverses it. Tolerance: float32 rounding of the residual's scale."""
+    model = models[family]
+    tokens = random_tokens(2, 6, seed=9)
+    vector = 3.0 * _unit(model.cfg.d_model, 5)
+    after = "blocks.2.hook_resid_pre"
+    _, plain = model.run_with_cache(tokens, [after])
+    deltas = {}
+    for scale in (1.5, 3.0, -1.5):
+        with model.steer(vector, layer=1, scale=scale, positions="1:3"):
+            _, cache = model.run_with_cache(tokens, [after])
+        deltas[scale] = (cache[after] - plain[after]).float()
+    tol = 1e-5 * (float(plain[after].abs().max()) + 3.0 * float(vector.abs().max()))
+    for scale, delta in deltas.items():
+        want = torch.zeros_like(delta)
+        want[:, 1:3] = scale * vector
+        assert float((delta - want).abs().max()) <= tol, scale
+    assert float((deltas[3.0] - 2 * deltas[1.5]).abs().max()) <= 2 * tol
+    assert float((deltas[-1.5] + deltas[1.5]).abs().max()) <= 2 * tol
+    assert float(deltas[3.0][:, 1:3].norm(dim=-1).min()) >= 2.9 * float(vector.norm())
+
+
 @pytest.mark.parametrize("family", ["llama", "olmo2", "gpt_neox"])
 def test_last_position_hits_the_prompt_end_and_every_generated_token(models, family):
     """The function-vector convention: ``positions="last"`` in cached generation steers the
@@ -96,6 +122,10 @@ def test_position_specs():
     assert position_mask([0, 3], index, last).tolist() == [[True, False, False, True],
                                                            [True, True, False, False]]
     assert position_mask(None, index, last).all()
+    assert position_mask("1:3", index, last).tolist() == [[False, True, True, False],
+                                                          [False, False, True, True]]
+    with pytest.raises(SteeringError, match="position slices take no step"):
+        position_mask(slice(0, 4, 2), index, last)
     with pytest.raises(SteeringError):
         position_mask("first", index, last)
 
@@ -161,12 +191,49 @@ def test_contrastive_vectors_mean_and_pca(models):
     assert first.vectors.shape == (1, model.cfg.d_model) and first.method == "pca_centred"
     with pytest.raises(SteeringError, match="outside"):
         contrastive_vectors(model, pos, neg, layers=2, position=40)
-    diffs = torch.randn(6, 5) + torch.tensor([3.0, 0, 0, 0, 0])
-    pc = direction(diffs, "pca")
-    assert float(pc @ diffs.mean(0)) > 0
-    assert torch.allclose(pc.norm(), diffs.mean(0).norm())
     with pytest.raises(PairCountError, match="2 negative"):
         contrastive_vectors(model, pos, neg[:2], layers=0)
+
+
+def test_pca_directions_recover_planted_directions():
+    """Differences ``m e1 + (c + t_i) e2`` with ``t_i = +-s`` (``m > s > c > 0``): the
+    uncentred PCA finds the large shared shift ``e1`` (the mean's direction, as the mean
+    method), the centred PCA the direction ``e2`` along which the pairs vary, each pointing
+    the way the positives differ from the negatives (+e1, +e2) and as long as the mean."""
+    m, s, c = 3.0, 1.0, 0.2
+    e = torch.eye(6)
+    t = torch.tensor([s, -s] * 4)
+    gen = torch.Generator().manual_seed(0)
+    diffs = m * e[0] + (c + t)[:, None] * e[1] + 1e-3 * torch.randn(8, 6, generator=gen)
+    mean = direction(diffs, "mean")
+    assert torch.allclose(mean, diffs.mean(0))
+    for method, axis in (("pca", 0), ("pca_centred", 1)):
+        d = direction(diffs, method)
+        cos = float(d @ e[axis]) / float(d.norm())
+        assert cos > 0.99, (method, cos)  # the planted axis, with the positives' sign
+        assert abs(float(d.norm()) - float(mean.norm())) <= 1e-4 * float(mean.norm())
+    flipped = direction(-diffs, "pca")  # the pairs swapped: the direction flips
+    assert float(flipped @ e[0]) / float(flipped.norm()) < -0.99
+
+
+def test_mean_position_averages_each_text_over_its_own_tokens():
+    """``position="mean"``: each text's activations averaged over its real tokens, as when
+    the text is run alone (texts of different lengths share a padded batch)."""
+    from tokenizers_zoo import make_tokenizer
+
+    tok = make_tokenizer("bytelevel")
+    model = Model(tiny_hf_model("llama", vocab_size=len(tok)), tok)
+    pos = ["Mary went to the store today", "John gave", "Alice had a book"]
+    neg = ["Mary went", "John gave a drink to her", "Alice had a key"]
+    sv = contrastive_vectors(model, pos, neg, layers=1, position="mean")
+    name = "blocks.1.hook_resid_post"
+
+    def alone(text: str) -> torch.Tensor:
+        _, cache = model.run_with_cache([text], [name])
+        return cache[name][0].float().mean(0)
+
+    want = torch.stack([alone(p) - alone(n) for p, n in zip(pos, neg, strict=True)]).mean(0)
+    assert float((sv.at(1) - want).abs().max()) <= 1e-4 * float(want.abs().max())
 
 
 def test_bad_input_is_one_clear_error(models, tmp_path):

@@ -46,6 +46,35 @@ def test_steer_prints_steered_and_unsteered_json(tiny_dirs, pairs, tmp_path):
     assert (tmp_path / "vec.safetensors").exists() and (tmp_path / "vec.json").exists()
 
 
+def test_steer_scale_is_the_multiplier_of_the_vector(tiny_dirs, pairs):
+    """``--scale 0`` leaves every continuation as it was; ``--scale 8`` gives the
+    continuations of the library's own steering with ``8 x`` the pairs' mean difference."""
+    from modelweave import load_model
+    from modelweave.methods.steering import contrastive_vectors, load_pairs_file
+
+    prompts = ["When Mary and John", "1 2 3"]
+
+    def run(scale: str) -> dict:
+        args = ["steer", "--model", tiny_dirs["gpt2"], "--pairs", str(pairs), "--layer", "1",
+                "--scale", scale, "--max-new-tokens", "5", "--json"]
+        for p in prompts:
+            args += ["--prompt", p]
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    zero = run("0")
+    assert all(g["steered"] == g["unsteered"] for g in zero["generations"])
+    eight = run("8")
+    assert eight["scale"] == 8
+    model = load_model(tiny_dirs["gpt2"])
+    vector = contrastive_vectors(model, *load_pairs_file(pairs), layers=1).at(1)
+    with model.steer(vector, layer=1, scale=8.0):
+        want = model.generate(prompts, 5).texts
+    assert [g["steered"] for g in eight["generations"]] == want
+    assert want != [g["unsteered"] for g in eight["generations"]]  # the scale is felt
+
+
 def test_ablate_direction_writes_an_equivalent_checkpoint(tiny_dirs, pairs, tmp_path):
     out = tmp_path / "ablated"
     result = invoke("ablate-direction", "--model", tiny_dirs["gpt2"], "--pairs", str(pairs),

@@ -41,6 +41,13 @@ def test_fv_of_one_head_is_its_hook_result_mean_without_bias(family):
     result = cache[f"blocks.{layer}.attn.hook_result"][rows, batch.lengths - 1, head]
     fv = function_vector(acts.result.mean(0), [(layer, head)])
     assert torch.allclose(fv, result.float().mean(0), atol=1e-5)
+    # two heads: what both wrote into the residual stream, added
+    _, first = model.run_with_cache(batch.clean, ["blocks.0.attn.hook_result"],
+                                    attention_mask=batch.mask)
+    both = result.float().mean(0) + first["blocks.0.attn.hook_result"][
+        rows, batch.lengths - 1, 2].float().mean(0)
+    two = function_vector(acts.result.mean(0), [(layer, head), (0, 2)])
+    assert torch.allclose(two, both, atol=1e-5)
     if model.cfg.post_norm:  # OLMo-2: per prompt, z through W_O, the gain and its own scale
         mapped = project_head(model, layer, head, acts.z[:, layer, head],
                               acts.scale[:, layer, None])

@@ -158,6 +158,42 @@ def test_equal_norm_vectors_have_the_norm_and_are_applied_at_the_same_site():
     assert float(seen[0][after].abs().max()) < 1e-5
 
 
+@pytest.mark.numeric
+def test_null_effects_are_the_draws_own_effects_and_the_vector_is_compared_with_them():
+    """A score linear in the steered site (block 1's output at each prompt's last token, as
+    block 2 reads it, projected on ``u``): the vector's effect is exactly ``scale * v . u``,
+    each equal-norm draw's ``scale * r . u``, and the p-value counts the draws whose effect
+    reaches the vector's, (1 + hits) / (1 + draws)."""
+    from modelweave.metrics.nulls import equal_norm_vectors
+
+    model = _model("llama")
+    d = model.cfg.d_model
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(d, generator=g)
+    u = u / u.norm()
+    vector = 0.6 * u + 0.25 * torch.randn(d, generator=g)
+    tokens, mask = model.encode(PROMPTS)
+    last, rows = mask.sum(-1) - 1, torch.arange(len(PROMPTS))
+    name = "blocks.2.hook_resid_pre"
+
+    def score():
+        _, cache = model.run_with_cache(tokens, [name], attention_mask=mask)
+        return cache[name].float()[rows, last] @ u
+
+    scale, n = 1.5, 12
+    result = steering_null(model, vector, score, layer=1, scale=scale, positions="last",
+                           n_draws=n, seed=7)
+    want_nulls = (scale * (equal_norm_vectors(vector, n, 7).double() @ u.double())).numpy()
+    want = scale * float(vector.double() @ u.double())
+    tol = 1e-4 * scale * float(vector.norm())
+    assert abs(result.effect - want) <= tol
+    assert np.abs(np.asarray(result.null_effects) - want_nulls).max() <= tol
+    assert np.abs(want_nulls - want).min() > 10 * tol  # no tie: the count below is exact
+    hits = int((want_nulls >= want).sum())
+    assert result.effect_null["p_value"] == pytest.approx((1 + hits) / (1 + n))
+    assert result.effect_null["null_mean"] == pytest.approx(float(want_nulls.mean()), abs=tol)
+
+
 def _projection_score(model, prompts, u):
     tokens, mask = model.encode(prompts)
     last, rows = mask.sum(-1) - 1, torch.arange(len(prompts))
