@@ -389,3 +389,41 @@ def test_a_run_plan_declares_its_largest_unit_and_keeps_the_headroom(model_dir):
     assert lowered.units[0].params["batch_size"] == 2
     with pytest.raises(UnitTooLargeError, match="cannot fit"):
         plan_run(spec, [discover], int(peak(discover, batch_size=1)), device="cpu")
+
+
+def test_a_finished_unit_is_recomputed_when_its_settings_change(model_dir, tmp_path):
+    """The unit id leaves out ``n``, ``seed`` and ``dtype``: a finished unit computed with
+    other settings is stale, computed again and replaced, never reused."""
+    seen: list[tuple[int, int]] = []
+
+    @register
+    class Reads(MethodKind):
+        name = "toy_reads"
+
+        def run(self, model, unit, experiment, folder, progress=None):
+            seen.append((experiment.n, experiment.seed))
+            (folder / "n.json").write_text(json.dumps(experiment.n))
+            return {"n": experiment.n}
+
+        def load(self, folder, record):
+            return json.loads((folder / "n.json").read_text())
+
+    try:
+        base = {**config(model_dir), "tasks": ["ioi"], "methods": ["toy_reads"]}
+        first = run_experiment(parse_experiment(base), tmp_path, report=False, plan=False)
+        (unit_id,) = first.computed
+        same = run_experiment(parse_experiment(base), tmp_path, report=False, plan=False)
+        assert same.skipped == [unit_id] and same.stale == [] and seen == [(6, 0)]
+        more = run_experiment(parse_experiment({**base, "n": 7}), tmp_path, report=False,
+                              plan=False)
+        assert more.computed == more.stale == [unit_id] and seen[-1] == (7, 0)
+        store = RunStore(tmp_path)
+        assert store.load(unit_id) == 7 and store.records()[unit_id]["settings"]["n"] == 7
+        reseeded = run_experiment(parse_experiment({**base, "n": 7, "seed": 1}), tmp_path,
+                                  report=False, plan=False)
+        assert reseeded.stale == [unit_id] and seen[-1] == (7, 1)
+        assert run_experiment(parse_experiment({**base, "n": 7, "seed": 1}), tmp_path,
+                              report=False, plan=False).skipped == [unit_id]
+        assert len(seen) == 3
+    finally:
+        unregister("toy_reads")

@@ -20,19 +20,21 @@ from ..progress import Progress
 from .config import Experiment, Unit
 from .executors import Job, get_executor
 from .planning import check_device_map, plan_run
-from .store import RunStore, remove_stale_staging
+from .store import RunStore, remove_stale_staging, unit_settings
 from .worker import UnitReport
 
 
 @dataclass
 class RunOutcome:
     """What :func:`run_experiment` did: units computed, skipped as already finished, failed
-    (their records: ``RunStore.failures()``)."""
+    (their records: ``RunStore.failures()``); ``stale``: finished units recomputed because
+    their settings (parameters, seeds, ``n``, ``seed``, ``dtype``) changed."""
 
     root: Path
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
     report: Path | None = None
 
 
@@ -85,7 +87,10 @@ def run_experiment(experiment: Experiment, out: str | Path, *, force: bool = Fal
     try:
         pending, skipped = [], []
         for unit in experiment.units():
-            (skipped if store.is_done(unit) and not force else pending).append(unit)
+            current = store.is_current(unit, unit_settings(unit, experiment))
+            if not current and store.is_done(unit):
+                outcome.stale.append(unit.id)  # same id, other settings: computed again
+            (skipped if current and not force else pending).append(unit)
         outcome.skipped = [unit.id for unit in skipped]
         check_device_map(experiment)
         if plan and pending:

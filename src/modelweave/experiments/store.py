@@ -64,6 +64,14 @@ def _about(unit: Unit, seconds: float) -> dict:
             "params": unit.params, "seconds": round(seconds, 3)}
 
 
+def unit_settings(unit: Unit, experiment: Experiment) -> dict:
+    """What a unit's result depends on beyond its id: its parameters and seeds, and the run's
+    prompt count, seed and dtype (JSON-normalised, so it compares equal to a saved copy)."""
+    return json.loads(json.dumps({"params": unit.params, "seeds": unit.seeds, "n": experiment.n,
+                                  "seed": experiment.seed, "dtype": experiment.dtype},
+                                 sort_keys=True, default=str))
+
+
 def _git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -121,6 +129,15 @@ class RunStore:
     def is_done(self, unit: Unit) -> bool:
         return (self.unit_dir(unit) / DONE).exists()
 
+    def is_current(self, unit: Unit, settings: dict) -> bool:
+        """Finished, with the same :func:`unit_settings` (a record saved before settings were
+        recorded counts as current)."""
+        done = self.unit_dir(unit) / DONE
+        if not done.exists():
+            return False
+        saved = read_json(done).get("settings")
+        return saved is None or saved == settings
+
     def stage(self, unit: Unit) -> Path:
         """A new, empty staging folder for computing ``unit`` (this worker's own)."""
         folder = self.root / "staging" / f"{unit.id}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -145,8 +162,10 @@ class RunStore:
         atomic_write(staged / DONE, json.dumps(record, indent=1))
         final = self.unit_dir(unit)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists() and (replace or not (final / DONE).exists()):
-            self._discard(final)  # the old copy of a forced unit, or a pre-staging leftover
+        if final.exists() and (replace or not (final / DONE).exists()
+                               or not self._same_settings(final, record)):
+            # the old copy of a forced unit or of other settings, or a pre-staging leftover
+            self._discard(final)
         try:
             os.rename(staged, final)  # fails if a finished copy is there: the first one wins
         except OSError:
@@ -154,6 +173,14 @@ class RunStore:
             return None
         (self.root / "failed" / f"{unit.id}.json").unlink(missing_ok=True)
         return record
+
+    @staticmethod
+    def _same_settings(final: Path, record: dict) -> bool:
+        """Whether the finished copy in ``final`` was computed with ``record``'s settings."""
+        if "settings" not in record:
+            return True
+        saved = read_json(final / DONE).get("settings")
+        return saved is None or saved == record["settings"]
 
     def _discard(self, folder: Path) -> None:
         """Move ``folder`` out of the way in one rename (only one worker can), then delete it."""

@@ -19,7 +19,7 @@ from ..progress import Progress
 from .config import Experiment, Unit
 from .methods import get_method
 from .seeds import run_seeds
-from .store import RunStore
+from .store import RunStore, unit_settings
 
 
 @dataclass
@@ -114,7 +114,8 @@ class UnitWorker:
             summary = run_seeds(get_method(unit.method), model, unit, self.experiment, staged,
                                 progress)  # the kind's run, once per seed (K = unit.seeds)
             seconds = time.perf_counter() - start
-            extra = {"run": _run_facts(model), "worker": self.facts()}
+            extra = {"run": _run_facts(model), "worker": self.facts(),
+                     "settings": unit_settings(unit, self.experiment)}
             record = self.store.commit(unit, staged, summary, seconds, extra, replace=self.force)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, the run goes on
             seconds = time.perf_counter() - start
