@@ -219,6 +219,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
         alive = sum(o.status == "survived" for o in items)
         counted = dead + alive
         table[name] = {"mutants": len(items), "killed": dead, "survived": alive,
+                       "crashed": sum(o.status in ("error", "timeout") for o in items),
                        "equivalent": sum(o.status == "equivalent" for o in items),
                        "baseline_fails": sum(o.status == "baseline-fails" for o in items),
                        "kill_rate": round(dead / counted, 3) if counted else float("nan")}
@@ -281,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             for result in pool.map(lambda chunk: [one(x) for x in chunk], chunks):
                 outcomes.extend(result)
     table = summarise(outcomes)
-    print("\n| group | mutants | killed | survived | equivalent | kill rate |")
-    print("|---|---|---|---|---|---|")
+    # "crashed": killed by a collection error or a timeout, not a failing assertion; check
+    # those by hand (an environment broken mid-run looks the same)
+    print("\n| group | mutants | killed | of which crashed | survived | equivalent | kill rate |")
+    print("|---|---|---|---|---|---|---|")
     for name, row in table.items():
-        print(f"| {name} | {row['mutants']} | {row['killed']} | {row['survived']} | "
-              f"{row['equivalent']} | {row['kill_rate']} |")
+        print(f"| {name} | {row['mutants']} | {row['killed']} | {row['crashed']} | "
+              f"{row['survived']} | {row['equivalent']} | {row['kill_rate']} |")
     for o in outcomes:
         if o.status in ("survived", "equivalent", "baseline-fails"):
             reason = o.equivalent or o.detail.splitlines()[-1:] or [""]

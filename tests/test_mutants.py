@@ -54,7 +54,7 @@ def test_kill_rate_counts_crashes_and_timeouts_as_kills_and_leaves_equivalents_o
 
     table = mutation.summarise([out("killed"), out("error"), out("timeout"), out("survived"),
                                 out("equivalent"), out("baseline-fails"), out("killed", "h")])
-    assert table["g"] == {"mutants": 6, "killed": 3, "survived": 1, "equivalent": 1,
+    assert table["g"] == {"mutants": 6, "killed": 3, "crashed": 2, "survived": 1, "equivalent": 1,
                           "baseline_fails": 1, "kill_rate": 0.75}
     assert table["all"]["killed"] == 4 and table["all"]["kill_rate"] == 0.8
     assert table["h"]["kill_rate"] == 1.0
