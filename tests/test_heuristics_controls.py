@@ -28,7 +28,8 @@ from modelweave.analysis.heuristics.maps import neuron_maps
 from modelweave.analysis.heuristics.prompts import arithmetic_batch
 from modelweave.metrics.nulls import NullError
 
-pytestmark = pytest.mark.xdist_group("arith")
+# a fixture of its own (not the pipeline's): its own group, so it may run beside the pipeline
+pytestmark = pytest.mark.xdist_group("arith_controls")
 A, B = [0, 1, 2], [3, 4, 5]
 HEURISTIC = "result_range_0_10"
 

@@ -99,7 +99,7 @@ def test_bad_modules_and_memory():
                                                                  max_memory_gb=0.001),
                        calibrate=False)
     for batches in ({"train_batch": 0}, {"query_batch": 0}):
-        with pytest.raises(InfluenceError, match="train_batch and query_batch must be positive"):
+        with pytest.raises(InfluenceError, match="train_batch and query_batch must be at least 1"):
             plan_influence(model, docs(), QUERIES, InfluenceSettings(**batches),
                            calibrate=False)
     plan = plan_influence(model, docs(), QUERIES, InfluenceSettings(train_batch=2))
