@@ -13,3 +13,16 @@ def smollm():
     from modelweave import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 3-layer llama (4 heads, 2 key/value heads, d_model 32, d_mlp 48) with a tokenizer."""
+    from modelweave.models import Model
+    from tokenizers_zoo import make_tokenizer
+
+    from tiny import tiny_hf_model
+
+    tok = make_tokenizer("bytelevel")
+    return Model(tiny_hf_model("llama", vocab_size=len(tok)), tok)
+
